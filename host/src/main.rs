@@ -1,1 +1,106 @@
-fn main() {}
+//! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use sluice::config::Config;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A MySQL gateway with sandboxed Wasm policies")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "config/sluice.toml")]
+        config: PathBuf,
+    },
+    /// Load and validate a configuration, then exit.
+    CheckConfig {
+        #[arg(long, default_value = "config/sluice.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} backends, {} users)", config.display(), c.backends.len(), c.users.len());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("invalid configuration: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Cmd::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log.level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("sluice: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let bound = sluice::bind(config, rx).await?;
+    tracing::info!(addr = %bound.local_addr()?, "sluice listening");
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    bound.run().await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,364 @@
+//! Typed configuration: `config/sluice.toml` overridden by `SLUICE_...` environment variables,
+//! with defaults, validated once at load.
+//!
+//! Environment keys nest with `__` and use `_` for `-`: `SLUICE_FRONTEND__LISTEN=0.0.0.0:6033`,
+//! `SLUICE_FRONTEND__MAX_CONNECTIONS=100`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Parse {
+        file: String,
+        #[source]
+        source: Box<figment::Error>,
+    },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub frontend: FrontendConfig,
+    pub log: LogConfig,
+    pub routing: RoutingConfig,
+    pub users: Vec<UserConfig>,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            frontend: FrontendConfig::default(),
+            log: LogConfig::default(),
+            routing: RoutingConfig::default(),
+            users: Vec::new(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FrontendConfig {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Client connections beyond this get ERR 1040.
+    pub max_connections: usize,
+    /// Largest client packet accepted (bytes), after reassembly.
+    pub max_allowed_packet: usize,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client may stay idle between commands before it is disconnected.
+    pub idle_timeout_secs: u64,
+    /// Seconds sessions get to finish their statement in flight at shutdown.
+    pub drain_timeout_secs: u64,
+    /// Version presented to clients (prefixed with `5.5.5-`, the MariaDB convention).
+    pub server_version: String,
+    /// When true, each user's first caching_sha2_password login needs full authentication (over
+    /// TLS), like a freshly started MySQL server; later ones take the fast path.
+    pub sha2_cold_cache: bool,
+    pub tls: TlsConfig,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6033)),
+            max_connections: 4096,
+            max_allowed_packet: 64 << 20,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 28_800,
+            drain_timeout_secs: 30,
+            server_version: "10.11.6-MariaDB-sluice".into(),
+            sha2_cold_cache: false,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Generate a self-signed certificate at start (development only).
+    pub self_signed: bool,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Refuse clients that do not switch to TLS.
+    pub require: bool,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `sluice=debug`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The built-in router: reads outside transactions go to replicas (round-robin); everything
+    /// else to the primary. Off: everything to the primary.
+    pub read_write_split: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPlugin {
+    #[default]
+    MysqlNativePassword,
+    CachingSha2Password,
+}
+
+impl AuthPlugin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MysqlNativePassword => "mysql_native_password",
+            Self::CachingSha2Password => "caching_sha2_password",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The password clients log in with. Prefer `password-env` or `password-file`.
+    pub password: Option<String>,
+    /// Read the password from this environment variable at start.
+    pub password_env: Option<String>,
+    /// Read the password from this file at start (trailing newline trimmed).
+    pub password_file: Option<PathBuf>,
+    pub auth_plugin: AuthPlugin,
+    /// Backend account; defaults to the same name and password.
+    pub backend_user: Option<String>,
+    pub backend_password: Option<String>,
+    /// Connections this user may hold at once (0: no limit).
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: String,
+    pub role: Role,
+    pub weight: u32,
+    pub pool_min: usize,
+    pub pool_max: usize,
+    pub idle_timeout_secs: u64,
+    pub max_lifetime_secs: u64,
+    /// Prepared statements kept per backend connection; the bound on backend statements.
+    pub stmt_cache_size: usize,
+    /// Connect to this backend with TLS.
+    pub tls: bool,
+    /// Accept any certificate (development only).
+    pub tls_skip_verify: bool,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: String::new(),
+            role: Role::Primary,
+            weight: 1,
+            pool_min: 0,
+            pool_max: 64,
+            idle_timeout_secs: 60,
+            max_lifetime_secs: 3600,
+            stmt_cache_size: 128,
+            tls: false,
+            tls_skip_verify: false,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (which must exist) and the environment, then validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError::Invalid {
+                file,
+                key: "-".into(),
+                reason: "file not found".into(),
+            });
+        }
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("SLUICE_").map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
+        );
+        Self::from_figment(&figment, &file)
+    }
+
+    /// Parses a TOML string (tests and `check-config`).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::new().merge(Toml::string(text)), "<string>")
+    }
+
+    fn from_figment(figment: &Figment, file: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            source: Box::new(e),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&mut self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            reason: reason.to_string(),
+        };
+        let f = &self.frontend;
+        if f.max_connections == 0 {
+            return Err(invalid("frontend.max-connections".into(), "must be at least 1"));
+        }
+        if f.max_allowed_packet < 1024 || f.max_allowed_packet > 1 << 30 {
+            return Err(invalid("frontend.max-allowed-packet".into(), "must be between 1 KiB and 1 GiB"));
+        }
+        if f.tls.cert.is_some() != f.tls.key.is_some() {
+            return Err(invalid("frontend.tls.cert".into(), "cert and key must be given together"));
+        }
+        if f.tls.require && !f.tls.enabled() {
+            return Err(invalid("frontend.tls.require".into(), "TLS is required but no certificate is configured (set cert/key or self-signed)"));
+        }
+        if self.backends.is_empty() {
+            return Err(invalid("backends".into(), "at least one backend is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let key = |k: &str| format!("backends[{i}].{k}");
+            if b.name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if !names.insert(b.name.clone()) {
+                return Err(invalid(key("name"), "duplicate backend name"));
+            }
+            if b.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(invalid(key("address"), "must be host:port"));
+            }
+            if b.pool_max == 0 || b.pool_min > b.pool_max {
+                return Err(invalid(key("pool-max"), "must be at least 1 and at least pool-min"));
+            }
+            if b.weight == 0 {
+                return Err(invalid(key("weight"), "must be at least 1"));
+            }
+        }
+        if !self.backends.iter().any(|b| b.role == Role::Primary) {
+            return Err(invalid("backends".into(), "one backend must have role = \"primary\""));
+        }
+        let mut users = std::collections::HashSet::new();
+        for (i, u) in self.users.iter_mut().enumerate() {
+            let key = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if !users.insert(u.name.clone()) {
+                return Err(invalid(key("name"), "duplicate user"));
+            }
+            let sources = usize::from(u.password.is_some())
+                + usize::from(u.password_env.is_some())
+                + usize::from(u.password_file.is_some());
+            if sources != 1 {
+                return Err(invalid(key("password"), "give exactly one of password, password-env, password-file"));
+            }
+            if let Some(var) = &u.password_env {
+                let v = std::env::var(var).map_err(|_| invalid(key("password-env"), &format!("environment variable {var} is not set")))?;
+                u.password = Some(v);
+            }
+            if let Some(path) = &u.password_file {
+                let v = std::fs::read_to_string(path).map_err(|e| invalid(key("password-file"), &format!("cannot read {}: {e}", path.display())))?;
+                u.password = Some(v.trim_end_matches(['\n', '\r']).to_string());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+impl UserConfig {
+    pub fn password(&self) -> &str {
+        self.password.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+        [[backends]]
+        name = "primary"
+        address = "127.0.0.1:3307"
+        role = "primary"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MIN).expect("valid");
+        assert_eq!(c.frontend.listen.port(), 6033);
+        assert_eq!(c.backends[0].pool_max, 64);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = format!("{MIN}\n[frontend]\nmax-connections = 0\n");
+        let e = Config::from_toml(&bad).expect_err("invalid").to_string();
+        assert!(e.contains("frontend.max-connections"), "{e}");
+        let bad = MIN.replace("127.0.0.1:3307", "nowhere");
+        let e = Config::from_toml(&bad).expect_err("invalid").to_string();
+        assert!(e.contains("backends[0].address"), "{e}");
+        let e = Config::from_toml("[frontend]\nlisten = 5\n").expect_err("invalid").to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::from_toml(&format!("{MIN}\n[frontend]\nnope = 1\n")).expect_err("invalid").to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn users_need_one_password_source() {
+        let bad = format!("{MIN}\n[[users]]\nname = \"a\"\n");
+        let e = Config::from_toml(&bad).expect_err("invalid").to_string();
+        assert!(e.contains("users[0].password"), "{e}");
+    }
+}

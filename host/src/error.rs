@@ -1,0 +1,120 @@
+//! Every error a client can see, as one enum, mapped once to a MySQL error code and SQLSTATE.
+
+use thiserror::Error;
+
+use crate::protocol::DecodeError;
+
+#[derive(Debug, Error, Clone)]
+pub enum GatewayError {
+    #[error("Access denied for user '{user}'@'{host}' (using password: {})", if *.using_password { "YES" } else { "NO" })]
+    AccessDenied { user: String, host: String, using_password: bool },
+    #[error("Access denied for user '{user}': caching_sha2_password full authentication requires a TLS connection (connect with --ssl)")]
+    FullAuthNeedsTls { user: String },
+    #[error("Access denied for user '{user}': this gateway requires TLS (connect with --ssl)")]
+    TlsRequired { user: String },
+    #[error("Too many connections")]
+    TooManyConnections,
+    #[error("User '{user}' has exceeded the 'max_user_connections' resource ({limit})")]
+    TooManyUserConnections { user: String, limit: usize },
+    #[error("Unknown command 0x{0:02x}")]
+    UnknownCommand(u8),
+    #[error("Malformed communication packet: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("Got a packet bigger than 'max_allowed_packet' bytes ({size} > {max})")]
+    PacketTooLarge { size: usize, max: usize },
+    /// An error the backend server returned: relayed with its own code, state and message.
+    #[error("{message}")]
+    Server { code: u16, state: String, message: String },
+    #[error("Can't connect to backend '{backend}': {reason}")]
+    BackendUnavailable { backend: String, reason: String },
+    #[error("Lost connection to backend '{backend}' during query: {reason}")]
+    BackendLost { backend: String, reason: String },
+    #[error("Unknown prepared statement handler ({id}) given to {command}")]
+    UnknownStatement { id: u32, command: &'static str },
+    #[error("Unknown thread id: {0}")]
+    NoSuchThread(u64),
+    #[error("You are not owner of thread {0}")]
+    NotThreadOwner(u64),
+    #[error("Sluice does not support {0}")]
+    Unsupported(String),
+    #[error("Statement denied by policy '{policy}': {message}")]
+    Denied { policy: String, code: u16, message: String },
+    #[error("Query execution was interrupted")]
+    Interrupted,
+    #[error("Server shutdown in progress")]
+    ShuttingDown,
+    #[error("Unknown database '{0}'")]
+    UnknownDatabase(String),
+    #[error("Internal gateway error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The MySQL error code and SQLSTATE clients see.
+    pub fn code_and_state(&self) -> (u16, &str) {
+        match self {
+            Self::AccessDenied { .. } | Self::FullAuthNeedsTls { .. } | Self::TlsRequired { .. } => {
+                (1045, "28000")
+            }
+            Self::TooManyConnections => (1040, "08004"),
+            Self::TooManyUserConnections { .. } => (1226, "42000"),
+            Self::UnknownCommand(_) => (1047, "08S01"),
+            Self::Malformed(_) => (1835, "HY000"),
+            Self::PacketTooLarge { .. } => (1153, "08S01"),
+            Self::Server { code, state, .. } => (*code, state.as_str()),
+            Self::BackendUnavailable { .. } => (2003, "HY000"),
+            Self::BackendLost { .. } => (2013, "HY000"),
+            Self::UnknownStatement { .. } => (1243, "HY000"),
+            Self::NoSuchThread(_) => (1094, "HY000"),
+            Self::NotThreadOwner(_) => (1095, "HY000"),
+            Self::Unsupported(_) => (1235, "42000"),
+            Self::Denied { code, .. } => (*code, "42000"),
+            Self::Interrupted => (1317, "70100"),
+            Self::ShuttingDown => (1053, "08S01"),
+            Self::UnknownDatabase(_) => (1049, "42000"),
+            Self::Internal(_) => (1105, "HY000"),
+        }
+    }
+
+    /// Errors after which the client connection cannot go on.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::AccessDenied { .. }
+                | Self::FullAuthNeedsTls { .. }
+                | Self::TlsRequired { .. }
+                | Self::TooManyConnections
+                | Self::TooManyUserConnections { .. }
+                | Self::PacketTooLarge { .. }
+                | Self::ShuttingDown
+        )
+    }
+
+    /// Classifies a driver error from a backend.
+    pub fn from_backend(backend: &str, e: mysql_async::Error) -> Self {
+        match e {
+            mysql_async::Error::Server(s) => Self::Server {
+                code: s.code,
+                state: s.state,
+                message: s.message,
+            },
+            other => Self::BackendLost {
+                backend: backend.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages() {
+        let e = GatewayError::AccessDenied { user: "app".into(), host: "127.0.0.1".into(), using_password: true };
+        assert_eq!(e.code_and_state(), (1045, "28000"));
+        assert_eq!(e.to_string(), "Access denied for user 'app'@'127.0.0.1' (using password: YES)");
+        assert_eq!(GatewayError::UnknownCommand(0x30).code_and_state(), (1047, "08S01"));
+    }
+}

@@ -1,0 +1,702 @@
+//! Query facts: what the gateway knows about a statement from one pass of a fast lexer (no full
+//! parse): its kind, whether it only reads, locking reads, WHERE presence, tables, a digest with
+//! literals folded to `?`, `/* sluice:key=value */` hints, and the session effects that decide
+//! multiplexing (user variables, temporary tables, locks, SET targets, ...).
+//!
+//! The lexer never fails: unknown bytes are skipped, unterminated strings and comments end at the
+//! end of input.
+
+/// The kind of a statement, from its first keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Replace,
+    Ddl,
+    Transaction,
+    Set,
+    Use,
+    Show,
+    Call,
+    LoadData,
+    #[default]
+    Other,
+}
+
+/// A session-scoped variable assignment found in a SET statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetTarget {
+    /// `SET [SESSION] name = ...` / `SET @@[session.]name = ...`: replayable once read back.
+    Session(String),
+    /// `SET NAMES ...` / `SET CHARACTER SET ...`: the connection character set variables.
+    Names,
+}
+
+/// Why a statement ties the session to its backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PinReason {
+    UserVariable,
+    TemporaryTable,
+    GetLock,
+    LockTables,
+    SqlCalcFoundRows,
+    TextPrepare,
+    NextTransactionCharacteristics,
+    UnparsedSet,
+    XaTransaction,
+    Handler,
+}
+
+impl PinReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::UserVariable => "user variable (@name)",
+            Self::TemporaryTable => "temporary table",
+            Self::GetLock => "GET_LOCK() named lock",
+            Self::LockTables => "LOCK TABLES",
+            Self::SqlCalcFoundRows => "SQL_CALC_FOUND_ROWS",
+            Self::TextPrepare => "text-protocol PREPARE",
+            Self::NextTransactionCharacteristics => "SET TRANSACTION for the next transaction",
+            Self::UnparsedSet => "SET the gateway could not replay",
+            Self::XaTransaction => "XA transaction",
+            Self::Handler => "HANDLER cursor",
+        }
+    }
+}
+
+/// Everything the host computes about one COM_QUERY (or prepared) statement.
+#[derive(Debug, Clone, Default)]
+pub struct QueryFacts {
+    pub kind: StatementKind,
+    pub read_only: bool,
+    pub locking_read: bool,
+    pub has_where: bool,
+    pub tables: Vec<String>,
+    pub multi_statement: bool,
+    pub digest: String,
+    pub hints: Vec<(String, String)>,
+    /// Session effects over all statements in the packet.
+    pub pins: Vec<PinReason>,
+    pub set_targets: Vec<SetTarget>,
+    pub changes_schema: bool,
+    /// Mentions LAST_INSERT_ID(), ROW_COUNT(), FOUND_ROWS(), warnings or errors of the previous
+    /// statement: state of the backend connection that ran it.
+    pub needs_previous_connection: bool,
+    pub mentions_connection_id: bool,
+    /// `KILL [QUERY|CONNECTION] n`: (query_only, n).
+    pub kill: Option<(bool, u64)>,
+    /// LOAD DATA LOCAL INFILE (the client would stream a file).
+    pub local_infile: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Quoted(&'a str),
+    Str,
+    Num,
+    UserVar,
+    SysVar(&'a str),
+    Punct(u8),
+    Placeholder,
+}
+
+struct Lexer<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    hints: Vec<(String, String)>,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(s: &'a str) -> Self {
+        Self {
+            s,
+            b: s.as_bytes(),
+            i: 0,
+            hints: Vec::new(),
+        }
+    }
+
+    fn peek(&self, k: usize) -> u8 {
+        self.b.get(self.i + k).copied().unwrap_or(0)
+    }
+
+    fn skip_trivia(&mut self) {
+        loop {
+            let c = self.peek(0);
+            if c.is_ascii_whitespace() {
+                self.i += 1;
+            } else if c == b'#' || (c == b'-' && self.peek(1) == b'-' && matches!(self.peek(2), b' ' | b'\t' | b'\n' | b'\r' | 0)) {
+                while self.i < self.b.len() && self.b[self.i] != b'\n' {
+                    self.i += 1;
+                }
+            } else if c == b'/' && self.peek(1) == b'*' {
+                if self.peek(2) == b'!' || (self.peek(2) == b'M' && self.peek(3) == b'!') {
+                    // Executable comment: its body is code. Skip the marker and version digits.
+                    self.i += if self.peek(2) == b'!' { 3 } else { 4 };
+                    while self.peek(0).is_ascii_digit() {
+                        self.i += 1;
+                    }
+                    continue;
+                }
+                let start = self.i + 2;
+                let end = self.s[start..].find("*/").map_or(self.b.len(), |e| start + e);
+                self.hint(&self.s[start..end]);
+                self.i = (end + 2).min(self.b.len());
+            } else if c == b'*' && self.peek(1) == b'/' {
+                self.i += 2; // end of an executable comment
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn hint(&mut self, body: &str) {
+        let body = body.trim();
+        if let Some(rest) = body.strip_prefix("sluice:") {
+            for kv in rest.split([',', ' ']).filter(|p| !p.is_empty()) {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                self.hints.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+    }
+
+    fn quoted(&mut self, q: u8) -> &'a str {
+        let start = self.i + 1;
+        self.i += 1;
+        while self.i < self.b.len() {
+            let c = self.b[self.i];
+            if c == b'\\' && q != b'`' {
+                self.i += 2;
+            } else if c == q {
+                if self.peek(1) == q {
+                    self.i += 2;
+                } else {
+                    self.i += 1;
+                    return &self.s[start..self.i - 1];
+                }
+            } else {
+                self.i += 1;
+            }
+        }
+        self.i = self.b.len();
+        &self.s[start.min(self.b.len())..]
+    }
+
+    fn word_end(&self, from: usize) -> usize {
+        let mut j = from;
+        while j < self.b.len() && (self.b[j].is_ascii_alphanumeric() || self.b[j] == b'_' || self.b[j] == b'$' || self.b[j] >= 0x80) {
+            j += 1;
+        }
+        j
+    }
+
+    fn next_tok(&mut self) -> Option<Tok<'a>> {
+        self.skip_trivia();
+        let c = self.peek(0);
+        if self.i >= self.b.len() {
+            return None;
+        }
+        Some(match c {
+            b'\'' | b'"' => {
+                self.quoted(c);
+                Tok::Str
+            }
+            b'`' => Tok::Quoted(self.quoted(b'`')),
+            b'?' => {
+                self.i += 1;
+                Tok::Placeholder
+            }
+            b'@' => {
+                if self.peek(1) == b'@' {
+                    self.i += 2;
+                    let start = self.i;
+                    // @@session.x / @@global.x / @@x
+                    let mut end = self.word_end(start);
+                    if self.b.get(end) == Some(&b'.') {
+                        end = self.word_end(end + 1);
+                    }
+                    self.i = end.max(start);
+                    Tok::SysVar(&self.s[start..self.i])
+                } else {
+                    self.i += 1;
+                    if matches!(self.peek(0), b'\'' | b'"' | b'`') {
+                        self.quoted(self.peek(0));
+                    } else {
+                        self.i = self.word_end(self.i);
+                    }
+                    Tok::UserVar
+                }
+            }
+            b'0'..=b'9' => {
+                let mut j = self.i;
+                while j < self.b.len() && (self.b[j].is_ascii_alphanumeric() || self.b[j] == b'.') {
+                    j += 1;
+                }
+                // 1e+5
+                while j < self.b.len() && matches!(self.b[j], b'+' | b'-') && matches!(self.b[j - 1], b'e' | b'E') {
+                    j += 1;
+                    while j < self.b.len() && self.b[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                }
+                self.i = j;
+                Tok::Num
+            }
+            b'.' if self.peek(1).is_ascii_digit() => {
+                self.i += 1;
+                while self.peek(0).is_ascii_digit() {
+                    self.i += 1;
+                }
+                Tok::Num
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => {
+                // x'0A' / b'01' / N'..' / _utf8'..' literals
+                let end = self.word_end(self.i);
+                if self.b.get(end) == Some(&b'\'') {
+                    let w = &self.s[self.i..end];
+                    if w.eq_ignore_ascii_case("x") || w.eq_ignore_ascii_case("b") || w.eq_ignore_ascii_case("n") || w.starts_with('_') {
+                        self.i = end;
+                        self.quoted(b'\'');
+                        return Some(Tok::Str);
+                    }
+                }
+                let w = &self.s[self.i..end];
+                self.i = end;
+                Tok::Word(w)
+            }
+            _ => {
+                // Step over one whole character so slicing stays on char boundaries.
+                let len = self.s[self.i..].chars().next().map_or(1, char::len_utf8);
+                self.i += len;
+                Tok::Punct(c)
+            }
+        })
+    }
+}
+
+fn is(t: Option<&Tok<'_>>, kw: &str) -> bool {
+    matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+}
+
+fn kind_of(first: &str, second: Option<&Tok<'_>>) -> StatementKind {
+    use StatementKind as K;
+    let k = first.to_ascii_uppercase();
+    match k.as_str() {
+        "SELECT" | "WITH" | "VALUES" | "TABLE" => K::Select,
+        "INSERT" => K::Insert,
+        "UPDATE" => K::Update,
+        "DELETE" => K::Delete,
+        "REPLACE" => K::Replace,
+        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "ANALYZE" | "OPTIMIZE" | "REPAIR" => K::Ddl,
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => K::Transaction,
+        "START" if is(second, "TRANSACTION") => K::Transaction,
+        "SET" => K::Set,
+        "USE" => K::Use,
+        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => K::Show,
+        "CALL" => K::Call,
+        "LOAD" if is(second, "DATA") || is(second, "XML") => K::LoadData,
+        _ => K::Other,
+    }
+}
+
+/// Per-statement state while scanning.
+#[derive(Default)]
+struct StmtScan {
+    words: usize,
+    first: Option<StatementKind>,
+    into: bool,
+}
+
+/// Computes the facts of `sql` in one pass.
+pub fn analyze(sql: &str) -> QueryFacts {
+    let mut f = QueryFacts::default();
+    let mut lx = Lexer::new(sql);
+    let mut digest = String::with_capacity(sql.len().min(1024));
+    let mut prev: Option<Tok<'_>> = None;
+    let mut prev2: Option<Tok<'_>> = None;
+    let mut stmt = StmtScan::default();
+    let mut statements = 0usize;
+    let mut first_kind_set = false;
+    let mut in_set = false;
+    let mut set_expect_name = false;
+    let mut paren_depth = 0i32;
+
+    while let Some(t) = lx.next_tok() {
+        // Digest: literals -> ?, one space between tokens, keywords upper-cased.
+        push_digest(&mut digest, &t, prev.as_ref());
+
+        if stmt.words == 0 {
+            if let Tok::Punct(b';') = t {
+                prev2 = prev;
+                prev = Some(t);
+                continue;
+            }
+            if matches!(t, Tok::Punct(b'(')) {
+                prev2 = prev;
+                prev = Some(t);
+                continue;
+            }
+            statements += 1;
+        }
+        match t {
+            Tok::Word(w) => {
+                stmt.words += 1;
+                if stmt.words == 1 {
+                    let second = lx_peek_word(&lx);
+                    let k = kind_of(w, second.as_ref());
+                    stmt.first = Some(k);
+                    if !first_kind_set {
+                        f.kind = k;
+                        first_kind_set = true;
+                    }
+                    on_first_word(&mut f, w, second.as_ref(), &lx);
+                    in_set = k == StatementKind::Set;
+                    set_expect_name = in_set;
+                    if in_set {
+                        scan_set_start(&mut f, &lx);
+                    }
+                } else {
+                    on_word(&mut f, w, prev.as_ref(), prev2.as_ref(), &mut stmt, &lx);
+                }
+                if in_set && set_expect_name && paren_depth == 0 && stmt.words > 1 {
+                    set_expect_name = false;
+                    record_set_target(&mut f, w, &lx);
+                }
+            }
+            Tok::Quoted(name) => {
+                stmt.words += 1;
+                if is_table_context(prev.as_ref(), prev2.as_ref()) && stmt.first != Some(StatementKind::Set) {
+                    push_table(&mut f, name, &lx);
+                }
+            }
+            Tok::UserVar => {
+                stmt.words += 1;
+                f.pins.push(PinReason::UserVariable);
+                set_expect_name = false;
+            }
+            Tok::SysVar(name) => {
+                stmt.words += 1;
+                let lname = name.to_ascii_lowercase();
+                if matches!(lname.as_str(), "warning_count" | "error_count" | "session.warning_count" | "session.error_count") {
+                    f.needs_previous_connection = true;
+                }
+                if in_set && set_expect_name && paren_depth == 0 {
+                    set_expect_name = false;
+                    if let Some(global) = lname.strip_prefix("global.") {
+                        let _ = global; // a global change is not session state
+                    } else {
+                        let n = lname.trim_start_matches("session.").trim_start_matches("local.");
+                        f.set_targets.push(SetTarget::Session(n.to_string()));
+                    }
+                }
+            }
+            Tok::Punct(b';') => {
+                // A new statement starts after this (if anything follows).
+                stmt = StmtScan::default();
+                in_set = false;
+            }
+            Tok::Punct(b'(') => paren_depth += 1,
+            Tok::Punct(b')') => paren_depth -= 1,
+            Tok::Punct(b',') if in_set && paren_depth == 0 => set_expect_name = true,
+            _ => {}
+        }
+        prev2 = prev;
+        prev = Some(t);
+    }
+    f.multi_statement = statements > 1;
+    f.hints = std::mem::take(&mut lx.hints);
+    f.read_only = matches!(f.kind, StatementKind::Select | StatementKind::Show)
+        && !f.locking_read
+        && !f.pins.contains(&PinReason::UserVariable)
+        && !stmt_into(&f, &stmt)
+        && !f.multi_statement;
+    f.pins.sort_unstable();
+    f.pins.dedup();
+    f.digest = digest;
+    f
+}
+
+fn stmt_into(_f: &QueryFacts, s: &StmtScan) -> bool {
+    s.into && s.first == Some(StatementKind::Select)
+}
+
+/// The next token's word, without consuming it.
+fn lx_peek_word<'a>(lx: &Lexer<'a>) -> Option<Tok<'a>> {
+    let mut copy = Lexer {
+        s: lx.s,
+        b: lx.b,
+        i: lx.i,
+        hints: Vec::new(),
+    };
+    copy.next_tok()
+}
+
+fn lx_peek_n<'a>(lx: &Lexer<'a>, n: usize) -> Vec<Tok<'a>> {
+    let mut copy = Lexer {
+        s: lx.s,
+        b: lx.b,
+        i: lx.i,
+        hints: Vec::new(),
+    };
+    (0..n).map_while(|_| copy.next_tok()).collect()
+}
+
+fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
+    let u = w.to_ascii_uppercase();
+    match u.as_str() {
+        "USE" => f.changes_schema = true,
+        "LOCK" if is(second, "TABLES") || is(second, "TABLE") => f.pins.push(PinReason::LockTables),
+        "PREPARE" | "EXECUTE" | "DEALLOCATE" => f.pins.push(PinReason::TextPrepare),
+        "XA" => f.pins.push(PinReason::XaTransaction),
+        "HANDLER" => f.pins.push(PinReason::Handler),
+        "CREATE" => {
+            let next = lx_peek_n(lx, 3);
+            if next.iter().any(|t| is(Some(t), "TEMPORARY")) {
+                f.pins.push(PinReason::TemporaryTable);
+            }
+        }
+        "KILL" => {
+            let next = lx_peek_n(lx, 2);
+            let (query_only, id_tok) = match next.first() {
+                Some(Tok::Word(x)) if x.eq_ignore_ascii_case("QUERY") => (true, next.get(1)),
+                Some(Tok::Word(x)) if x.eq_ignore_ascii_case("CONNECTION") => (false, next.get(1)),
+                other => (false, other),
+            };
+            if matches!(id_tok, Some(Tok::Num)) {
+                // Re-scan the number text.
+                let digits: String = lx.s[lx.i..]
+                    .trim_start()
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(n) = digits.parse() {
+                    f.kill = Some((query_only, n));
+                }
+            }
+        }
+        "LOAD" => {
+            let next = lx_peek_n(lx, 3);
+            if next.iter().any(|t| is(Some(t), "LOCAL")) {
+                f.local_infile = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn on_word(f: &mut QueryFacts, w: &str, prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>, stmt: &mut StmtScan, lx: &Lexer<'_>) {
+    let u = w.to_ascii_uppercase();
+    match u.as_str() {
+        "WHERE" => {
+            if matches!(stmt.first, Some(StatementKind::Update | StatementKind::Delete)) {
+                f.has_where = true;
+            }
+        }
+        "SQL_CALC_FOUND_ROWS" => f.pins.push(PinReason::SqlCalcFoundRows),
+        "INTO" => {
+            stmt.into = true;
+            // SELECT ... INTO @var / OUTFILE: not a pure read.
+        }
+        "UPDATE" if is(prev, "FOR") => f.locking_read = true,
+        "SHARE" if is(prev, "FOR") || is(prev, "IN") => f.locking_read = true,
+        "GET_LOCK" => f.pins.push(PinReason::GetLock),
+        "LAST_INSERT_ID" | "ROW_COUNT" | "FOUND_ROWS" => {
+            let next = lx_peek_n(lx, 2);
+            if matches!(next.first(), Some(Tok::Punct(b'('))) {
+                f.needs_previous_connection = true;
+            }
+        }
+        "WARNINGS" | "ERRORS" if is(prev, "SHOW") => f.needs_previous_connection = true,
+        "CONNECTION_ID" => {
+            if matches!(lx_peek_word(lx), Some(Tok::Punct(b'('))) {
+                f.mentions_connection_id = true;
+            }
+        }
+        "TEMPORARY" if is(prev, "CREATE") => f.pins.push(PinReason::TemporaryTable),
+        _ => {
+            if is_table_context(prev, prev2) && !is_keyword(&u) {
+                push_table(f, w, lx);
+            }
+        }
+    }
+}
+
+fn is_table_context(prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>) -> bool {
+    let p = |t: Option<&Tok<'_>>, kw: &str| is(t, kw);
+    p(prev, "FROM") || p(prev, "JOIN") || p(prev, "INTO") || p(prev, "UPDATE") || (p(prev, "TABLE") && !p(prev2, "LOCK"))
+        || p(prev, "TABLES")
+}
+
+fn is_keyword(u: &str) -> bool {
+    matches!(u, "SELECT" | "LOW_PRIORITY" | "IGNORE" | "DUAL" | "IF" | "EXISTS" | "NOT" | "OUTFILE" | "DUMPFILE" | "LATERAL" | "QUICK" | "DELAYED" | "HIGH_PRIORITY")
+}
+
+fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
+    // schema.table: join with the following `.name`.
+    let mut full = name.to_string();
+    let rest = &lx.s[lx.i..];
+    if let Some(after) = rest.strip_prefix('.') {
+        let t: String = after
+            .trim_start_matches('`')
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+            .collect();
+        if !t.is_empty() {
+            full = format!("{name}.{t}");
+        }
+    }
+    if !f.tables.contains(&full) && f.tables.len() < 64 {
+        f.tables.push(full);
+    }
+}
+
+/// The start of a SET statement: NAMES / CHARACTER SET / TRANSACTION forms.
+fn scan_set_start(f: &mut QueryFacts, lx: &Lexer<'_>) {
+    let next = lx_peek_n(lx, 3);
+    let w = |i: usize, kw: &str| is(next.get(i), kw);
+    if w(0, "NAMES") || (w(0, "CHARACTER") && w(1, "SET")) || w(0, "CHARSET") {
+        f.set_targets.push(SetTarget::Names);
+    } else if w(0, "TRANSACTION") {
+        f.pins.push(PinReason::NextTransactionCharacteristics);
+    } else if (w(0, "SESSION") || w(0, "LOCAL")) && w(1, "TRANSACTION") {
+        f.set_targets.push(SetTarget::Session("tx_isolation".into()));
+        f.set_targets.push(SetTarget::Session("tx_read_only".into()));
+    } else if w(0, "GLOBAL") {
+        // Global changes are not session state; nothing to replay.
+    } else if w(0, "PASSWORD") || w(0, "ROLE") || w(0, "STATEMENT") || w(0, "DEFAULT") {
+        f.pins.push(PinReason::UnparsedSet);
+    }
+}
+
+fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
+    let u = w.to_ascii_uppercase();
+    match u.as_str() {
+        "SESSION" | "LOCAL" => {
+            // `SET SESSION x = ...`: the name is the next word; take it now.
+            if let Some(Tok::Word(n)) = lx_peek_word(lx) {
+                if !n.eq_ignore_ascii_case("TRANSACTION") {
+                    f.set_targets.push(SetTarget::Session(n.to_ascii_lowercase()));
+                }
+            }
+        }
+        "GLOBAL" | "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE" | "STATEMENT" | "DEFAULT" => {}
+        _ => f.set_targets.push(SetTarget::Session(w.to_ascii_lowercase())),
+    }
+}
+
+fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
+    let needs_space = !d.is_empty()
+        && !matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
+        && !matches!(prev, Some(Tok::Punct(b'(' | b'.')));
+    if needs_space {
+        d.push(' ');
+    }
+    match t {
+        Tok::Word(w) => {
+            if w.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_') && w.len() < 24 {
+                for c in w.chars() {
+                    d.push(c.to_ascii_uppercase());
+                }
+            } else {
+                d.push_str(w);
+            }
+        }
+        Tok::Quoted(w) => {
+            d.push('`');
+            d.push_str(w);
+            d.push('`');
+        }
+        Tok::Str | Tok::Num | Tok::Placeholder => {
+            // Fold `-` of a negative number into the literal.
+            if matches!(prev, Some(Tok::Punct(b'-'))) && d.ends_with("- ") {
+                d.truncate(d.len() - 2);
+                if d.ends_with(' ') {
+                    // keep single spacing
+                } else if !d.is_empty() {
+                    d.push(' ');
+                }
+            }
+            d.push('?');
+        }
+        Tok::UserVar => d.push_str("@?"),
+        Tok::SysVar(n) => {
+            d.push_str("@@");
+            d.push_str(n);
+        }
+        Tok::Punct(c) => d.push(char::from(*c).to_ascii_uppercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_reads() {
+        let f = analyze("SELECT * FROM t WHERE id = 5");
+        assert_eq!(f.kind, StatementKind::Select);
+        assert!(f.read_only);
+        assert_eq!(f.tables, vec!["t".to_string()]);
+        let f = analyze("select * from app.t for update");
+        assert!(f.locking_read && !f.read_only);
+        assert_eq!(f.tables, vec!["app.t".to_string()]);
+        assert_eq!(analyze("  /* x */ insert into t values (1)").kind, StatementKind::Insert);
+        assert_eq!(analyze("START TRANSACTION").kind, StatementKind::Transaction);
+        assert_eq!(analyze("(SELECT 1) UNION (SELECT 2)").kind, StatementKind::Select);
+        assert!(analyze("UPDATE t SET a = 1 WHERE b = 2").has_where);
+        assert!(!analyze("DELETE FROM t").has_where);
+        assert!(analyze("SELECT 1; SELECT 2").multi_statement);
+        assert!(!analyze("SELECT 1;").multi_statement);
+    }
+
+    #[test]
+    fn digests_fold_literals_and_whitespace() {
+        let a = analyze("SELECT  * FROM t WHERE a = 5 AND b = 'x' -- c\n");
+        let b = analyze("select * from t where a = 77 and b = \"yy\"");
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.digest, "SELECT * FROM t WHERE a = ? AND b = ?");
+        assert_eq!(analyze("SELECT f(1, -2)").digest, "SELECT f(?, ?)");
+    }
+
+    #[test]
+    fn session_effects() {
+        assert_eq!(analyze("SET @a = 1").pins, vec![PinReason::UserVariable]);
+        assert_eq!(analyze("SELECT @a").pins, vec![PinReason::UserVariable]);
+        assert_eq!(analyze("CREATE TEMPORARY TABLE t (a int)").pins, vec![PinReason::TemporaryTable]);
+        assert_eq!(analyze("SELECT GET_LOCK('x', 1)").pins, vec![PinReason::GetLock]);
+        assert_eq!(analyze("LOCK TABLES t WRITE").pins, vec![PinReason::LockTables]);
+        assert_eq!(analyze("SELECT SQL_CALC_FOUND_ROWS * FROM t").pins, vec![PinReason::SqlCalcFoundRows]);
+        assert_eq!(analyze("PREPARE s FROM 'SELECT 1'").pins, vec![PinReason::TextPrepare]);
+        assert!(analyze("SET sql_mode = 'ANSI'").pins.is_empty());
+        assert_eq!(
+            analyze("SET SESSION sql_mode = 'ANSI', @@time_zone = '+00:00', autocommit=0").set_targets,
+            vec![
+                SetTarget::Session("sql_mode".into()),
+                SetTarget::Session("time_zone".into()),
+                SetTarget::Session("autocommit".into())
+            ]
+        );
+        assert_eq!(analyze("SET NAMES utf8mb4 COLLATE utf8mb4_bin").set_targets, vec![SetTarget::Names]);
+        assert_eq!(analyze("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").pins, vec![PinReason::NextTransactionCharacteristics]);
+        assert!(analyze("SELECT LAST_INSERT_ID()").needs_previous_connection);
+        assert!(analyze("SHOW WARNINGS").needs_previous_connection);
+        assert!(analyze("SELECT CONNECTION_ID()").mentions_connection_id);
+        assert_eq!(analyze("KILL QUERY 42").kill, Some((true, 42)));
+        assert_eq!(analyze("KILL 7").kill, Some((false, 7)));
+        assert!(analyze("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").local_infile);
+        assert_eq!(analyze("/* sluice:route=primary */ SELECT 1").hints, vec![("route".into(), "primary".into())]);
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in ["'", "\"abc", "/*", "/*!", "`x", "@", "@@", "x'", "-- ", "é'ü", "SELECT 'é", "1e+", "KILL QUERY"] {
+            let _ = analyze(s);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The listener: accepts clients, enforces the connection cap and the handshake timeout, runs
+//! the connection phase and hands each client to its session task. On shutdown it stops
+//! accepting and gives sessions the drain time to finish their statement in flight.
+
+pub mod connect;
+pub mod io;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::protocol::PacketStream;
+use crate::protocol::reply::ErrPacket;
+use crate::session::Session;
+use connect::{ConnectError, connection_phase};
+
+/// Counts clients from accept to disconnect (the cap applies before authentication too).
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts clients until shutdown, then drains.
+pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    let mut shutdown = gw.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let n = clients.fetch_add(1, Ordering::Relaxed) + 1;
+                let slot = ClientSlot(Arc::clone(&clients));
+                let gw = Arc::clone(&gw);
+                let tls = tls.clone();
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    if n > gw.config.frontend.max_connections {
+                        too_many(tcp, gw.config.frontend.max_allowed_packet).await;
+                        return;
+                    }
+                    handle_client(tcp, peer, gw, tls).await;
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = Duration::from_secs(gw.config.frontend.drain_timeout_secs);
+    tracing::info!(sessions = tasks.len(), drain_secs = drain.as_secs(), "draining");
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!(left = tasks.len(), "drain time over; closing remaining sessions");
+        tasks.abort_all();
+    }
+    gw.fleet.disconnect().await;
+}
+
+/// The connection cap: ERR 1040 as the first packet, as MySQL does.
+async fn too_many(tcp: TcpStream, max_packet: usize) {
+    let mut stream = PacketStream::new(tcp, max_packet);
+    let e = GatewayError::TooManyConnections;
+    let (code, state) = e.code_and_state();
+    let msg = e.to_string();
+    let (mark, buf) = stream.begin();
+    ErrPacket { code, sqlstate: state, message: &msg }.encode(buf);
+    stream.finish(mark);
+    let _ = stream.flush().await;
+    stream.shutdown().await;
+}
+
+async fn handle_client(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) {
+    let id = gw.next_connection_id();
+    let timeout = Duration::from_secs(gw.config.frontend.handshake_timeout_secs);
+    let phase = tokio::time::timeout(timeout, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
+    match phase {
+        Ok(Ok(authenticated)) => {
+            tracing::debug!(id, user = %authenticated.hello.user, %peer, tls = authenticated.tls, "client connected");
+            Session::run(authenticated, gw, id).await;
+            tracing::debug!(id, "client left");
+        }
+        Ok(Err(ConnectError::Refused(e))) => tracing::info!(id, %peer, error = %e, "connection refused"),
+        Ok(Err(ConnectError::Io(e))) => tracing::debug!(id, %peer, error = %e, "client left during handshake"),
+        Err(_) => tracing::info!(id, %peer, "handshake timeout"),
+    }
+}

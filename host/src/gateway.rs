@@ -1,0 +1,116 @@
+//! What every session shares: the configuration, the policy behind the phase trait, the backend
+//! fleet, the registry of live sessions (for connection ids and KILL) and counters.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, watch};
+
+use crate::backend::{Account, Backend, Fleet};
+use crate::config::Config;
+use crate::phase::Policy;
+
+/// A live session as other sessions see it (for `KILL`).
+pub struct SessionEntry {
+    pub user: String,
+    pub killed: AtomicBool,
+    pub kill_notify: Notify,
+    /// The backend thread running this session's statement right now.
+    pub running: Mutex<Option<(Arc<Backend>, Account, u32)>>,
+}
+
+impl SessionEntry {
+    pub fn set_running(&self, r: Option<(Arc<Backend>, Account, u32)>) {
+        *self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+    }
+
+    pub fn running(&self) -> Option<(Arc<Backend>, Account, u32)> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub policy: Arc<dyn Policy>,
+    pub fleet: Fleet,
+    sessions: Mutex<HashMap<u32, Arc<SessionEntry>>>,
+    next_id: AtomicU32,
+    /// Users who completed caching_sha2 full authentication since start (the "cache").
+    sha2_cache: Mutex<HashSet<String>>,
+    pub started: Instant,
+    pub questions: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, policy: Arc<dyn Policy>, shutdown: watch::Receiver<bool>) -> Self {
+        let fleet = Fleet::new(&config.backends);
+        Self {
+            config,
+            policy,
+            fleet,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            sha2_cache: Mutex::new(HashSet::new()),
+            started: Instant::now(),
+            questions: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<SessionEntry>>> {
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh gateway connection id (never 0).
+    pub fn next_connection_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    pub fn user_session_count(&self, user: &str) -> usize {
+        self.sessions().values().filter(|s| s.user == user).count()
+    }
+
+    pub fn register(&self, id: u32, user: &str) -> Arc<SessionEntry> {
+        let entry = Arc::new(SessionEntry {
+            user: user.to_string(),
+            killed: AtomicBool::new(false),
+            kill_notify: Notify::new(),
+            running: Mutex::new(None),
+        });
+        self.sessions().insert(id, Arc::clone(&entry));
+        entry
+    }
+
+    pub fn unregister(&self, id: u32) {
+        self.sessions().remove(&id);
+    }
+
+    pub fn session(&self, id: u32) -> Option<Arc<SessionEntry>> {
+        self.sessions().get(&id).cloned()
+    }
+
+    pub fn sha2_cached(&self, user: &str) -> bool {
+        !self.config.frontend.sha2_cold_cache
+            || self.sha2_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(user)
+    }
+
+    pub fn sha2_remember(&self, user: &str) {
+        self.sha2_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user.to_string());
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

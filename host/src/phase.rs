@@ -1,0 +1,154 @@
+//! The decision points of a statement's life, as one trait: resolve credentials, check a
+//! statement, choose a route, plan redaction. The session calls only this trait; whether the
+//! built-in [`ConfigPolicy`] or Wasm policies stand behind it is invisible to it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::{AuthPlugin, Config, Role};
+use crate::facts::{QueryFacts, StatementKind};
+
+/// Who is knocking: what the client said in its handshake.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub user: String,
+    pub client_addr: String,
+    pub database: Option<String>,
+    pub tls: bool,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Who a client may log in as, and as which backend account it runs.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The password the client must prove it knows.
+    pub password: String,
+    pub auth_plugin: AuthPlugin,
+    pub backend_user: String,
+    pub backend_password: String,
+    /// Connections the user may hold at once (0: no limit).
+    pub max_connections: usize,
+}
+
+/// What a policy knows about the session a statement runs in.
+#[derive(Debug, Clone)]
+pub struct SessionInfo<'a> {
+    pub connection_id: u32,
+    pub user: &'a str,
+    pub client_addr: &'a str,
+    pub database: Option<&'a str>,
+    pub in_transaction: bool,
+    pub tls: bool,
+}
+
+/// The outcome of checking a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny { policy: String, code: u16, message: String },
+    Rewrite(String),
+}
+
+/// A backend as routing sees it.
+#[derive(Debug, Clone)]
+pub struct BackendStatus {
+    pub name: String,
+    pub role: Role,
+    pub healthy: bool,
+    pub lag_ms: Option<u32>,
+    pub in_use: u32,
+    pub idle: u32,
+    pub weight: u32,
+}
+
+/// Where a statement runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    Primary,
+    /// A named backend (a replica, usually).
+    Backend(String),
+}
+
+/// What to do to one result column before the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnAction {
+    Keep,
+    Mask,
+    /// Keep the last n characters, mask the rest.
+    KeepLast(u32),
+    Hash,
+    Null,
+}
+
+/// A column as redaction sees it.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub name: &'a str,
+}
+
+/// The phase trait: every decision the gateway delegates.
+pub trait Policy: Send + Sync {
+    /// Once per connection (and on COM_CHANGE_USER): may this client log in, and as whom?
+    fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant>;
+
+    /// Before a statement runs: allow, deny with a reason, or rewrite it.
+    fn check(&self, _facts: &QueryFacts, _sql: &str, _session: &SessionInfo<'_>) -> Verdict {
+        Verdict::Allow
+    }
+
+    /// Which backend serves a statement that is not tied to a connection already.
+    fn route(&self, facts: &QueryFacts, session: &SessionInfo<'_>, fleet: &[BackendStatus]) -> RouteDecision;
+
+    /// Per result set shape: what to do to each column. `None`: send it as it is.
+    fn plan_redaction(&self, _facts: &QueryFacts, _session: &SessionInfo<'_>, _columns: &[ColumnInfo<'_>]) -> Option<Vec<ColumnAction>> {
+        None
+    }
+}
+
+/// The built-in policy: users from the config file; every statement to the primary, or reads to
+/// replicas round-robin when `routing.read-write-split` is on.
+pub struct ConfigPolicy {
+    config: Config,
+    next_replica: AtomicUsize,
+}
+
+impl ConfigPolicy {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            next_replica: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Policy for ConfigPolicy {
+    fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant> {
+        let u = self.config.user(&client.user)?;
+        Some(Grant {
+            password: u.password().to_string(),
+            auth_plugin: u.auth_plugin,
+            backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
+            backend_password: u.backend_password.clone().unwrap_or_else(|| u.password().to_string()),
+            max_connections: u.max_connections,
+        })
+    }
+
+    fn route(&self, facts: &QueryFacts, session: &SessionInfo<'_>, fleet: &[BackendStatus]) -> RouteDecision {
+        let wants_primary = facts.hints.iter().any(|(k, v)| k == "route" && v == "primary");
+        if !self.config.routing.read_write_split
+            || wants_primary
+            || session.in_transaction
+            || !facts.read_only
+            || facts.kind != StatementKind::Select
+        {
+            return RouteDecision::Primary;
+        }
+        let replicas: Vec<&BackendStatus> = fleet.iter().filter(|b| b.role == Role::Replica && b.healthy).collect();
+        if replicas.is_empty() {
+            return RouteDecision::Primary;
+        }
+        let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % replicas.len();
+        RouteDecision::Backend(replicas[i].name.clone())
+    }
+}

@@ -1,0 +1,255 @@
+//! Packet framing: a 3-byte length, a sequence id, and 16 MiB continuation packets.
+//!
+//! [`PacketStream`] reassembles logical packets, enforces `max_allowed_packet` on the reassembled
+//! size and keeps the sequence id. Replies are encoded straight into its write buffer
+//! ([`PacketStream::begin`] / [`PacketStream::finish`]) so a row is copied once, and go out on
+//! [`PacketStream::flush`].
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::constants::MAX_PAYLOAD;
+
+/// Flush the write buffer once it holds this much, so big results stream.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum PacketError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("packet of {size} bytes exceeds max_allowed_packet ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("packets out of order: expected sequence {expected}, got {got}")]
+    OutOfOrder { expected: u8, got: u8 },
+}
+
+/// A framed MySQL connection over any byte stream.
+pub struct PacketStream<S> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    seq: u8,
+    max_packet: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
+    pub fn new(io: S, max_packet: usize) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: Vec::with_capacity(4096),
+            seq: 0,
+            max_packet,
+        }
+    }
+
+    /// Gives the stream back (for a TLS upgrade). Bytes already read ahead are returned too.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.io, self.rbuf)
+    }
+
+    pub fn from_parts(io: S, rbuf: BytesMut, seq: u8, max_packet: usize) -> Self {
+        Self {
+            io,
+            rbuf,
+            wbuf: Vec::with_capacity(4096),
+            seq,
+            max_packet,
+        }
+    }
+
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub fn seq(&self) -> u8 {
+        self.seq
+    }
+
+    /// A new command starts: sequence ids restart at 0.
+    pub fn reset_seq(&mut self) {
+        self.seq = 0;
+    }
+
+    pub fn set_max_packet(&mut self, max: usize) {
+        self.max_packet = max;
+    }
+
+    async fn fill(&mut self, n: usize) -> Result<(), PacketError> {
+        while self.rbuf.len() < n {
+            self.rbuf.reserve(n - self.rbuf.len());
+            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(PacketError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the peer has sent something (cancel-safe: nothing is consumed).
+    pub async fn wait_for_data(&mut self) -> Result<(), PacketError> {
+        self.fill(1).await
+    }
+
+    /// Reads one logical packet (continuations joined). `Closed` when the peer hung up cleanly
+    /// between packets.
+    pub async fn read_packet(&mut self) -> Result<Bytes, PacketError> {
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            self.fill(4).await?;
+            let len = usize::from(self.rbuf[0])
+                | usize::from(self.rbuf[1]) << 8
+                | usize::from(self.rbuf[2]) << 16;
+            let seq = self.rbuf[3];
+            if seq != self.seq {
+                return Err(PacketError::OutOfOrder {
+                    expected: self.seq,
+                    got: seq,
+                });
+            }
+            let so_far = joined.as_ref().map_or(0, BytesMut::len);
+            if so_far + len > self.max_packet {
+                return Err(PacketError::TooLarge {
+                    size: so_far + len,
+                    max: self.max_packet,
+                });
+            }
+            self.fill(4 + len).await?;
+            self.seq = self.seq.wrapping_add(1);
+            self.rbuf.advance(4);
+            let part = self.rbuf.split_to(len);
+            if len < MAX_PAYLOAD && joined.is_none() {
+                return Ok(part.freeze());
+            }
+            let acc = joined.get_or_insert_with(BytesMut::new);
+            acc.extend_from_slice(&part);
+            if len < MAX_PAYLOAD {
+                return Ok(joined.take().unwrap_or_default().freeze());
+            }
+        }
+    }
+
+    /// Starts a packet in the write buffer; append its payload to the returned buffer, then call
+    /// [`PacketStream::finish`] with the returned mark.
+    pub fn begin(&mut self) -> (usize, &mut Vec<u8>) {
+        let mark = self.wbuf.len();
+        self.wbuf.extend_from_slice(&[0, 0, 0, 0]);
+        (mark, &mut self.wbuf)
+    }
+
+    /// Completes the packet started at `mark`: writes its header, splitting it when it is over
+    /// 16 MiB.
+    pub fn finish(&mut self, mark: usize) {
+        let len = self.wbuf.len() - mark - 4;
+        if len < MAX_PAYLOAD {
+            self.put_header(mark, len);
+            return;
+        }
+        let payload = self.wbuf.split_off(mark + 4);
+        self.wbuf.truncate(mark);
+        let mut chunks = payload.chunks(MAX_PAYLOAD);
+        let mut last_len = 0;
+        for chunk in chunks.by_ref() {
+            let at = self.wbuf.len();
+            self.wbuf.extend_from_slice(&[0, 0, 0, 0]);
+            self.put_header(at, chunk.len());
+            self.wbuf.extend_from_slice(chunk);
+            last_len = chunk.len();
+        }
+        if last_len == MAX_PAYLOAD {
+            let at = self.wbuf.len();
+            self.wbuf.extend_from_slice(&[0, 0, 0, 0]);
+            self.put_header(at, 0);
+        }
+    }
+
+    fn put_header(&mut self, at: usize, len: usize) {
+        let l = (len as u32).to_le_bytes();
+        self.wbuf[at..at + 4].copy_from_slice(&[l[0], l[1], l[2], self.seq]);
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// Queues a whole packet.
+    pub fn write_packet(&mut self, payload: &[u8]) {
+        let (mark, buf) = self.begin();
+        buf.extend_from_slice(payload);
+        self.finish(mark);
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<(), PacketError> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Sends what is queued once it is large enough: keeps memory bounded while streaming.
+    pub async fn flush_if_full(&mut self) -> Result<(), PacketError> {
+        if self.wbuf.len() >= FLUSH_THRESHOLD {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            if self.wbuf.capacity() > 4 * FLUSH_THRESHOLD {
+                self.wbuf.shrink_to(FLUSH_THRESHOLD);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what is queued but not sent (after an error mid-result, before an ERR packet).
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn roundtrip(payload: Vec<u8>) -> Bytes {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = PacketStream::new(a, 64 << 20);
+        let mut r = PacketStream::new(b, 64 << 20);
+        let writer = tokio::spawn(async move {
+            w.write_packet(&payload);
+            w.flush().await.expect("flush");
+            w
+        });
+        let got = r.read_packet().await.expect("read");
+        writer.await.expect("join");
+        got
+    }
+
+    #[tokio::test]
+    async fn small_and_continued_packets_roundtrip() {
+        for size in [0, 1, 1000, MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 5, 2 * MAX_PAYLOAD] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            assert_eq!(roundtrip(payload.clone()).await.as_ref(), payload.as_slice(), "size {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_and_out_of_order_are_errors() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut w = PacketStream::new(a, 1 << 20);
+        let mut r = PacketStream::new(b, 100);
+        w.write_packet(&[7u8; 101]);
+        w.flush().await.expect("flush");
+        assert!(matches!(r.read_packet().await, Err(PacketError::TooLarge { size: 101, .. })));
+
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut raw = a;
+        raw.write_all(&[1, 0, 0, 5, 0]).await.expect("write");
+        let mut r = PacketStream::new(b, 100);
+        assert!(matches!(r.read_packet().await, Err(PacketError::OutOfOrder { expected: 0, got: 5 })));
+        drop(raw);
+    }
+}

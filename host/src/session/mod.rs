@@ -1,0 +1,496 @@
+//! One task per client after authentication: reads commands, keeps the session state the gateway
+//! needs to multiplex safely, and runs statements on borrowed or held backend connections.
+//!
+//! Outside a transaction a statement borrows a pooled connection and gives it back. A transaction
+//! (seen in the backend's IN_TRANS status) or state that cannot be replayed (a [`PinReason`])
+//! holds the connection until it ends or the client resets. After a write the connection is
+//! *parked* until the next command, so `LAST_INSERT_ID()`, `ROW_COUNT()` and `SHOW WARNINGS`
+//! see it.
+
+pub mod prepared;
+pub mod query;
+pub mod relay;
+pub mod state;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mysql_async::prelude::Queryable;
+
+use crate::backend::{Account, Backend, BackendConn};
+use crate::error::GatewayError;
+use crate::facts::{PinReason, QueryFacts};
+use crate::frontend::connect::{Authenticated, authenticate, refuse};
+use crate::frontend::io::ClientIo;
+use crate::gateway::{Gateway, SessionEntry};
+use crate::phase::{ClientIdentity, Grant, RouteDecision, SessionInfo};
+use crate::protocol::command::Command;
+use crate::protocol::constants::{cap, status};
+use crate::protocol::handshake::HandshakeResponse;
+use crate::protocol::reply::{ErrPacket, OkPacket, encode_eof};
+use crate::protocol::{PacketError, PacketStream};
+use prepared::Statements;
+use state::ReplayState;
+
+/// How long a parked connection waits for the client's next command before it goes back to the
+/// pool.
+const PARK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a session holds its backend connection between statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    Transaction,
+    Pinned,
+    Parked,
+}
+
+struct Held {
+    conn: BackendConn,
+    why: Hold,
+}
+
+/// What went wrong while serving a command.
+#[derive(Debug)]
+pub enum SessionError {
+    /// Tell the client (ERR packet); the session goes on unless the error says otherwise.
+    Reply(GatewayError),
+    /// The client connection is broken: end the session.
+    Client(PacketError),
+}
+
+impl From<GatewayError> for SessionError {
+    fn from(e: GatewayError) -> Self {
+        Self::Reply(e)
+    }
+}
+
+impl From<PacketError> for SessionError {
+    fn from(e: PacketError) -> Self {
+        Self::Client(e)
+    }
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+pub struct Session {
+    stream: PacketStream<ClientIo>,
+    gw: Arc<Gateway>,
+    entry: Arc<SessionEntry>,
+    id: u32,
+    caps: u32,
+    user: String,
+    peer: String,
+    tls: bool,
+    grant: Grant,
+    account: Account,
+    state: Arc<ReplayState>,
+    held: Option<Held>,
+    pins: BTreeSet<PinReason>,
+    in_txn: bool,
+    multi_statements: bool,
+    /// Status flags of the last reply (the client's view).
+    last_status: u16,
+    last_insert_id: u64,
+    stmts: Statements,
+}
+
+impl Session {
+    fn new(a: Authenticated, gw: Arc<Gateway>, id: u32) -> Self {
+        let entry = gw.register(id, &a.hello.user);
+        let account = Account {
+            user: a.grant.backend_user.clone(),
+            password: a.grant.backend_password.clone(),
+            found_rows: a.capabilities & cap::FOUND_ROWS != 0,
+        };
+        let mut state = ReplayState::for_client_charset(a.hello.charset);
+        state.schema.clone_from(&a.hello.database);
+        Self {
+            stream: a.stream,
+            entry,
+            id,
+            caps: a.capabilities,
+            user: a.hello.user.clone(),
+            peer: a.peer.ip().to_string(),
+            tls: a.tls,
+            grant: a.grant,
+            account,
+            state: Arc::new(state),
+            held: None,
+            pins: BTreeSet::new(),
+            in_txn: false,
+            multi_statements: a.capabilities & cap::MULTI_STATEMENTS != 0,
+            last_status: status::AUTOCOMMIT,
+            last_insert_id: 0,
+            stmts: Statements::new(gw.config.frontend.max_allowed_packet),
+            gw,
+        }
+    }
+
+    /// Finishes the connection phase (confirms the requested database) and serves commands until
+    /// the client leaves.
+    pub async fn run(a: Authenticated, gw: Arc<Gateway>, id: u32) {
+        let limit = a.grant.max_connections;
+        if limit > 0 && gw.user_session_count(&a.hello.user) >= limit {
+            let mut stream = a.stream;
+            let _ = refuse(&mut stream, GatewayError::TooManyUserConnections { user: a.hello.user.clone(), limit }).await;
+            return;
+        }
+        let mut s = Self::new(a, gw, id);
+        let ready = match s.confirm_database().await {
+            Ok(()) => s.send_ok(0, 0).await.is_ok(),
+            Err(SessionError::Reply(e)) => {
+                let _ = s.send_err(&e).await;
+                false
+            }
+            Err(SessionError::Client(_)) => false,
+        };
+        if ready {
+            s.serve().await;
+        }
+        s.finish().await;
+    }
+
+    async fn confirm_database(&mut self) -> Result<(), SessionError> {
+        if self.state.schema.is_none() {
+            return Ok(());
+        }
+        let primary = Arc::clone(self.gw.fleet.primary());
+        let conn = self.borrow(&primary).await?;
+        drop(conn);
+        Ok(())
+    }
+
+    async fn serve(&mut self) {
+        loop {
+            match self.next_command().await {
+                Ok(Some(packet)) => {
+                    let cmd = match Command::decode(&packet, self.caps) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if self.send_err(&e.into()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    match self.dispatch(cmd).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Quit) => return,
+                        Err(SessionError::Reply(e)) => {
+                            let close = e.closes_connection();
+                            if self.send_err(&e).await.is_err() || close {
+                                return;
+                            }
+                        }
+                        Err(SessionError::Client(_)) => return,
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // A broken packet: say why where the protocol allows it, then close.
+                    let reply = match e {
+                        PacketError::TooLarge { size, max } => Some(GatewayError::PacketTooLarge { size, max }),
+                        PacketError::OutOfOrder { .. } => Some(GatewayError::Malformed(crate::protocol::DecodeError::Malformed("packets out of order"))),
+                        PacketError::Closed | PacketError::Io(_) => None,
+                    };
+                    if let Some(r) = reply {
+                        let _ = self.send_err(&r).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next command. `None`: the session should end (client gone, idle timeout,
+    /// killed, or the gateway is draining).
+    async fn next_command(&mut self) -> Result<Option<Bytes>, PacketError> {
+        let idle = Duration::from_secs(self.gw.config.frontend.idle_timeout_secs);
+        let mut shutdown = self.gw.shutdown.clone();
+        loop {
+            if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) || *shutdown.borrow() {
+                let e = if *shutdown.borrow() { GatewayError::ShuttingDown } else { GatewayError::Interrupted };
+                let _ = self.send_err(&e).await;
+                return Ok(None);
+            }
+            let parked = matches!(self.held, Some(Held { why: Hold::Parked, .. }));
+            let wait = if parked { PARK_TIMEOUT } else { idle };
+            tokio::select! {
+                r = self.stream.wait_for_data() => {
+                    match r {
+                        Ok(()) => break,
+                        Err(PacketError::Closed) => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+                () = tokio::time::sleep(wait) => {
+                    if parked {
+                        self.held = None;
+                        continue;
+                    }
+                    tracing::debug!(id = self.id, "idle timeout");
+                    return Ok(None);
+                }
+                () = self.entry.kill_notify.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.stream.reset_seq();
+        self.stream.read_packet().await.map(Some)
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> Result<Flow, SessionError> {
+        match cmd {
+            Command::Quit => return Ok(Flow::Quit),
+            Command::Ping => self.send_ok(0, 0).await?,
+            Command::Query(sql) => self.com_query(sql).await?,
+            Command::InitDb(db) => self.com_init_db(db).await?,
+            Command::Statistics => self.com_statistics().await?,
+            Command::FieldList { table, wildcard } => self.com_field_list(&table, &wildcard).await?,
+            Command::StmtPrepare(sql) => self.com_stmt_prepare(sql).await?,
+            Command::StmtExecute { id, body } => self.com_stmt_execute(id, &body).await?,
+            Command::StmtSendLongData { id, param, data } => self.stmts.send_long_data(id, param, &data),
+            Command::StmtClose(id) => self.stmts.close(id),
+            Command::StmtReset(id) => {
+                self.stmts.reset(id)?;
+                self.send_ok(0, 0).await?;
+            }
+            Command::SetOption(opt) => {
+                self.multi_statements = opt == 0;
+                let (mark, buf) = self.stream.begin();
+                encode_eof(buf, 0, self.last_status);
+                self.stream.finish(mark);
+                self.stream.flush().await?;
+            }
+            Command::ResetConnection => {
+                self.reset_session().await;
+                self.send_ok(0, 0).await?;
+            }
+            Command::ChangeUser(cu) => return self.com_change_user(cu).await,
+            Command::Unknown(code) => return Err(GatewayError::UnknownCommand(code).into()),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// What a policy sees of this session.
+    fn info(&self) -> SessionInfo<'_> {
+        SessionInfo {
+            connection_id: self.id,
+            user: &self.user,
+            client_addr: &self.peer,
+            database: self.state.schema.as_deref(),
+            in_transaction: self.in_txn,
+            tls: self.tls,
+        }
+    }
+
+    /// The connection a statement with these facts runs on: the held one, or a routed borrow.
+    async fn connection_for(&mut self, facts: &QueryFacts) -> Result<BackendConn, SessionError> {
+        if let Some(h) = self.held.take() {
+            if h.why != Hold::Parked || facts.needs_previous_connection {
+                return Ok(h.conn);
+            }
+        }
+        let backend = self.route(facts);
+        match self.borrow(&backend).await {
+            Err(SessionError::Reply(GatewayError::BackendUnavailable { .. })) if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) => {
+                // A replica is down: serve from the primary rather than fail the read.
+                let primary = Arc::clone(self.gw.fleet.primary());
+                self.borrow(&primary).await
+            }
+            other => other,
+        }
+    }
+
+    fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
+        let fleet = &self.gw.fleet;
+        if fleet.len() == 1 {
+            return Arc::clone(fleet.primary());
+        }
+        match self.gw.policy.route(facts, &self.info(), &fleet.statuses()) {
+            RouteDecision::Primary => Arc::clone(fleet.primary()),
+            RouteDecision::Backend(name) => Arc::clone(fleet.by_name(&name).unwrap_or_else(|| fleet.primary())),
+        }
+    }
+
+    /// Borrows a pooled connection and brings it to this session's state.
+    async fn borrow(&mut self, backend: &Arc<Backend>) -> Result<BackendConn, SessionError> {
+        let mut conn = backend.get(&self.account).await?;
+        let thread = conn.thread_id();
+        let applied = match backend.applied_state(thread) {
+            Some(a) => a,
+            None => {
+                // Unknown history: start from the server's defaults.
+                conn.conn().reset().await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+                Arc::new(ReplayState::default())
+            }
+        };
+        if !Arc::ptr_eq(&applied, &self.state) {
+            if let Some(sql) = self.state.diff_from(&applied) {
+                backend.set_applied_state(thread, None);
+                conn.conn().query_drop(sql).await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            }
+            backend.set_applied_state(thread, Some(Arc::clone(&self.state)));
+        }
+        Ok(conn)
+    }
+
+    /// After a statement: keep the connection (transaction, pin, park) or give it back.
+    fn after_statement(&mut self, conn: BackendConn, wrote: bool) {
+        let why = if self.in_txn {
+            Some(Hold::Transaction)
+        } else if !self.pins.is_empty() {
+            Some(Hold::Pinned)
+        } else if wrote {
+            Some(Hold::Parked)
+        } else {
+            None
+        };
+        self.held = why.map(|why| Held { conn, why });
+    }
+
+    /// Forgets every connection-bound state: COM_RESET_CONNECTION, COM_CHANGE_USER.
+    async fn reset_session(&mut self) {
+        self.release_dirty().await;
+        self.pins.clear();
+        self.in_txn = false;
+        self.stmts.clear();
+        self.last_insert_id = 0;
+        let mut fresh = ReplayState::default();
+        fresh.schema.clone_from(&self.state.schema);
+        self.state = Arc::new(fresh);
+        self.last_status = status::AUTOCOMMIT;
+    }
+
+    /// Gives back a held connection; one that carries a transaction or pinned state is reset
+    /// first (its state belongs to this session only).
+    async fn release_dirty(&mut self) {
+        if let Some(mut h) = self.held.take() {
+            if h.why != Hold::Parked {
+                let thread = h.conn.thread_id();
+                h.conn.backend.set_applied_state(thread, None);
+                if h.conn.conn().reset().await.is_err() {
+                    h.conn.discard();
+                    return;
+                }
+                h.conn.backend.set_applied_state(thread, Some(Arc::new(ReplayState::default())));
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        self.release_dirty().await;
+        self.gw.unregister(self.id);
+        self.stream.shutdown().await;
+    }
+
+    async fn com_change_user(&mut self, cu: crate::protocol::command::ChangeUser) -> Result<Flow, SessionError> {
+        let identity = ClientIdentity {
+            user: cu.user.clone(),
+            client_addr: self.peer.clone(),
+            database: cu.database.clone(),
+            tls: self.tls,
+            attributes: cu.attributes.clone(),
+        };
+        let hello = HandshakeResponse {
+            capabilities: self.caps,
+            user: cu.user.clone(),
+            auth_response: cu.auth_response.clone(),
+            database: cu.database.clone(),
+            // Force an auth switch: the client scrambled with the old salt, which the gateway
+            // does not keep.
+            auth_plugin: Some(String::new()),
+            ..HandshakeResponse::default()
+        };
+        let salt = crate::auth::new_salt();
+        self.reset_session().await;
+        match authenticate(&mut self.stream, &self.gw, &identity, &hello, &salt, self.tls).await {
+            Ok(grant) => {
+                self.account = Account {
+                    user: grant.backend_user.clone(),
+                    password: grant.backend_password.clone(),
+                    found_rows: self.account.found_rows,
+                };
+                self.grant = grant;
+                self.user = cu.user;
+                let mut state = ReplayState::default();
+                if let Some(cs) = cu.charset {
+                    state.set_collation(cs);
+                }
+                state.schema = cu.database;
+                self.state = Arc::new(state);
+                if let Err(e) = self.confirm_database().await {
+                    return Err(e);
+                }
+                self.send_ok(0, 0).await?;
+                Ok(Flow::Continue)
+            }
+            // The ERR was sent by authenticate; a failed COM_CHANGE_USER closes the connection.
+            Err(_) => Ok(Flow::Quit),
+        }
+    }
+
+    async fn com_init_db(&mut self, db: String) -> Result<(), SessionError> {
+        let mut next = (*self.state).clone();
+        next.schema = Some(db);
+        let previous = std::mem::replace(&mut self.state, Arc::new(next));
+        let facts = QueryFacts::default();
+        match self.connection_for(&facts).await {
+            Ok(conn) => {
+                self.after_statement(conn, false);
+                self.send_ok(0, 0).await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = previous;
+                Err(e)
+            }
+        }
+    }
+
+    async fn com_statistics(&mut self) -> Result<(), SessionError> {
+        let uptime = self.gw.started.elapsed().as_secs();
+        let text = format!(
+            "Uptime: {uptime}  Threads: {}  Questions: {}  Slow queries: 0  Opens: 0  Open tables: 0  Queries per second avg: {:.3}",
+            self.gw.session_count(),
+            self.gw.questions.load(std::sync::atomic::Ordering::Relaxed),
+            self.gw.questions.load(std::sync::atomic::Ordering::Relaxed) as f64 / uptime.max(1) as f64
+        );
+        self.stream.write_packet(text.as_bytes());
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn send_ok(&mut self, affected_rows: u64, last_insert_id: u64) -> Result<(), PacketError> {
+        let (mark, buf) = self.stream.begin();
+        OkPacket {
+            affected_rows,
+            last_insert_id,
+            status: self.last_status,
+            warnings: 0,
+            info: b"",
+        }
+        .encode(buf, false);
+        self.stream.finish(mark);
+        self.stream.flush().await
+    }
+
+    pub(crate) async fn send_err(&mut self, e: &GatewayError) -> Result<(), PacketError> {
+        let (code, state) = e.code_and_state();
+        let message = e.to_string();
+        let (mark, buf) = self.stream.begin();
+        ErrPacket {
+            code,
+            sqlstate: state,
+            message: &message,
+        }
+        .encode(buf);
+        self.stream.finish(mark);
+        self.stream.flush().await
+    }
+}

@@ -1,0 +1,260 @@
+//! COM_QUERY: facts, policy check, the connection to run on, the statement's session effects
+//! (pins, SET read-back, schema), and `KILL`, answered by the gateway itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mysql_async::prelude::Queryable;
+
+use super::relay::{self, Outcome, RelayMode};
+use super::state::NAMES_VARS;
+use super::{Session, SessionError};
+use crate::backend::BackendConn;
+use crate::error::GatewayError;
+use crate::facts::{self, QueryFacts, SetTarget};
+use crate::phase::Verdict;
+use crate::protocol::constants::status;
+
+impl Session {
+    pub(super) async fn com_query(&mut self, sql: Bytes) -> Result<(), SessionError> {
+        self.gw.questions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = String::from_utf8_lossy(&sql);
+        let mut facts = facts::analyze(&text);
+        if facts.local_infile {
+            return Err(GatewayError::Unsupported("LOAD DATA LOCAL INFILE (the gateway does not relay client files; load from a file on the server or use INSERT)".into()).into());
+        }
+        if facts.multi_statement && !self.multi_statements {
+            return Err(GatewayError::Server {
+                code: 1064,
+                state: "42000".into(),
+                message: "You have an error in your SQL syntax: multi-statements are not enabled on this connection (CLIENT_MULTI_STATEMENTS)".into(),
+            }
+            .into());
+        }
+        if let Some((query_only, id)) = facts.kill {
+            return self.kill(query_only, id).await;
+        }
+        let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
+        match self.gw.policy.check(&facts, &text, &self.info()) {
+            Verdict::Allow => {}
+            Verdict::Deny { policy, code, message } => return Err(GatewayError::Denied { policy, code, message }.into()),
+            Verdict::Rewrite(new_sql) => {
+                facts = facts::analyze(&new_sql);
+                sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
+            }
+        }
+        let id_expr = format!("CAST({} AS UNSIGNED)", self.id);
+        if facts.mentions_connection_id {
+            sql_to_run = std::borrow::Cow::Owned(replace_connection_id(&sql_to_run, &id_expr));
+        }
+        self.pins.extend(facts.pins.iter().copied());
+
+        let mut conn = self.connection_for(&facts).await?;
+        self.replay_last_insert_id(&mut conn, &facts).await?;
+        let mode = RelayMode {
+            caps: self.caps,
+            binary: false,
+            base_status: self.last_status,
+            rename: facts.mentions_connection_id.then_some((id_expr.as_str(), "CONNECTION_ID()")),
+        };
+        let outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+        self.settle(conn, &facts, outcome).await
+    }
+
+    /// Runs one COM_QUERY on `conn`, relaying its results.
+    async fn run_text(&mut self, conn: &mut BackendConn, sql: &[u8], mode: RelayMode<'_>) -> Result<Outcome, SessionError> {
+        let backend = Arc::clone(&conn.backend);
+        self.entry.set_running(Some((Arc::clone(&backend), self.account.clone(), conn.thread_id())));
+        let result = async {
+            let mut result = conn
+                .conn()
+                .query_iter(sql)
+                .await
+                .map_err(|e| SessionError::Reply(GatewayError::from_backend(backend.name(), e)))?;
+            let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
+            drop(result);
+            relay::finish(&mut self.stream, conn.conn(), last?, self.caps).await
+        }
+        .await;
+        self.entry.set_running(None);
+        result
+    }
+
+    /// After a statement on `conn`: learn its effects on the session, then keep or release the
+    /// connection.
+    pub(super) async fn settle(&mut self, mut conn: BackendConn, facts: &QueryFacts, outcome: Result<Outcome, SessionError>) -> Result<(), SessionError> {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                if matches!(e, SessionError::Reply(GatewayError::BackendLost { .. })) {
+                    conn.backend.mark_unhealthy();
+                    self.in_txn = false;
+                    conn.discard();
+                } else {
+                    // A server error leaves the connection usable; its transaction state is
+                    // whatever the server says now.
+                    self.in_txn = conn.conn().last_ok_packet().is_some_and(|ok| ok.status_flags().bits() & status::IN_TRANS != 0) && self.in_txn;
+                    self.after_statement(conn, false);
+                }
+                return Err(e);
+            }
+        };
+        self.last_status = outcome.status;
+        self.in_txn = outcome.status & status::IN_TRANS != 0;
+        if outcome.last_insert_id > 0 {
+            self.last_insert_id = outcome.last_insert_id;
+        }
+        if !facts.set_targets.is_empty() || facts.changes_schema {
+            self.read_back_state(&mut conn, facts).await?;
+        }
+        self.after_statement(conn, outcome.leaves_state());
+        Ok(())
+    }
+
+    /// A SET or USE succeeded: record the values the server now holds, so they replay exactly.
+    async fn read_back_state(&mut self, conn: &mut BackendConn, facts: &QueryFacts) -> Result<(), SessionError> {
+        let mut names: Vec<String> = Vec::new();
+        for t in &facts.set_targets {
+            match t {
+                SetTarget::Session(n) if is_plain_name(n) => names.push(n.clone()),
+                SetTarget::Session(_) => {
+                    self.pins.insert(crate::facts::PinReason::UnparsedSet);
+                }
+                SetTarget::Names => names.extend(NAMES_VARS.iter().map(|s| (*s).to_string())),
+            }
+        }
+        names.sort();
+        names.dedup();
+        let backend = Arc::clone(&conn.backend);
+        let mut next = (*self.state).clone();
+        if let Err(e) = next.read_back(conn.conn(), &names).await {
+            // The variable cannot be read back (not a session variable): keep the session on
+            // this connection rather than lose the setting.
+            tracing::debug!(error = %e, "SET read-back failed; pinning");
+            self.pins.insert(crate::facts::PinReason::UnparsedSet);
+        }
+        if facts.changes_schema {
+            let db: Option<Option<String>> = conn.conn().query_first("SELECT DATABASE()").await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            next.schema = db.flatten();
+        }
+        let next = Arc::new(next);
+        backend.set_applied_state(conn.thread_id(), Some(Arc::clone(&next)));
+        self.state = next;
+        Ok(())
+    }
+
+    /// `LAST_INSERT_ID()` on a connection other than the one that did the insert: set it first.
+    async fn replay_last_insert_id(&mut self, conn: &mut BackendConn, facts: &QueryFacts) -> Result<(), SessionError> {
+        if facts.needs_previous_connection && self.last_insert_id > 0 && self.held.is_none() {
+            let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
+            let name = conn.backend.name().to_string();
+            conn.conn().query_drop(sql).await.map_err(|e| GatewayError::from_backend(&name, e))?;
+        }
+        Ok(())
+    }
+
+    /// `KILL [QUERY] n`, where n is a gateway connection id.
+    async fn kill(&mut self, query_only: bool, id: u64) -> Result<(), SessionError> {
+        let target = u32::try_from(id).ok().and_then(|i| self.gw.session(i)).ok_or(GatewayError::NoSuchThread(id))?;
+        if target.user != self.user {
+            return Err(GatewayError::NotThreadOwner(id).into());
+        }
+        if let Some((backend, account, thread)) = target.running() {
+            if let Ok(mut c) = backend.get(&account).await {
+                let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
+            }
+        }
+        if !query_only {
+            target.killed.store(true, std::sync::atomic::Ordering::Relaxed);
+            target.kill_notify.notify_one();
+        }
+        if u64::from(self.id) == id && !query_only {
+            return Err(GatewayError::Interrupted.into());
+        }
+        self.send_ok(0, 0).await?;
+        Ok(())
+    }
+
+    pub(super) async fn com_field_list(&mut self, table: &str, wildcard: &str) -> Result<(), SessionError> {
+        let facts = QueryFacts::default();
+        let mut conn = self.connection_for(&facts).await?;
+        let name = conn.backend.name().to_string();
+        let sql = format!("SELECT * FROM {} LIMIT 0", super::state::quote_ident(table));
+        let columns = match conn.conn().query_iter(sql).await {
+            Ok(r) => {
+                let cols = r.columns();
+                drop(r);
+                cols
+            }
+            Err(e) => {
+                self.after_statement(conn, false);
+                return Err(GatewayError::from_backend(&name, e).into());
+            }
+        };
+        let pattern = wildcard.trim_end_matches('\0');
+        for c in columns.iter().flat_map(|c| c.iter()) {
+            if !pattern.is_empty() && pattern != "%" && c.name_str() != pattern {
+                continue;
+            }
+            let (mark, buf) = self.stream.begin();
+            crate::protocol::resultset::encode_column(buf, c);
+            buf.push(0xFB); // default value: unknown
+            self.stream.finish(mark);
+        }
+        let (mark, buf) = self.stream.begin();
+        crate::protocol::reply::encode_eof(buf, 0, self.last_status);
+        self.stream.finish(mark);
+        self.after_statement(conn, false);
+        self.stream.flush().await?;
+        Ok(())
+    }
+}
+
+fn is_plain_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Replaces `CONNECTION_ID()` (any case, optional spaces) with the gateway's id.
+fn replace_connection_id(sql: &[u8], id: &str) -> Vec<u8> {
+    const NAME: &[u8] = b"connection_id";
+    let mut out = Vec::with_capacity(sql.len());
+    let mut i = 0;
+    while i < sql.len() {
+        if sql.len() - i >= NAME.len() && sql[i..i + NAME.len()].eq_ignore_ascii_case(NAME) && (i == 0 || !is_ident(sql[i - 1])) {
+            let mut j = i + NAME.len();
+            while j < sql.len() && sql[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if sql.get(j) == Some(&b'(') {
+                let mut k = j + 1;
+                while k < sql.len() && sql[k].is_ascii_whitespace() {
+                    k += 1;
+                }
+                if sql.get(k) == Some(&b')') {
+                    out.extend_from_slice(id.as_bytes());
+                    i = k + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(sql[i]);
+        i += 1;
+    }
+    out
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_id_is_replaced() {
+        assert_eq!(replace_connection_id(b"SELECT CONNECTION_ID()", "42"), b"SELECT 42");
+        assert_eq!(replace_connection_id(b"select connection_id ( ) + 1", "7"), b"select 7 + 1");
+        assert_eq!(replace_connection_id(b"SELECT my_connection_id()", "7"), b"SELECT my_connection_id()");
+    }
+}

@@ -1,0 +1,224 @@
+//! Streams a statement's results from the backend driver to the client: column definitions, rows
+//! (text or binary), multi-result sets and the final OK/EOF, with the client's status flags.
+//!
+//! Rows are encoded straight into the client's write buffer and flushed every 64 KiB, so a result
+//! of any size passes in bounded memory.
+
+use mysql_async::prelude::Protocol;
+use mysql_async::{Column, Conn, QueryResult};
+
+use super::SessionError;
+use crate::error::GatewayError;
+use crate::frontend::io::ClientIo;
+use crate::protocol::PacketStream;
+use crate::protocol::constants::{cap, status};
+use crate::protocol::reply::{OkPacket, encode_eof};
+use crate::protocol::resultset::{encode_binary_row, encode_column, encode_column_count, encode_text_row};
+
+/// How results are written for this client.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayMode<'a> {
+    pub caps: u32,
+    pub binary: bool,
+    /// Status flags for results before the last (the last takes the backend's own).
+    pub base_status: u16,
+    /// A column name to present under another name (`CONNECTION_ID()` substitution).
+    pub rename: Option<(&'a str, &'a str)>,
+}
+
+/// What the last result of a statement was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastResult {
+    ResultSet,
+    Ok,
+}
+
+/// What the session learns from the final packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub status: u16,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub warnings: u16,
+}
+
+impl Outcome {
+    /// A write or warnings: state the next statement may ask about.
+    pub fn leaves_state(&self) -> bool {
+        self.affected_rows > 0 || self.last_insert_id > 0 || self.warnings > 0
+    }
+}
+
+fn backend_err(conn_name: &str) -> impl Fn(mysql_async::Error) -> SessionError + '_ {
+    move |e| SessionError::Reply(GatewayError::from_backend(conn_name, e))
+}
+
+/// Flags that describe the backend connection rather than the client's session are kept; those
+/// the gateway does not offer are dropped.
+fn client_status(backend: u16) -> u16 {
+    backend & !(status::SESSION_STATE_CHANGED | status::CURSOR_EXISTS | status::LAST_ROW_SENT | status::MORE_RESULTS_EXISTS)
+}
+
+/// Relays every result set and intermediate OK of `result`; the final packet is written by
+/// [`finish`] once the driver has released the connection.
+pub async fn relay_sets<P: Protocol>(
+    stream: &mut PacketStream<ClientIo>,
+    result: &mut QueryResult<'_, '_, P>,
+    mode: RelayMode<'_>,
+    backend: &str,
+) -> Result<LastResult, SessionError> {
+    let deprecate_eof = mode.caps & cap::DEPRECATE_EOF != 0;
+    let more_status = mode.base_status | status::MORE_RESULTS_EXISTS;
+    loop {
+        let Some(columns) = result.columns() else {
+            return Ok(LastResult::Ok);
+        };
+        if columns.is_empty() {
+            // An OK result. Is another result behind it?
+            if result.is_empty() {
+                return Ok(LastResult::Ok);
+            }
+            let info = result.info().into_owned();
+            let (mark, buf) = stream.begin();
+            OkPacket {
+                affected_rows: result.affected_rows(),
+                last_insert_id: result.last_insert_id().unwrap_or(0),
+                status: more_status,
+                warnings: result.warnings(),
+                info: info.as_bytes(),
+            }
+            .encode(buf, false);
+            stream.finish(mark);
+            result.next().await.map_err(backend_err(backend))?;
+            continue;
+        }
+        write_columns(stream, &columns, mode)?;
+        while let Some(row) = result.next().await.map_err(backend_err(backend))? {
+            let values = row.unwrap_raw();
+            let (mark, buf) = stream.begin();
+            if mode.binary {
+                encode_binary_row(buf, &columns, &values);
+            } else {
+                encode_text_row(buf, &values);
+            }
+            stream.finish(mark);
+            stream.flush_if_full().await?;
+        }
+        // The set ended; the driver has already read the next result's header, if any.
+        let more = if result.columns().is_some() {
+            true
+        } else {
+            match result.next().await {
+                Ok(_) => false,
+                Err(e) => {
+                    // An error result follows this set.
+                    write_terminator(stream, deprecate_eof, result.warnings(), more_status);
+                    return Err(backend_err(backend)(e));
+                }
+            }
+        };
+        if !more {
+            return Ok(LastResult::ResultSet);
+        }
+        write_terminator(stream, deprecate_eof, result.warnings(), more_status);
+    }
+}
+
+fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: RelayMode<'_>) -> Result<(), SessionError> {
+    let (mark, buf) = stream.begin();
+    encode_column_count(buf, columns.len());
+    stream.finish(mark);
+    for c in columns {
+        let (mark, buf) = stream.begin();
+        match mode.rename {
+            Some((from, to)) if c.name_ref() == from.as_bytes() => {
+                encode_column(buf, &c.clone().with_name(to.as_bytes()));
+            }
+            _ => encode_column(buf, c),
+        }
+        stream.finish(mark);
+    }
+    if mode.caps & cap::DEPRECATE_EOF == 0 {
+        let (mark, buf) = stream.begin();
+        encode_eof(buf, 0, mode.base_status);
+        stream.finish(mark);
+    }
+    Ok(())
+}
+
+/// Column definitions for PREPARE_OK (params or columns), each list followed by EOF unless
+/// DEPRECATE_EOF.
+pub fn write_definitions(stream: &mut PacketStream<ClientIo>, columns: &[Column], caps: u32, status: u16) {
+    if columns.is_empty() {
+        return;
+    }
+    for c in columns {
+        let (mark, buf) = stream.begin();
+        encode_column(buf, c);
+        stream.finish(mark);
+    }
+    if caps & cap::DEPRECATE_EOF == 0 {
+        let (mark, buf) = stream.begin();
+        encode_eof(buf, 0, status);
+        stream.finish(mark);
+    }
+}
+
+fn write_terminator(stream: &mut PacketStream<ClientIo>, deprecate_eof: bool, warnings: u16, status: u16) {
+    let (mark, buf) = stream.begin();
+    if deprecate_eof {
+        OkPacket {
+            status,
+            warnings,
+            ..OkPacket::default()
+        }
+        .encode(buf, true);
+    } else {
+        encode_eof(buf, warnings, status);
+    }
+    stream.finish(mark);
+}
+
+/// Writes the statement's final packet from the backend's last OK/EOF, and flushes.
+pub async fn finish(
+    stream: &mut PacketStream<ClientIo>,
+    conn: &Conn,
+    last: LastResult,
+    caps: u32,
+) -> Result<Outcome, SessionError> {
+    let (affected_rows, last_insert_id, backend_status, warnings, info) = conn.last_ok_packet().map_or(
+        (0, 0, status::AUTOCOMMIT, 0, Vec::new()),
+        |ok| {
+            (
+                ok.affected_rows(),
+                ok.last_insert_id().unwrap_or(0),
+                ok.status_flags().bits(),
+                ok.warnings(),
+                ok.info_ref().map(<[u8]>::to_vec).unwrap_or_default(),
+            )
+        },
+    );
+    let status = client_status(backend_status);
+    match last {
+        LastResult::ResultSet => write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status),
+        LastResult::Ok => {
+            let (mark, buf) = stream.begin();
+            OkPacket {
+                affected_rows,
+                last_insert_id,
+                status,
+                warnings,
+                info: &info,
+            }
+            .encode(buf, false);
+            stream.finish(mark);
+        }
+    }
+    stream.flush().await?;
+    Ok(Outcome {
+        status,
+        affected_rows: if last == LastResult::Ok { affected_rows } else { 0 },
+        last_insert_id,
+        warnings,
+    })
+}
