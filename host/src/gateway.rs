@@ -10,7 +10,18 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::{Account, Backend, Fleet};
 use crate::config::Config;
+use crate::facts::PinReason;
 use crate::phase::Policy;
+use crate::session::Hold;
+
+/// What a session holds right now, for operators (and tests): why it keeps a backend connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionView {
+    pub pins: Vec<PinReason>,
+    pub hold: Option<Hold>,
+    /// Backend name and server thread id of the held connection.
+    pub backend: Option<(String, u32)>,
+}
 
 /// A live session as other sessions see it (for `KILL`).
 pub struct SessionEntry {
@@ -19,6 +30,7 @@ pub struct SessionEntry {
     pub kill_notify: Notify,
     /// The backend thread running this session's statement right now.
     pub running: Mutex<Option<(Arc<Backend>, Account, u32)>>,
+    pub view: Mutex<SessionView>,
 }
 
 impl SessionEntry {
@@ -28,6 +40,14 @@ impl SessionEntry {
 
     pub fn running(&self) -> Option<(Arc<Backend>, Account, u32)> {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn view(&self) -> SessionView {
+        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set_view(&self, v: SessionView) {
+        *self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
     }
 }
 
@@ -88,6 +108,7 @@ impl Gateway {
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
             running: Mutex::new(None),
+            view: Mutex::new(SessionView::default()),
         });
         self.sessions().insert(id, Arc::clone(&entry));
         entry

@@ -39,6 +39,10 @@ impl Bound {
         self.listener.local_addr()
     }
 
+    pub fn gateway(&self) -> Arc<Gateway> {
+        Arc::clone(&self.gateway)
+    }
+
     /// Serves until `shutdown` turns true, then drains.
     pub async fn run(self) {
         frontend::run(self.listener, self.gateway, self.tls).await;

@@ -352,6 +352,16 @@ impl Session {
             None
         };
         self.held = why.map(|why| Held { conn, why });
+        self.publish_view();
+    }
+
+    /// Shows what this session holds and why (admin API, tests).
+    fn publish_view(&self) {
+        self.entry.set_view(crate::gateway::SessionView {
+            pins: self.pins.iter().copied().collect(),
+            hold: self.held.as_ref().map(|h| h.why),
+            backend: self.held.as_ref().map(|h| (h.conn.backend.name().to_string(), h.conn.thread_id())),
+        });
     }
 
     /// Forgets every connection-bound state: COM_RESET_CONNECTION, COM_CHANGE_USER.
@@ -365,6 +375,7 @@ impl Session {
         fresh.schema.clone_from(&self.state.schema);
         self.state = Arc::new(fresh);
         self.last_status = status::AUTOCOMMIT;
+        self.publish_view();
     }
 
     /// Gives back a held connection; one that carries a transaction or pinned state is reset

@@ -1,0 +1,232 @@
+//! Test harness: one real MariaDB fleet (primary + 2 replicas) per test process on free loopback
+//! ports, started by `scripts/fleet` and stopped by its watchdog when the process exits; and
+//! in-process gateways on port 0, each on its own runtime thread.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use mysql_async::{Conn, Opts, OptsBuilder};
+use sluice::config::{Config, Role};
+use sluice::gateway::Gateway;
+use tokio::sync::watch;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running fleet: primary on `port`, replicas on `port + 1` and `port + 2`.
+pub struct Fleet {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+static FLEET: OnceLock<Fleet> = OnceLock::new();
+
+/// Three consecutive free loopback ports.
+fn free_port_block(n: u16) -> u16 {
+    let seed = u64::from(std::process::id()) * 7919;
+    for attempt in 0..2000u64 {
+        let base = 20_000 + ((seed + attempt * 104_729) % 40_000) as u16;
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports");
+}
+
+pub fn fleet() -> &'static Fleet {
+    FLEET.get_or_init(|| {
+        let port = free_port_block(3);
+        let dir = std::env::temp_dir().join(format!("sluice-fleet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(repo_root().join("scripts/fleet"))
+            .arg("up")
+            .env("FLEET_DIR", &dir)
+            .env("FLEET_PORT", port.to_string())
+            .env("FLEET_OWNER_PID", std::process::id().to_string())
+            .output()
+            .expect("run scripts/fleet");
+        assert!(out.status.success(), "fleet up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        Fleet { port, dir }
+    })
+}
+
+impl Fleet {
+    /// Runs SQL on a fleet node as the admin account; returns tab-separated output.
+    pub fn sql(&self, node: u16, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-h127.0.0.1", "-uadmin", "-padmin-secret", "-N", "-B"])
+            .arg(format!("-P{}", self.port + node))
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .expect("run mariadb");
+        assert!(out.status.success(), "sql on node {node} failed: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Creates an account with rights on `app` and `app_*`, on the primary (replicated).
+    pub fn create_user(&self, user: &str, password: &str) {
+        self.sql(
+            0,
+            &format!(
+                "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'; \
+                 GRANT ALL ON app.* TO '{user}'@'%'; GRANT ALL ON `app\\_%`.* TO '{user}'@'%'; \
+                 GRANT PROCESS ON *.* TO '{user}'@'%';"
+            ),
+        );
+        self.wait_replicas();
+    }
+
+    /// Waits (bounded) until both replicas applied everything the primary has.
+    pub fn wait_replicas(&self) {
+        let pos = self.sql(0, "SELECT @@gtid_binlog_pos");
+        for node in 1..=2 {
+            let r = self.sql(node, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"));
+            assert_eq!(r, "0", "replica {node} did not catch up to {pos}");
+        }
+    }
+
+    /// mysql_async options for a direct connection to a node.
+    pub fn direct_opts(&self, node: u16, user: &str, pass: &str, db: Option<&str>) -> Opts {
+        client_opts(SocketAddr::from(([127, 0, 0, 1], self.port + node)), user, pass, db)
+    }
+}
+
+pub fn client_opts(addr: SocketAddr, user: &str, pass: &str, db: Option<&str>) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(user))
+        .pass(Some(pass))
+        .db_name(db)
+        // Never follow @@socket to the backend: the gateway is the endpoint under test.
+        .prefer_socket(false)
+        .into()
+}
+
+/// The default test configuration: the fleet behind a gateway on a free port, self-signed TLS,
+/// the `app` user.
+pub fn base_config() -> Config {
+    let f = fleet();
+    let toml = format!(
+        r#"
+        [frontend]
+        listen = "127.0.0.1:0"
+        [frontend.tls]
+        self-signed = true
+        [[users]]
+        name = "app"
+        password = "app-secret"
+        [[backends]]
+        name = "primary"
+        address = "127.0.0.1:{p0}"
+        role = "primary"
+        [[backends]]
+        name = "replica1"
+        address = "127.0.0.1:{p1}"
+        role = "replica"
+        [[backends]]
+        name = "replica2"
+        address = "127.0.0.1:{p2}"
+        role = "replica"
+        "#,
+        p0 = f.port,
+        p1 = f.port + 1,
+        p2 = f.port + 2
+    );
+    Config::from_toml(&toml).expect("test config")
+}
+
+/// Only the primary behind the gateway.
+pub fn primary_only_config() -> Config {
+    let mut c = base_config();
+    c.backends.retain(|b| b.role == Role::Primary);
+    c
+}
+
+/// A gateway running on its own runtime thread.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub fn start(config: Config) -> Self {
+        let (tx, rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let bound = sluice::bind(config, rx).await.expect("bind");
+                ready_tx
+                    .send((bound.local_addr().expect("addr"), bound.gateway()))
+                    .expect("send addr");
+                bound.run().await;
+            });
+        });
+        let (addr, gateway) = ready_rx.recv().expect("gateway started");
+        Self {
+            addr,
+            gateway,
+            shutdown: tx,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn opts(&self, user: &str, pass: &str, db: Option<&str>) -> Opts {
+        client_opts(self.addr, user, pass, db)
+    }
+
+    pub async fn app(&self) -> Conn {
+        Conn::new(self.opts("app", "app-secret", Some("app"))).await.expect("connect through the gateway")
+    }
+
+    /// Signals shutdown; `join` waits for the drain to end.
+    pub fn signal_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn join(mut self) {
+        self.signal_shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `mariadb` CLI through the gateway; returns (success, stdout, stderr).
+pub fn cli(addr: SocketAddr, user: &str, pass: &str, extra: &[&str], sql: &str) -> (bool, String, String) {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{}", addr.port()))
+        .arg(format!("-u{user}"))
+        .arg(format!("-p{pass}"))
+        .args(extra)
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .expect("run mariadb");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}

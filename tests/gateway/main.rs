@@ -1,0 +1,5 @@
+//! Integration tests: real MariaDB servers started by the harness, real clients, the gateway
+//! in-process.
+
+mod basics;
+mod harness;
