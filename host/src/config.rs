@@ -222,7 +222,8 @@ impl Config {
             });
         }
         let figment = Figment::new().merge(Toml::file(path)).merge(
-            Env::prefixed("SLUICE_").map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
+            Env::prefixed("SLUICE_")
+                .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
         );
         Self::from_figment(&figment, &file)
     }
@@ -249,16 +250,28 @@ impl Config {
         };
         let f = &self.frontend;
         if f.max_connections == 0 {
-            return Err(invalid("frontend.max-connections".into(), "must be at least 1"));
+            return Err(invalid(
+                "frontend.max-connections".into(),
+                "must be at least 1",
+            ));
         }
         if f.max_allowed_packet < 1024 || f.max_allowed_packet > 1 << 30 {
-            return Err(invalid("frontend.max-allowed-packet".into(), "must be between 1 KiB and 1 GiB"));
+            return Err(invalid(
+                "frontend.max-allowed-packet".into(),
+                "must be between 1 KiB and 1 GiB",
+            ));
         }
         if f.tls.cert.is_some() != f.tls.key.is_some() {
-            return Err(invalid("frontend.tls.cert".into(), "cert and key must be given together"));
+            return Err(invalid(
+                "frontend.tls.cert".into(),
+                "cert and key must be given together",
+            ));
         }
         if f.tls.require && !f.tls.enabled() {
-            return Err(invalid("frontend.tls.require".into(), "TLS is required but no certificate is configured (set cert/key or self-signed)"));
+            return Err(invalid(
+                "frontend.tls.require".into(),
+                "TLS is required but no certificate is configured (set cert/key or self-signed)",
+            ));
         }
         if self.backends.is_empty() {
             return Err(invalid("backends".into(), "at least one backend is needed"));
@@ -272,18 +285,28 @@ impl Config {
             if !names.insert(b.name.clone()) {
                 return Err(invalid(key("name"), "duplicate backend name"));
             }
-            if b.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if b.address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(invalid(key("address"), "must be host:port"));
             }
             if b.pool_max == 0 || b.pool_min > b.pool_max {
-                return Err(invalid(key("pool-max"), "must be at least 1 and at least pool-min"));
+                return Err(invalid(
+                    key("pool-max"),
+                    "must be at least 1 and at least pool-min",
+                ));
             }
             if b.weight == 0 {
                 return Err(invalid(key("weight"), "must be at least 1"));
             }
         }
         if !self.backends.iter().any(|b| b.role == Role::Primary) {
-            return Err(invalid("backends".into(), "one backend must have role = \"primary\""));
+            return Err(invalid(
+                "backends".into(),
+                "one backend must have role = \"primary\"",
+            ));
         }
         let mut users = std::collections::HashSet::new();
         for (i, u) in self.users.iter_mut().enumerate() {
@@ -298,14 +321,27 @@ impl Config {
                 + usize::from(u.password_env.is_some())
                 + usize::from(u.password_file.is_some());
             if sources != 1 {
-                return Err(invalid(key("password"), "give exactly one of password, password-env, password-file"));
+                return Err(invalid(
+                    key("password"),
+                    "give exactly one of password, password-env, password-file",
+                ));
             }
             if let Some(var) = &u.password_env {
-                let v = std::env::var(var).map_err(|_| invalid(key("password-env"), &format!("environment variable {var} is not set")))?;
+                let v = std::env::var(var).map_err(|_| {
+                    invalid(
+                        key("password-env"),
+                        &format!("environment variable {var} is not set"),
+                    )
+                })?;
                 u.password = Some(v);
             }
             if let Some(path) = &u.password_file {
-                let v = std::fs::read_to_string(path).map_err(|e| invalid(key("password-file"), &format!("cannot read {}: {e}", path.display())))?;
+                let v = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        key("password-file"),
+                        &format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
                 u.password = Some(v.trim_end_matches(['\n', '\r']).to_string());
             }
         }
@@ -349,9 +385,13 @@ mod tests {
         let bad = MIN.replace("127.0.0.1:3307", "nowhere");
         let e = Config::from_toml(&bad).expect_err("invalid").to_string();
         assert!(e.contains("backends[0].address"), "{e}");
-        let e = Config::from_toml("[frontend]\nlisten = 5\n").expect_err("invalid").to_string();
+        let e = Config::from_toml("[frontend]\nlisten = 5\n")
+            .expect_err("invalid")
+            .to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml(&format!("{MIN}\n[frontend]\nnope = 1\n")).expect_err("invalid").to_string();
+        let e = Config::from_toml(&format!("{MIN}\n[frontend]\nnope = 1\n"))
+            .expect_err("invalid")
+            .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 

@@ -7,8 +7,14 @@ use crate::protocol::DecodeError;
 #[derive(Debug, Error, Clone)]
 pub enum GatewayError {
     #[error("Access denied for user '{user}'@'{host}' (using password: {})", if *.using_password { "YES" } else { "NO" })]
-    AccessDenied { user: String, host: String, using_password: bool },
-    #[error("Access denied for user '{user}': caching_sha2_password full authentication requires a TLS connection (connect with --ssl)")]
+    AccessDenied {
+        user: String,
+        host: String,
+        using_password: bool,
+    },
+    #[error(
+        "Access denied for user '{user}': caching_sha2_password full authentication requires a TLS connection (connect with --ssl)"
+    )]
     FullAuthNeedsTls { user: String },
     #[error("Access denied for user '{user}': this gateway requires TLS (connect with --ssl)")]
     TlsRequired { user: String },
@@ -24,7 +30,11 @@ pub enum GatewayError {
     PacketTooLarge { size: usize, max: usize },
     /// An error the backend server returned: relayed with its own code, state and message.
     #[error("{message}")]
-    Server { code: u16, state: String, message: String },
+    Server {
+        code: u16,
+        state: String,
+        message: String,
+    },
     #[error("Can't connect to backend '{backend}': {reason}")]
     BackendUnavailable { backend: String, reason: String },
     #[error("Lost connection to backend '{backend}' during query: {reason}")]
@@ -38,7 +48,11 @@ pub enum GatewayError {
     #[error("Sluice does not support {0}")]
     Unsupported(String),
     #[error("Statement denied by policy '{policy}': {message}")]
-    Denied { policy: String, code: u16, message: String },
+    Denied {
+        policy: String,
+        code: u16,
+        message: String,
+    },
     #[error("Query execution was interrupted")]
     Interrupted,
     #[error("Server shutdown in progress")]
@@ -53,9 +67,9 @@ impl GatewayError {
     /// The MySQL error code and SQLSTATE clients see.
     pub fn code_and_state(&self) -> (u16, &str) {
         match self {
-            Self::AccessDenied { .. } | Self::FullAuthNeedsTls { .. } | Self::TlsRequired { .. } => {
-                (1045, "28000")
-            }
+            Self::AccessDenied { .. }
+            | Self::FullAuthNeedsTls { .. }
+            | Self::TlsRequired { .. } => (1045, "28000"),
             Self::TooManyConnections => (1040, "08004"),
             Self::TooManyUserConnections { .. } => (1226, "42000"),
             Self::UnknownCommand(_) => (1047, "08S01"),
@@ -112,9 +126,19 @@ mod tests {
 
     #[test]
     fn codes_and_messages() {
-        let e = GatewayError::AccessDenied { user: "app".into(), host: "127.0.0.1".into(), using_password: true };
+        let e = GatewayError::AccessDenied {
+            user: "app".into(),
+            host: "127.0.0.1".into(),
+            using_password: true,
+        };
         assert_eq!(e.code_and_state(), (1045, "28000"));
-        assert_eq!(e.to_string(), "Access denied for user 'app'@'127.0.0.1' (using password: YES)");
-        assert_eq!(GatewayError::UnknownCommand(0x30).code_and_state(), (1047, "08S01"));
+        assert_eq!(
+            e.to_string(),
+            "Access denied for user 'app'@'127.0.0.1' (using password: YES)"
+        );
+        assert_eq!(
+            GatewayError::UnknownCommand(0x30).code_and_state(),
+            (1047, "08S01")
+        );
     }
 }

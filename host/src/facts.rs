@@ -129,7 +129,11 @@ impl<'a> Lexer<'a> {
             let c = self.peek(0);
             if c.is_ascii_whitespace() {
                 self.i += 1;
-            } else if c == b'#' || (c == b'-' && self.peek(1) == b'-' && matches!(self.peek(2), b' ' | b'\t' | b'\n' | b'\r' | 0)) {
+            } else if c == b'#'
+                || (c == b'-'
+                    && self.peek(1) == b'-'
+                    && matches!(self.peek(2), b' ' | b'\t' | b'\n' | b'\r' | 0))
+            {
                 while self.i < self.b.len() && self.b[self.i] != b'\n' {
                     self.i += 1;
                 }
@@ -143,7 +147,9 @@ impl<'a> Lexer<'a> {
                     continue;
                 }
                 let start = self.i + 2;
-                let end = self.s[start..].find("*/").map_or(self.b.len(), |e| start + e);
+                let end = self.s[start..]
+                    .find("*/")
+                    .map_or(self.b.len(), |e| start + e);
                 self.hint(&self.s[start..end]);
                 self.i = (end + 2).min(self.b.len());
             } else if c == b'*' && self.peek(1) == b'/' {
@@ -159,7 +165,8 @@ impl<'a> Lexer<'a> {
         if let Some(rest) = body.strip_prefix("sluice:") {
             for kv in rest.split([',', ' ']).filter(|p| !p.is_empty()) {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                self.hints.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                self.hints
+                    .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
     }
@@ -188,7 +195,12 @@ impl<'a> Lexer<'a> {
 
     fn word_end(&self, from: usize) -> usize {
         let mut j = from;
-        while j < self.b.len() && (self.b[j].is_ascii_alphanumeric() || self.b[j] == b'_' || self.b[j] == b'$' || self.b[j] >= 0x80) {
+        while j < self.b.len()
+            && (self.b[j].is_ascii_alphanumeric()
+                || self.b[j] == b'_'
+                || self.b[j] == b'$'
+                || self.b[j] >= 0x80)
+        {
             j += 1;
         }
         j
@@ -237,7 +249,10 @@ impl<'a> Lexer<'a> {
                     j += 1;
                 }
                 // 1e+5
-                while j < self.b.len() && matches!(self.b[j], b'+' | b'-') && matches!(self.b[j - 1], b'e' | b'E') {
+                while j < self.b.len()
+                    && matches!(self.b[j], b'+' | b'-')
+                    && matches!(self.b[j - 1], b'e' | b'E')
+                {
                     j += 1;
                     while j < self.b.len() && self.b[j].is_ascii_digit() {
                         j += 1;
@@ -258,7 +273,11 @@ impl<'a> Lexer<'a> {
                 let end = self.word_end(self.i);
                 if self.b.get(end) == Some(&b'\'') {
                     let w = &self.s[self.i..end];
-                    if w.eq_ignore_ascii_case("x") || w.eq_ignore_ascii_case("b") || w.eq_ignore_ascii_case("n") || w.starts_with('_') {
+                    if w.eq_ignore_ascii_case("x")
+                        || w.eq_ignore_ascii_case("b")
+                        || w.eq_ignore_ascii_case("n")
+                        || w.starts_with('_')
+                    {
                         self.i = end;
                         self.quoted(b'\'');
                         return Some(Tok::Str);
@@ -291,7 +310,9 @@ fn kind_of(first: &str, second: Option<&Tok<'_>>) -> StatementKind {
         "UPDATE" => K::Update,
         "DELETE" => K::Delete,
         "REPLACE" => K::Replace,
-        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "ANALYZE" | "OPTIMIZE" | "REPAIR" => K::Ddl,
+        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "ANALYZE" | "OPTIMIZE" | "REPAIR" => {
+            K::Ddl
+        }
         "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => K::Transaction,
         "START" if is(second, "TRANSACTION") => K::Transaction,
         "SET" => K::Set,
@@ -369,7 +390,9 @@ pub fn analyze(sql: &str) -> QueryFacts {
             }
             Tok::Quoted(name) => {
                 stmt.words += 1;
-                if is_table_context(prev.as_ref(), prev2.as_ref()) && stmt.first != Some(StatementKind::Set) {
+                if is_table_context(prev.as_ref(), prev2.as_ref())
+                    && stmt.first != Some(StatementKind::Set)
+                {
                     push_table(&mut f, name, &lx);
                 }
             }
@@ -381,7 +404,13 @@ pub fn analyze(sql: &str) -> QueryFacts {
             Tok::SysVar(name) => {
                 stmt.words += 1;
                 let lname = name.to_ascii_lowercase();
-                if matches!(lname.as_str(), "warning_count" | "error_count" | "session.warning_count" | "session.error_count") {
+                if matches!(
+                    lname.as_str(),
+                    "warning_count"
+                        | "error_count"
+                        | "session.warning_count"
+                        | "session.error_count"
+                ) {
                     f.needs_previous_connection = true;
                 }
                 if in_set && set_expect_name && paren_depth == 0 {
@@ -389,7 +418,9 @@ pub fn analyze(sql: &str) -> QueryFacts {
                     if let Some(global) = lname.strip_prefix("global.") {
                         let _ = global; // a global change is not session state
                     } else {
-                        let n = lname.trim_start_matches("session.").trim_start_matches("local.");
+                        let n = lname
+                            .trim_start_matches("session.")
+                            .trim_start_matches("local.");
                         f.set_targets.push(SetTarget::Session(n.to_string()));
                     }
                 }
@@ -490,11 +521,21 @@ fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lex
     }
 }
 
-fn on_word(f: &mut QueryFacts, w: &str, prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>, stmt: &mut StmtScan, lx: &Lexer<'_>) {
+fn on_word(
+    f: &mut QueryFacts,
+    w: &str,
+    prev: Option<&Tok<'_>>,
+    prev2: Option<&Tok<'_>>,
+    stmt: &mut StmtScan,
+    lx: &Lexer<'_>,
+) {
     let u = w.to_ascii_uppercase();
     match u.as_str() {
         "WHERE" => {
-            if matches!(stmt.first, Some(StatementKind::Update | StatementKind::Delete)) {
+            if matches!(
+                stmt.first,
+                Some(StatementKind::Update | StatementKind::Delete)
+            ) {
                 f.has_where = true;
             }
         }
@@ -529,12 +570,31 @@ fn on_word(f: &mut QueryFacts, w: &str, prev: Option<&Tok<'_>>, prev2: Option<&T
 
 fn is_table_context(prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>) -> bool {
     let p = |t: Option<&Tok<'_>>, kw: &str| is(t, kw);
-    p(prev, "FROM") || p(prev, "JOIN") || p(prev, "INTO") || p(prev, "UPDATE") || (p(prev, "TABLE") && !p(prev2, "LOCK"))
+    p(prev, "FROM")
+        || p(prev, "JOIN")
+        || p(prev, "INTO")
+        || p(prev, "UPDATE")
+        || (p(prev, "TABLE") && !p(prev2, "LOCK"))
         || p(prev, "TABLES")
 }
 
 fn is_keyword(u: &str) -> bool {
-    matches!(u, "SELECT" | "LOW_PRIORITY" | "IGNORE" | "DUAL" | "IF" | "EXISTS" | "NOT" | "OUTFILE" | "DUMPFILE" | "LATERAL" | "QUICK" | "DELAYED" | "HIGH_PRIORITY")
+    matches!(
+        u,
+        "SELECT"
+            | "LOW_PRIORITY"
+            | "IGNORE"
+            | "DUAL"
+            | "IF"
+            | "EXISTS"
+            | "NOT"
+            | "OUTFILE"
+            | "DUMPFILE"
+            | "LATERAL"
+            | "QUICK"
+            | "DELAYED"
+            | "HIGH_PRIORITY"
+    )
 }
 
 fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
@@ -565,8 +625,10 @@ fn scan_set_start(f: &mut QueryFacts, lx: &Lexer<'_>) {
     } else if w(0, "TRANSACTION") {
         f.pins.push(PinReason::NextTransactionCharacteristics);
     } else if (w(0, "SESSION") || w(0, "LOCAL")) && w(1, "TRANSACTION") {
-        f.set_targets.push(SetTarget::Session("tx_isolation".into()));
-        f.set_targets.push(SetTarget::Session("tx_read_only".into()));
+        f.set_targets
+            .push(SetTarget::Session("tx_isolation".into()));
+        f.set_targets
+            .push(SetTarget::Session("tx_read_only".into()));
     } else if w(0, "GLOBAL") {
         // Global changes are not session state; nothing to replay.
     } else if w(0, "PASSWORD") || w(0, "ROLE") || w(0, "STATEMENT") || w(0, "DEFAULT") {
@@ -581,12 +643,16 @@ fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
             // `SET SESSION x = ...`: the name is the next word; take it now.
             if let Some(Tok::Word(n)) = lx_peek_word(lx) {
                 if !n.eq_ignore_ascii_case("TRANSACTION") {
-                    f.set_targets.push(SetTarget::Session(n.to_ascii_lowercase()));
+                    f.set_targets
+                        .push(SetTarget::Session(n.to_ascii_lowercase()));
                 }
             }
         }
-        "GLOBAL" | "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE" | "STATEMENT" | "DEFAULT" => {}
-        _ => f.set_targets.push(SetTarget::Session(w.to_ascii_lowercase())),
+        "GLOBAL" | "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE"
+        | "STATEMENT" | "DEFAULT" => {}
+        _ => f
+            .set_targets
+            .push(SetTarget::Session(w.to_ascii_lowercase())),
     }
 }
 
@@ -646,9 +712,18 @@ mod tests {
         let f = analyze("select * from app.t for update");
         assert!(f.locking_read && !f.read_only);
         assert_eq!(f.tables, vec!["app.t".to_string()]);
-        assert_eq!(analyze("  /* x */ insert into t values (1)").kind, StatementKind::Insert);
-        assert_eq!(analyze("START TRANSACTION").kind, StatementKind::Transaction);
-        assert_eq!(analyze("(SELECT 1) UNION (SELECT 2)").kind, StatementKind::Select);
+        assert_eq!(
+            analyze("  /* x */ insert into t values (1)").kind,
+            StatementKind::Insert
+        );
+        assert_eq!(
+            analyze("START TRANSACTION").kind,
+            StatementKind::Transaction
+        );
+        assert_eq!(
+            analyze("(SELECT 1) UNION (SELECT 2)").kind,
+            StatementKind::Select
+        );
         assert!(analyze("UPDATE t SET a = 1 WHERE b = 2").has_where);
         assert!(!analyze("DELETE FROM t").has_where);
         assert!(analyze("SELECT 1; SELECT 2").multi_statement);
@@ -668,34 +743,73 @@ mod tests {
     fn session_effects() {
         assert_eq!(analyze("SET @a = 1").pins, vec![PinReason::UserVariable]);
         assert_eq!(analyze("SELECT @a").pins, vec![PinReason::UserVariable]);
-        assert_eq!(analyze("CREATE TEMPORARY TABLE t (a int)").pins, vec![PinReason::TemporaryTable]);
-        assert_eq!(analyze("SELECT GET_LOCK('x', 1)").pins, vec![PinReason::GetLock]);
-        assert_eq!(analyze("LOCK TABLES t WRITE").pins, vec![PinReason::LockTables]);
-        assert_eq!(analyze("SELECT SQL_CALC_FOUND_ROWS * FROM t").pins, vec![PinReason::SqlCalcFoundRows]);
-        assert_eq!(analyze("PREPARE s FROM 'SELECT 1'").pins, vec![PinReason::TextPrepare]);
+        assert_eq!(
+            analyze("CREATE TEMPORARY TABLE t (a int)").pins,
+            vec![PinReason::TemporaryTable]
+        );
+        assert_eq!(
+            analyze("SELECT GET_LOCK('x', 1)").pins,
+            vec![PinReason::GetLock]
+        );
+        assert_eq!(
+            analyze("LOCK TABLES t WRITE").pins,
+            vec![PinReason::LockTables]
+        );
+        assert_eq!(
+            analyze("SELECT SQL_CALC_FOUND_ROWS * FROM t").pins,
+            vec![PinReason::SqlCalcFoundRows]
+        );
+        assert_eq!(
+            analyze("PREPARE s FROM 'SELECT 1'").pins,
+            vec![PinReason::TextPrepare]
+        );
         assert!(analyze("SET sql_mode = 'ANSI'").pins.is_empty());
         assert_eq!(
-            analyze("SET SESSION sql_mode = 'ANSI', @@time_zone = '+00:00', autocommit=0").set_targets,
+            analyze("SET SESSION sql_mode = 'ANSI', @@time_zone = '+00:00', autocommit=0")
+                .set_targets,
             vec![
                 SetTarget::Session("sql_mode".into()),
                 SetTarget::Session("time_zone".into()),
                 SetTarget::Session("autocommit".into())
             ]
         );
-        assert_eq!(analyze("SET NAMES utf8mb4 COLLATE utf8mb4_bin").set_targets, vec![SetTarget::Names]);
-        assert_eq!(analyze("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").pins, vec![PinReason::NextTransactionCharacteristics]);
+        assert_eq!(
+            analyze("SET NAMES utf8mb4 COLLATE utf8mb4_bin").set_targets,
+            vec![SetTarget::Names]
+        );
+        assert_eq!(
+            analyze("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").pins,
+            vec![PinReason::NextTransactionCharacteristics]
+        );
         assert!(analyze("SELECT LAST_INSERT_ID()").needs_previous_connection);
         assert!(analyze("SHOW WARNINGS").needs_previous_connection);
         assert!(analyze("SELECT CONNECTION_ID()").mentions_connection_id);
         assert_eq!(analyze("KILL QUERY 42").kill, Some((true, 42)));
         assert_eq!(analyze("KILL 7").kill, Some((false, 7)));
         assert!(analyze("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").local_infile);
-        assert_eq!(analyze("/* sluice:route=primary */ SELECT 1").hints, vec![("route".into(), "primary".into())]);
+        assert_eq!(
+            analyze("/* sluice:route=primary */ SELECT 1").hints,
+            vec![("route".into(), "primary".into())]
+        );
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        for s in ["'", "\"abc", "/*", "/*!", "`x", "@", "@@", "x'", "-- ", "é'ü", "SELECT 'é", "1e+", "KILL QUERY"] {
+        for s in [
+            "'",
+            "\"abc",
+            "/*",
+            "/*!",
+            "`x",
+            "@",
+            "@@",
+            "x'",
+            "-- ",
+            "é'ü",
+            "SELECT 'é",
+            "1e+",
+            "KILL QUERY",
+        ] {
             let _ = analyze(s);
         }
     }

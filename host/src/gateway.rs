@@ -35,19 +35,31 @@ pub struct SessionEntry {
 
 impl SessionEntry {
     pub fn set_running(&self, r: Option<(Arc<Backend>, Account, u32)>) {
-        *self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
     }
 
     pub fn running(&self) -> Option<(Arc<Backend>, Account, u32)> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn view(&self) -> SessionView {
-        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_view(&self, v: SessionView) {
-        *self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+        *self
+            .view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
     }
 }
 
@@ -81,7 +93,9 @@ impl Gateway {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<SessionEntry>>> {
-        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A fresh gateway connection id (never 0).
@@ -124,11 +138,18 @@ impl Gateway {
 
     pub fn sha2_cached(&self, user: &str) -> bool {
         !self.config.frontend.sha2_cold_cache
-            || self.sha2_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(user)
+            || self
+                .sha2_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(user)
     }
 
     pub fn sha2_remember(&self, user: &str) {
-        self.sha2_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user.to_string());
+        self.sha2_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user.to_string());
     }
 
     pub fn shutting_down(&self) -> bool {

@@ -54,8 +54,17 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let tls = frontend::tls::acceptor(&config.frontend.tls)?;
     let listener = TcpListener::bind(config.frontend.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("frontend.listen: cannot listen on {}: {e}", config.frontend.listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "frontend.listen: cannot listen on {}: {e}",
+                config.frontend.listen
+            )
+        })?;
     let policy = Arc::new(ConfigPolicy::new(config.clone()));
     let gateway = Arc::new(Gateway::new(config, policy, shutdown));
-    Ok(Bound { listener, gateway, tls })
+    Ok(Bound {
+        listener,
+        gateway,
+        tls,
+    })
 }

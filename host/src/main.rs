@@ -8,7 +8,11 @@ use tokio::sync::watch;
 use sluice::config::Config;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A MySQL gateway with sandboxed Wasm policies")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A MySQL gateway with sandboxed Wasm policies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -33,7 +37,12 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Cmd::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} backends, {} users)", config.display(), c.backends.len(), c.users.len());
+                println!(
+                    "{}: ok ({} backends, {} users)",
+                    config.display(),
+                    c.backends.len(),
+                    c.users.len()
+                );
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
@@ -50,7 +59,10 @@ fn main() -> std::process::ExitCode {
                 }
             };
             init_logging(&config.log.level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -73,7 +85,10 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

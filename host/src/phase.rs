@@ -44,7 +44,11 @@ pub struct SessionInfo<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Deny { policy: String, code: u16, message: String },
+    Deny {
+        policy: String,
+        code: u16,
+        message: String,
+    },
     Rewrite(String),
 }
 
@@ -98,10 +102,20 @@ pub trait Policy: Send + Sync {
     }
 
     /// Which backend serves a statement that is not tied to a connection already.
-    fn route(&self, facts: &QueryFacts, session: &SessionInfo<'_>, fleet: &[BackendStatus]) -> RouteDecision;
+    fn route(
+        &self,
+        facts: &QueryFacts,
+        session: &SessionInfo<'_>,
+        fleet: &[BackendStatus],
+    ) -> RouteDecision;
 
     /// Per result set shape: what to do to each column. `None`: send it as it is.
-    fn plan_redaction(&self, _facts: &QueryFacts, _session: &SessionInfo<'_>, _columns: &[ColumnInfo<'_>]) -> Option<Vec<ColumnAction>> {
+    fn plan_redaction(
+        &self,
+        _facts: &QueryFacts,
+        _session: &SessionInfo<'_>,
+        _columns: &[ColumnInfo<'_>],
+    ) -> Option<Vec<ColumnAction>> {
         None
     }
 }
@@ -129,13 +143,24 @@ impl Policy for ConfigPolicy {
             password: u.password().to_string(),
             auth_plugin: u.auth_plugin,
             backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
-            backend_password: u.backend_password.clone().unwrap_or_else(|| u.password().to_string()),
+            backend_password: u
+                .backend_password
+                .clone()
+                .unwrap_or_else(|| u.password().to_string()),
             max_connections: u.max_connections,
         })
     }
 
-    fn route(&self, facts: &QueryFacts, session: &SessionInfo<'_>, fleet: &[BackendStatus]) -> RouteDecision {
-        let wants_primary = facts.hints.iter().any(|(k, v)| k == "route" && v == "primary");
+    fn route(
+        &self,
+        facts: &QueryFacts,
+        session: &SessionInfo<'_>,
+        fleet: &[BackendStatus],
+    ) -> RouteDecision {
+        let wants_primary = facts
+            .hints
+            .iter()
+            .any(|(k, v)| k == "route" && v == "primary");
         if !self.config.routing.read_write_split
             || wants_primary
             || session.in_transaction
@@ -144,7 +169,10 @@ impl Policy for ConfigPolicy {
         {
             return RouteDecision::Primary;
         }
-        let replicas: Vec<&BackendStatus> = fleet.iter().filter(|b| b.role == Role::Replica && b.healthy).collect();
+        let replicas: Vec<&BackendStatus> = fleet
+            .iter()
+            .filter(|b| b.role == Role::Replica && b.healthy)
+            .collect();
         if replicas.is_empty() {
             return RouteDecision::Primary;
         }

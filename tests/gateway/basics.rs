@@ -12,7 +12,13 @@ fn mariadb_cli_with_and_without_tls() {
     let (ok, out, err) = cli(gw.addr, "app", "app-secret", &["app"], "SELECT 1");
     assert!(ok, "{err}");
     assert_eq!(out, "1");
-    let (ok, out, err) = cli(gw.addr, "app", "app-secret", &["--ssl", "app"], "SELECT 'tls'");
+    let (ok, out, err) = cli(
+        gw.addr,
+        "app",
+        "app-secret",
+        &["--ssl", "app"],
+        "SELECT 'tls'",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "tls");
     // The CLI's own status shows the cipher of the client connection.
@@ -26,7 +32,10 @@ fn wrong_password_and_unknown_user_get_1045() {
     let gw = TestGateway::start(primary_only_config());
     let (ok, _, err) = cli(gw.addr, "app", "nope", &[], "SELECT 1");
     assert!(!ok);
-    assert!(err.contains("ERROR 1045 (28000)") && err.contains("Access denied for user 'app'"), "{err}");
+    assert!(
+        err.contains("ERROR 1045 (28000)") && err.contains("Access denied for user 'app'"),
+        "{err}"
+    );
     let (ok, _, err) = cli(gw.addr, "mallory", "x", &[], "SELECT 1");
     assert!(!ok);
     assert!(err.contains("ERROR 1045"), "{err}");
@@ -58,8 +67,13 @@ async fn caching_sha2_fast_path_and_auth_switch() {
     let v: Option<i64> = conn.query_first("SELECT 41 + 1").await.expect("query");
     assert_eq!(v, Some(42));
     conn.disconnect().await.expect("disconnect");
-    let err = Conn::new(gw.opts("app", "bad", None)).await.expect_err("wrong password");
-    assert!(matches!(err, Error::Server(ref s) if s.code == 1045), "{err:?}");
+    let err = Conn::new(gw.opts("app", "bad", None))
+        .await
+        .expect_err("wrong password");
+    assert!(
+        matches!(err, Error::Server(ref s) if s.code == 1045),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -77,7 +91,13 @@ fn caching_sha2_full_auth_needs_tls() {
     assert!(ok, "{err}");
     assert_eq!(out, "full");
     // ...and the fast path works without TLS.
-    let (ok, out, err) = cli(gw.addr, "app", "app-secret", &["--skip-ssl"], "SELECT 'fast'");
+    let (ok, out, err) = cli(
+        gw.addr,
+        "app",
+        "app-secret",
+        &["--skip-ssl"],
+        "SELECT 'fast'",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "fast");
 }
@@ -90,9 +110,17 @@ fn connection_cap_answers_1040() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
         let mut first = gw.app().await;
-        let err = Conn::new(gw.opts("app", "app-secret", None)).await.expect_err("over the cap");
-        assert!(matches!(err, Error::Server(ref s) if s.code == 1040), "{err:?}");
-        let one: Option<i32> = first.query_first("SELECT 1").await.expect("first still works");
+        let err = Conn::new(gw.opts("app", "app-secret", None))
+            .await
+            .expect_err("over the cap");
+        assert!(
+            matches!(err, Error::Server(ref s) if s.code == 1040),
+            "{err:?}"
+        );
+        let one: Option<i32> = first
+            .query_first("SELECT 1")
+            .await
+            .expect("first still works");
         assert_eq!(one, Some(1));
         drop(first);
     });
@@ -101,16 +129,29 @@ fn connection_cap_answers_1040() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_database_is_refused_at_connect() {
     let gw = TestGateway::start(primary_only_config());
-    let err = Conn::new(gw.opts("app", "app-secret", Some("app_does_not_exist"))).await.expect_err("no such db");
-    assert!(matches!(err, Error::Server(ref s) if s.code == 1044 || s.code == 1049), "{err:?}");
+    let err = Conn::new(gw.opts("app", "app-secret", Some("app_does_not_exist")))
+        .await
+        .expect_err("no such db");
+    assert!(
+        matches!(err, Error::Server(ref s) if s.code == 1044 || s.code == 1049),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_id_is_the_gateways_and_kill_query_works() {
     let gw = TestGateway::start(primary_only_config());
     let mut a = gw.app().await;
-    let id: u32 = a.query_first("SELECT CONNECTION_ID()").await.expect("q").expect("row");
-    assert_eq!(id, a.id(), "CONNECTION_ID() must be the id of the handshake");
+    let id: u32 = a
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("q")
+        .expect("row");
+    assert_eq!(
+        id,
+        a.id(),
+        "CONNECTION_ID() must be the id of the handshake"
+    );
     let f = fleet();
     let sleeper = tokio::spawn(async move {
         let r: Result<Option<i64>, _> = a.query_first("SELECT SLEEP(60)").await;
@@ -127,7 +168,9 @@ async fn connection_id_is_the_gateways_and_kill_query_works() {
     }
     assert!(running, "the SLEEP never started");
     let mut b = gw.app().await;
-    b.query_drop(format!("KILL QUERY {id}")).await.expect("kill query");
+    b.query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("kill query");
     let (r, mut a) = sleeper.await.expect("join");
     // MariaDB answers a killed SLEEP with 1 (interrupted) or error 1317.
     match r {
@@ -140,11 +183,19 @@ async fn connection_id_is_the_gateways_and_kill_query_works() {
     assert_eq!(two, Some(2));
     // KILL of an unknown id: 1094.
     let err = b.query_drop("KILL 999999").await.expect_err("unknown");
-    assert!(matches!(err, Error::Server(ref s) if s.code == 1094), "{err:?}");
+    assert!(
+        matches!(err, Error::Server(ref s) if s.code == 1094),
+        "{err:?}"
+    );
     // KILL CONNECTION ends the other session.
-    b.query_drop(format!("KILL {id}")).await.expect("kill connection");
+    b.query_drop(format!("KILL {id}"))
+        .await
+        .expect("kill connection");
     let err = a.query_drop("SELECT 3").await.expect_err("killed");
-    assert!(!matches!(err, Error::Server(ref s) if s.code == 0), "{err:?}");
+    assert!(
+        !matches!(err, Error::Server(ref s) if s.code == 0),
+        "{err:?}"
+    );
     let _ = f;
 }
 
@@ -164,13 +215,26 @@ async fn ping_reset_change_user_and_init_db() {
     conn.query_drop("SET @v = 5").await.expect("set");
     conn.reset().await.expect("reset");
     let v: Option<Option<i64>> = conn.query_first("SELECT @v").await.expect("select");
-    assert_eq!(v, Some(None), "user variables are gone after COM_RESET_CONNECTION");
-    conn.change_user(mysql_async::ChangeUserOpts::default().with_user(Some("other".into())).with_pass(Some("other-secret".into())))
+    assert_eq!(
+        v,
+        Some(None),
+        "user variables are gone after COM_RESET_CONNECTION"
+    );
+    conn.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("other".into()))
+            .with_pass(Some("other-secret".into())),
+    )
+    .await
+    .expect("change user");
+    let who: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
         .await
-        .expect("change user");
-    let who: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.expect("who");
+        .expect("who");
     assert_eq!(who.as_deref(), Some("other@%"));
-    let err = Conn::new(OptsBuilder::from_opts(gw.opts("other", "wrong", None))).await.expect_err("bad");
+    let err = Conn::new(OptsBuilder::from_opts(gw.opts("other", "wrong", None)))
+        .await
+        .expect_err("bad");
     assert!(matches!(err, Error::Server(ref s) if s.code == 1045));
 }
 
@@ -180,25 +244,50 @@ fn replicas_serve_reads_and_the_primary_writes() {
     let mut c = base_config();
     c.routing.read_write_split = true;
     let gw = TestGateway::start(c);
-    f.sql(0, "CREATE TABLE IF NOT EXISTS app.rw (id INT PRIMARY KEY, v INT)");
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.rw (id INT PRIMARY KEY, v INT)",
+    );
     f.wait_replicas();
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
         let mut c = gw.app().await;
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..6 {
-            let id: u32 = c.query_first("SELECT @@server_id").await.expect("q").expect("row");
+            let id: u32 = c
+                .query_first("SELECT @@server_id")
+                .await
+                .expect("q")
+                .expect("row");
             seen.insert(id);
         }
-        assert_eq!(seen, [2u32, 3].into_iter().collect(), "reads alternate between the two replicas");
-        let hinted: u32 = c.query_first("/* sluice:route=primary */ SELECT @@server_id").await.expect("q").expect("row");
+        assert_eq!(
+            seen,
+            [2u32, 3].into_iter().collect(),
+            "reads alternate between the two replicas"
+        );
+        let hinted: u32 = c
+            .query_first("/* sluice:route=primary */ SELECT @@server_id")
+            .await
+            .expect("q")
+            .expect("row");
         assert_eq!(hinted, 1);
         c.query_drop("BEGIN").await.expect("begin");
-        let in_tx: u32 = c.query_first("SELECT @@server_id").await.expect("q").expect("row");
+        let in_tx: u32 = c
+            .query_first("SELECT @@server_id")
+            .await
+            .expect("q")
+            .expect("row");
         assert_eq!(in_tx, 1, "reads in a transaction stay on the primary");
-        c.query_drop("REPLACE INTO rw VALUES (1, 1)").await.expect("write");
+        c.query_drop("REPLACE INTO rw VALUES (1, 1)")
+            .await
+            .expect("write");
         c.query_drop("COMMIT").await.expect("commit");
-        let locking: u32 = c.query_first("SELECT @@server_id FROM rw WHERE id = 1 FOR UPDATE").await.expect("q").expect("row");
+        let locking: u32 = c
+            .query_first("SELECT @@server_id FROM rw WHERE id = 1 FOR UPDATE")
+            .await
+            .expect("q")
+            .expect("row");
         assert_eq!(locking, 1);
     });
 }

@@ -48,7 +48,11 @@ pub fn fleet() -> &'static Fleet {
             .env("FLEET_OWNER_PID", std::process::id().to_string())
             .output()
             .expect("run scripts/fleet");
-        assert!(out.status.success(), "fleet up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "fleet up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Fleet { port, dir }
     })
 }
@@ -57,13 +61,24 @@ impl Fleet {
     /// Runs SQL on a fleet node as the admin account; returns tab-separated output.
     pub fn sql(&self, node: u16, sql: &str) -> String {
         let out = Command::new("mariadb")
-            .args(["--no-defaults", "-h127.0.0.1", "-uadmin", "-padmin-secret", "-N", "-B"])
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uadmin",
+                "-padmin-secret",
+                "-N",
+                "-B",
+            ])
             .arg(format!("-P{}", self.port + node))
             .arg("-e")
             .arg(sql)
             .output()
             .expect("run mariadb");
-        assert!(out.status.success(), "sql on node {node} failed: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sql on node {node} failed: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -91,7 +106,12 @@ impl Fleet {
 
     /// mysql_async options for a direct connection to a node.
     pub fn direct_opts(&self, node: u16, user: &str, pass: &str, db: Option<&str>) -> Opts {
-        client_opts(SocketAddr::from(([127, 0, 0, 1], self.port + node)), user, pass, db)
+        client_opts(
+            SocketAddr::from(([127, 0, 0, 1], self.port + node)),
+            user,
+            pass,
+            db,
+        )
     }
 }
 
@@ -187,7 +207,9 @@ impl TestGateway {
     }
 
     pub async fn app(&self) -> Conn {
-        Conn::new(self.opts("app", "app-secret", Some("app"))).await.expect("connect through the gateway")
+        Conn::new(self.opts("app", "app-secret", Some("app")))
+            .await
+            .expect("connect through the gateway")
     }
 
     /// Signals shutdown; `join` waits for the drain to end.
@@ -213,7 +235,13 @@ impl Drop for TestGateway {
 }
 
 /// `mariadb` CLI through the gateway; returns (success, stdout, stderr).
-pub fn cli(addr: SocketAddr, user: &str, pass: &str, extra: &[&str], sql: &str) -> (bool, String, String) {
+pub fn cli(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    extra: &[&str],
+    sql: &str,
+) -> (bool, String, String) {
     let out = Command::new("mariadb")
         .args(["--no-defaults", "-h127.0.0.1", "-N", "-B"])
         .arg(format!("-P{}", addr.port()))

@@ -2,4 +2,5 @@
 //! in-process.
 
 mod basics;
+mod conformance;
 mod harness;

@@ -52,7 +52,10 @@ impl Backend {
     }
 
     fn pool(&self, account: &Account) -> Pool {
-        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pools
             .entry(account.clone())
             .or_insert_with(|| Pool::new(self.opts(account)))
@@ -61,7 +64,10 @@ impl Backend {
 
     fn opts(&self, account: &Account) -> OptsBuilder {
         let c = &self.config;
-        let (host, port) = c.address.rsplit_once(':').unwrap_or((c.address.as_str(), "3306"));
+        let (host, port) = c
+            .address
+            .rsplit_once(':')
+            .unwrap_or((c.address.as_str(), "3306"));
         let constraints = PoolConstraints::new(c.pool_min, c.pool_max).unwrap_or_default();
         let pool_opts = PoolOpts::default()
             .with_constraints(constraints)
@@ -80,7 +86,8 @@ impl Backend {
             .stmt_cache_size(c.stmt_cache_size)
             .pool_opts(pool_opts);
         if c.tls {
-            opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(c.tls_skip_verify));
+            opts = opts
+                .ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(c.tls_skip_verify));
         }
         opts
     }
@@ -128,11 +135,18 @@ impl Backend {
     }
 
     pub fn applied_state(&self, thread_id: u32) -> Option<Arc<ReplayState>> {
-        self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&thread_id).cloned()
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&thread_id)
+            .cloned()
     }
 
     pub fn set_applied_state(&self, thread_id: u32, state: Option<Arc<ReplayState>>) {
-        let mut map = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match state {
             Some(s) => {
                 // Entries of connections the pool has closed are never removed one by one; bound
@@ -202,7 +216,11 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(configs: &[BackendConfig]) -> Self {
         Self {
-            backends: configs.iter().cloned().map(|c| Arc::new(Backend::new(c))).collect(),
+            backends: configs
+                .iter()
+                .cloned()
+                .map(|c| Arc::new(Backend::new(c)))
+                .collect(),
         }
     }
 

@@ -14,7 +14,9 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::phase::{ClientIdentity, Grant};
 use crate::protocol::constants::{cap, status};
-use crate::protocol::handshake::{ClientHello, Handshake, HandshakeResponse, encode_auth_more_data, encode_auth_switch};
+use crate::protocol::handshake::{
+    ClientHello, Handshake, HandshakeResponse, encode_auth_more_data, encode_auth_switch,
+};
 use crate::protocol::reply::ErrPacket;
 use crate::protocol::{PacketError, PacketStream};
 
@@ -34,6 +36,7 @@ pub const SERVER_CAPABILITIES: u32 = cap::FOUND_ROWS
     | cap::PLUGIN_AUTH
     | cap::CONNECT_ATTRS
     | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | cap::SESSION_TRACK
     | cap::DEPRECATE_EOF;
 
 /// An authenticated client, ready for its first command (the final OK is not sent yet: the
@@ -66,7 +69,12 @@ pub async fn refuse(stream: &mut PacketStream<ClientIo>, e: GatewayError) -> Con
     let (code, state) = e.code_and_state();
     let message = e.to_string();
     let (mark, buf) = stream.begin();
-    ErrPacket { code, sqlstate: state, message: &message }.encode(buf);
+    ErrPacket {
+        code,
+        sqlstate: state,
+        message: &message,
+    }
+    .encode(buf);
     stream.finish(mark);
     let _ = stream.flush().await;
     ConnectError::Refused(e)
@@ -112,30 +120,53 @@ pub async fn connection_phase(
             let seq = stream.seq();
             let (io, _) = stream.into_parts();
             let ClientIo::Plain(tcp) = io else {
-                return Err(ConnectError::Refused(GatewayError::Internal("TLS requested twice".into())));
+                return Err(ConnectError::Refused(GatewayError::Internal(
+                    "TLS requested twice".into(),
+                )));
             };
             let tls_stream = acceptor
                 .accept(tcp)
                 .await
                 .map_err(|e| ConnectError::Io(PacketError::Io(e)))?;
-            stream = PacketStream::from_parts(ClientIo::Tls(Box::new(tls_stream)), bytes::BytesMut::new(), seq, max_packet);
+            stream = PacketStream::from_parts(
+                ClientIo::Tls(Box::new(tls_stream)),
+                bytes::BytesMut::new(),
+                seq,
+                max_packet,
+            );
             let again = stream.read_packet().await?;
             match ClientHello::decode(&again) {
                 Ok(ClientHello::Response(r)) => r,
                 Ok(ClientHello::SslRequest { .. }) => {
-                    return Err(refuse(&mut stream, GatewayError::Malformed(crate::protocol::DecodeError::Malformed("second SSLRequest"))).await);
+                    return Err(refuse(
+                        &mut stream,
+                        GatewayError::Malformed(crate::protocol::DecodeError::Malformed(
+                            "second SSLRequest",
+                        )),
+                    )
+                    .await);
                 }
                 Err(e) => return Err(refuse(&mut stream, e.into()).await),
             }
         }
         (ClientHello::SslRequest { .. }, None) => {
-            return Err(refuse(&mut stream, GatewayError::Unsupported("TLS: no certificate is configured".into())).await);
+            return Err(refuse(
+                &mut stream,
+                GatewayError::Unsupported("TLS: no certificate is configured".into()),
+            )
+            .await);
         }
         (ClientHello::Response(r), _) => r,
     };
     let is_tls = stream.io().is_tls();
     if gw.config.frontend.tls.require && !is_tls {
-        return Err(refuse(&mut stream, GatewayError::TlsRequired { user: hello.user.clone() }).await);
+        return Err(refuse(
+            &mut stream,
+            GatewayError::TlsRequired {
+                user: hello.user.clone(),
+            },
+        )
+        .await);
     }
     let capabilities = hello.capabilities & (server_caps | cap::LONG_PASSWORD);
     let identity = ClientIdentity {
@@ -175,10 +206,20 @@ pub async fn authenticate(
         return Err(refuse(stream, denied(!response.is_empty())).await);
     };
     let plugin = grant.auth_plugin;
-    let client_plugin = hello.auth_plugin.as_deref().unwrap_or("mysql_native_password");
+    let client_plugin = hello
+        .auth_plugin
+        .as_deref()
+        .unwrap_or("mysql_native_password");
     if client_plugin != plugin.name() {
         if hello.capabilities & cap::PLUGIN_AUTH == 0 {
-            return Err(refuse(stream, GatewayError::Unsupported(format!("clients without plugin auth for {}", plugin.name()))).await);
+            return Err(refuse(
+                stream,
+                GatewayError::Unsupported(format!(
+                    "clients without plugin auth for {}",
+                    plugin.name()
+                )),
+            )
+            .await);
         }
         let (mark, buf) = stream.begin();
         encode_auth_switch(buf, plugin.name(), salt);
@@ -198,7 +239,13 @@ pub async fn authenticate(
                 }
                 ok
             } else if !tls {
-                return Err(refuse(stream, GatewayError::FullAuthNeedsTls { user: identity.user.clone() }).await);
+                return Err(refuse(
+                    stream,
+                    GatewayError::FullAuthNeedsTls {
+                        user: identity.user.clone(),
+                    },
+                )
+                .await);
             } else {
                 let (mark, buf) = stream.begin();
                 encode_auth_more_data(buf, &[0x04]);

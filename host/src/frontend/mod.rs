@@ -68,9 +68,19 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
     }
     drop(listener);
     let drain = Duration::from_secs(gw.config.frontend.drain_timeout_secs);
-    tracing::info!(sessions = tasks.len(), drain_secs = drain.as_secs(), "draining");
-    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!(left = tasks.len(), "drain time over; closing remaining sessions");
+    tracing::info!(
+        sessions = tasks.len(),
+        drain_secs = drain.as_secs(),
+        "draining"
+    );
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "drain time over; closing remaining sessions"
+        );
         tasks.abort_all();
     }
     gw.fleet.disconnect().await;
@@ -83,24 +93,39 @@ async fn too_many(tcp: TcpStream, max_packet: usize) {
     let (code, state) = e.code_and_state();
     let msg = e.to_string();
     let (mark, buf) = stream.begin();
-    ErrPacket { code, sqlstate: state, message: &msg }.encode(buf);
+    ErrPacket {
+        code,
+        sqlstate: state,
+        message: &msg,
+    }
+    .encode(buf);
     stream.finish(mark);
     let _ = stream.flush().await;
     stream.shutdown().await;
 }
 
-async fn handle_client(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) {
+async fn handle_client(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+) {
     let id = gw.next_connection_id();
     let timeout = Duration::from_secs(gw.config.frontend.handshake_timeout_secs);
-    let phase = tokio::time::timeout(timeout, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
+    let phase =
+        tokio::time::timeout(timeout, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
     match phase {
         Ok(Ok(authenticated)) => {
             tracing::debug!(id, user = %authenticated.hello.user, %peer, tls = authenticated.tls, "client connected");
             Session::run(authenticated, gw, id).await;
             tracing::debug!(id, "client left");
         }
-        Ok(Err(ConnectError::Refused(e))) => tracing::info!(id, %peer, error = %e, "connection refused"),
-        Ok(Err(ConnectError::Io(e))) => tracing::debug!(id, %peer, error = %e, "client left during handshake"),
+        Ok(Err(ConnectError::Refused(e))) => {
+            tracing::info!(id, %peer, error = %e, "connection refused")
+        }
+        Ok(Err(ConnectError::Io(e))) => {
+            tracing::debug!(id, %peer, error = %e, "client left during handshake")
+        }
         Err(_) => tracing::info!(id, %peer, "handshake timeout"),
     }
 }

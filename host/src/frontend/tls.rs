@@ -62,9 +62,12 @@ fn load_pem(
 }
 
 /// A certificate for localhost / 127.0.0.1, made at start (development only).
-pub fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+pub fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError>
+{
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
     Ok((vec![ck.cert.der().clone()], key))
 }

@@ -142,7 +142,16 @@ mod tests {
 
     #[test]
     fn lenenc_roundtrip() {
-        for n in [0u64, 250, 251, 0xFFFF, 0x1_0000, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for n in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_lenenc_int(&mut out, n);
             assert_eq!(Reader::new(&out).lenenc_int("n"), Ok(n));
@@ -153,7 +162,13 @@ mod tests {
     fn truncated_reads_fail() {
         let mut r = Reader::new(&[0xFC, 1]);
         assert_eq!(r.lenenc_int("n"), Err(DecodeError::Truncated("n")));
-        assert_eq!(Reader::new(&[1, 2]).nul_bytes("s"), Err(DecodeError::Truncated("s")));
-        assert_eq!(Reader::new(&[0xFF]).lenenc_int("n"), Err(DecodeError::Malformed("n")));
+        assert_eq!(
+            Reader::new(&[1, 2]).nul_bytes("s"),
+            Err(DecodeError::Truncated("s"))
+        );
+        assert_eq!(
+            Reader::new(&[0xFF]).lenenc_int("n"),
+            Err(DecodeError::Malformed("n"))
+        );
     }
 }

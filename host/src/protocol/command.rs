@@ -24,15 +24,25 @@ pub enum Command {
     Quit,
     InitDb(String),
     Query(Bytes),
-    FieldList { table: String, wildcard: String },
+    FieldList {
+        table: String,
+        wildcard: String,
+    },
     Statistics,
     Ping,
     ChangeUser(ChangeUser),
     StmtPrepare(Bytes),
     /// Statement id and the rest of the packet (flags, iterations, parameters), decoded later
     /// against the statement's parameter count.
-    StmtExecute { id: u32, body: Bytes },
-    StmtSendLongData { id: u32, param: u16, data: Bytes },
+    StmtExecute {
+        id: u32,
+        body: Bytes,
+    },
+    StmtSendLongData {
+        id: u32,
+        param: u16,
+        data: Bytes,
+    },
     StmtClose(u32),
     StmtReset(u32),
     SetOption(u16),
@@ -129,9 +139,18 @@ mod tests {
     #[test]
     fn decodes_simple_commands() {
         let caps = 0;
-        assert_eq!(Command::decode(&Bytes::from_static(b"\x03SELECT 1"), caps), Ok(Command::Query(Bytes::from_static(b"SELECT 1"))));
-        assert_eq!(Command::decode(&Bytes::from_static(b"\x19\x01\x00\x00\x00"), caps), Ok(Command::StmtClose(1)));
-        assert_eq!(Command::decode(&Bytes::from_static(b"\xEE"), caps), Ok(Command::Unknown(0xEE)));
+        assert_eq!(
+            Command::decode(&Bytes::from_static(b"\x03SELECT 1"), caps),
+            Ok(Command::Query(Bytes::from_static(b"SELECT 1")))
+        );
+        assert_eq!(
+            Command::decode(&Bytes::from_static(b"\x19\x01\x00\x00\x00"), caps),
+            Ok(Command::StmtClose(1))
+        );
+        assert_eq!(
+            Command::decode(&Bytes::from_static(b"\xEE"), caps),
+            Ok(Command::Unknown(0xEE))
+        );
         assert!(Command::decode(&Bytes::from_static(b""), caps).is_err());
         assert!(Command::decode(&Bytes::from_static(b"\x17\x01"), caps).is_err());
     }

@@ -55,7 +55,10 @@ pub struct HandshakeResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientHello {
     /// The client asks to switch to TLS before it says who it is.
-    SslRequest { capabilities: u32, charset: u8 },
+    SslRequest {
+        capabilities: u32,
+        charset: u8,
+    },
     Response(HandshakeResponse),
 }
 
@@ -200,6 +203,9 @@ mod tests {
         p.extend_from_slice(&[0; 4]);
         p.push(33);
         p.extend_from_slice(&[0; 23]);
-        assert!(matches!(ClientHello::decode(&p), Ok(ClientHello::SslRequest { charset: 33, .. })));
+        assert!(matches!(
+            ClientHello::decode(&p),
+            Ok(ClientHello::SslRequest { charset: 33, .. })
+        ));
     }
 }

@@ -230,9 +230,21 @@ mod tests {
 
     #[tokio::test]
     async fn small_and_continued_packets_roundtrip() {
-        for size in [0, 1, 1000, MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 5, 2 * MAX_PAYLOAD] {
+        for size in [
+            0,
+            1,
+            1000,
+            MAX_PAYLOAD - 1,
+            MAX_PAYLOAD,
+            MAX_PAYLOAD + 5,
+            2 * MAX_PAYLOAD,
+        ] {
             let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-            assert_eq!(roundtrip(payload.clone()).await.as_ref(), payload.as_slice(), "size {size}");
+            assert_eq!(
+                roundtrip(payload.clone()).await.as_ref(),
+                payload.as_slice(),
+                "size {size}"
+            );
         }
     }
 
@@ -243,13 +255,22 @@ mod tests {
         let mut r = PacketStream::new(b, 100);
         w.write_packet(&[7u8; 101]);
         w.flush().await.expect("flush");
-        assert!(matches!(r.read_packet().await, Err(PacketError::TooLarge { size: 101, .. })));
+        assert!(matches!(
+            r.read_packet().await,
+            Err(PacketError::TooLarge { size: 101, .. })
+        ));
 
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut raw = a;
         raw.write_all(&[1, 0, 0, 5, 0]).await.expect("write");
         let mut r = PacketStream::new(b, 100);
-        assert!(matches!(r.read_packet().await, Err(PacketError::OutOfOrder { expected: 0, got: 5 })));
+        assert!(matches!(
+            r.read_packet().await,
+            Err(PacketError::OutOfOrder {
+                expected: 0,
+                got: 5
+            })
+        ));
         drop(raw);
     }
 }

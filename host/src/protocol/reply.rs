@@ -1,6 +1,6 @@
 //! Generic replies: OK, ERR and EOF.
 
-use super::buf::put_lenenc_int;
+use super::buf::{put_lenenc_bytes, put_lenenc_int};
 
 /// An OK packet. With `eof_header` it is the OK that ends a result set under DEPRECATE_EOF.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,10 +20,9 @@ impl OkPacket<'_> {
         out.extend_from_slice(&self.status.to_le_bytes());
         out.extend_from_slice(&self.warnings.to_le_bytes());
         if !self.info.is_empty() {
-            // Without CLIENT_SESSION_TRACK the info is the rest of the packet (string<EOF>), but
-            // a length-encoded form is what clients that set SESSION_TRACK expect; the gateway
-            // never offers SESSION_TRACK, so rest-of-packet it is.
-            out.extend_from_slice(self.info);
+            // Length-encoded, as MariaDB sends it (libmariadb always reads it so; the gateway
+            // offers CLIENT_SESSION_TRACK so every client agrees, and never sends state changes).
+            put_lenenc_bytes(out, self.info);
         }
     }
 }
@@ -65,18 +64,34 @@ mod tests {
     #[test]
     fn err_packet_layout() {
         let mut out = Vec::new();
-        ErrPacket { code: 1045, sqlstate: "28000", message: "denied" }.encode(&mut out);
+        ErrPacket {
+            code: 1045,
+            sqlstate: "28000",
+            message: "denied",
+        }
+        .encode(&mut out);
         assert_eq!(out, b"\xFF\x15\x04#28000denied");
         let mut out = Vec::new();
-        ErrPacket { code: 1105, sqlstate: "bad", message: "x" }.encode(&mut out);
+        ErrPacket {
+            code: 1105,
+            sqlstate: "bad",
+            message: "x",
+        }
+        .encode(&mut out);
         assert_eq!(&out[3..9], b"#HY000");
     }
 
     #[test]
     fn ok_packet_layout() {
         let mut out = Vec::new();
-        OkPacket { affected_rows: 3, last_insert_id: 300, status: 2, warnings: 1, info: b"hi" }
-            .encode(&mut out, false);
-        assert_eq!(out, b"\x00\x03\xFC\x2C\x01\x02\x00\x01\x00hi");
+        OkPacket {
+            affected_rows: 3,
+            last_insert_id: 300,
+            status: 2,
+            warnings: 1,
+            info: b"hi",
+        }
+        .encode(&mut out, false);
+        assert_eq!(out, b"\x00\x03\xFC\x2C\x01\x02\x00\x01\x00\x02hi");
     }
 }

@@ -13,7 +13,24 @@ use super::buf::{DecodeError, Reader, put_lenenc_bytes, put_lenenc_int};
 
 /// Appends one column definition (protocol 4.1).
 pub fn encode_column(out: &mut Vec<u8>, column: &Column) {
-    column.serialize(out);
+    encode_column_named(out, column, column.name_ref());
+}
+
+/// A column definition under another name.
+pub fn encode_column_named(out: &mut Vec<u8>, c: &Column, name: &[u8]) {
+    put_lenenc_bytes(out, b"def");
+    put_lenenc_bytes(out, c.schema_ref());
+    put_lenenc_bytes(out, c.table_ref());
+    put_lenenc_bytes(out, c.org_table_ref());
+    put_lenenc_bytes(out, name);
+    put_lenenc_bytes(out, c.org_name_ref());
+    out.push(0x0c);
+    out.extend_from_slice(&c.character_set().to_le_bytes());
+    out.extend_from_slice(&c.column_length().to_le_bytes());
+    out.push(c.column_type() as u8);
+    out.extend_from_slice(&c.flags().bits().to_le_bytes());
+    out.push(c.decimals());
+    out.extend_from_slice(&[0, 0]);
 }
 
 /// Appends the column-count packet body.
@@ -59,7 +76,12 @@ fn int_bits(v: &Value) -> u64 {
         Value::Double(d) => d as i64 as u64,
         Value::Bytes(ref b) => std::str::from_utf8(b)
             .ok()
-            .and_then(|s| s.parse::<i64>().ok().map(|i| i as u64).or_else(|| s.parse().ok()))
+            .and_then(|s| {
+                s.parse::<i64>()
+                    .ok()
+                    .map(|i| i as u64)
+                    .or_else(|| s.parse().ok())
+            })
             .unwrap_or(0),
         _ => 0,
     }
@@ -148,7 +170,9 @@ pub fn decode_execute_params(
         }
     }
     if types.len() != num_params {
-        return Err(DecodeError::Malformed("parameters were never bound with types"));
+        return Err(DecodeError::Malformed(
+            "parameters were never bound with types",
+        ));
     }
     let mut values = Vec::with_capacity(num_params);
     for i in 0..num_params {
@@ -167,7 +191,13 @@ pub fn decode_execute_params(
 
 fn decode_binary_value(r: &mut Reader<'_>, t: ParamType) -> Result<Value, DecodeError> {
     const W: &str = "parameter value";
-    let int = |u: u64, signed: i64| if t.unsigned { Value::UInt(u) } else { Value::Int(signed) };
+    let int = |u: u64, signed: i64| {
+        if t.unsigned {
+            Value::UInt(u)
+        } else {
+            Value::Int(signed)
+        }
+    };
     Ok(match t.ty {
         0x06 => Value::NULL, // MYSQL_TYPE_NULL
         0x01 => {
@@ -197,7 +227,11 @@ fn decode_binary_value(r: &mut Reader<'_>, t: ParamType) -> Result<Value, Decode
                 let y = d.u16(W)?;
                 let m = d.u8(W)?;
                 let day = d.u8(W)?;
-                let (h, mi, s) = if len >= 7 { (d.u8(W)?, d.u8(W)?, d.u8(W)?) } else { (0, 0, 0) };
+                let (h, mi, s) = if len >= 7 {
+                    (d.u8(W)?, d.u8(W)?, d.u8(W)?)
+                } else {
+                    (0, 0, 0)
+                };
                 let us = if len >= 11 { d.u32(W)? } else { 0 };
                 Value::Date(y, m, day, h, mi, s, us)
             }
@@ -252,7 +286,10 @@ mod tests {
 
     #[test]
     fn binary_row_null_bitmap_has_offset_two() {
-        let cols = vec![Column::new(ColumnType::MYSQL_TYPE_LONG), Column::new(ColumnType::MYSQL_TYPE_TINY)];
+        let cols = vec![
+            Column::new(ColumnType::MYSQL_TYPE_LONG),
+            Column::new(ColumnType::MYSQL_TYPE_TINY),
+        ];
         let mut out = Vec::new();
         encode_binary_row(&mut out, &cols, &[Some(Value::NULL), Some(Value::Int(-1))]);
         assert_eq!(out, vec![0x00, 0b100, 0xFF]);

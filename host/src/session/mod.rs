@@ -137,7 +137,14 @@ impl Session {
         let limit = a.grant.max_connections;
         if limit > 0 && gw.user_session_count(&a.hello.user) >= limit {
             let mut stream = a.stream;
-            let _ = refuse(&mut stream, GatewayError::TooManyUserConnections { user: a.hello.user.clone(), limit }).await;
+            let _ = refuse(
+                &mut stream,
+                GatewayError::TooManyUserConnections {
+                    user: a.hello.user.clone(),
+                    limit,
+                },
+            )
+            .await;
             return;
         }
         let mut s = Self::new(a, gw, id);
@@ -194,8 +201,12 @@ impl Session {
                 Err(e) => {
                     // A broken packet: say why where the protocol allows it, then close.
                     let reply = match e {
-                        PacketError::TooLarge { size, max } => Some(GatewayError::PacketTooLarge { size, max }),
-                        PacketError::OutOfOrder { .. } => Some(GatewayError::Malformed(crate::protocol::DecodeError::Malformed("packets out of order"))),
+                        PacketError::TooLarge { size, max } => {
+                            Some(GatewayError::PacketTooLarge { size, max })
+                        }
+                        PacketError::OutOfOrder { .. } => Some(GatewayError::Malformed(
+                            crate::protocol::DecodeError::Malformed("packets out of order"),
+                        )),
                         PacketError::Closed | PacketError::Io(_) => None,
                     };
                     if let Some(r) = reply {
@@ -214,11 +225,21 @@ impl Session {
         let mut shutdown = self.gw.shutdown.clone();
         loop {
             if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) || *shutdown.borrow() {
-                let e = if *shutdown.borrow() { GatewayError::ShuttingDown } else { GatewayError::Interrupted };
+                let e = if *shutdown.borrow() {
+                    GatewayError::ShuttingDown
+                } else {
+                    GatewayError::Interrupted
+                };
                 let _ = self.send_err(&e).await;
                 return Ok(None);
             }
-            let parked = matches!(self.held, Some(Held { why: Hold::Parked, .. }));
+            let parked = matches!(
+                self.held,
+                Some(Held {
+                    why: Hold::Parked,
+                    ..
+                })
+            );
             let wait = if parked { PARK_TIMEOUT } else { idle };
             tokio::select! {
                 r = self.stream.wait_for_data() => {
@@ -251,10 +272,14 @@ impl Session {
             Command::Query(sql) => self.com_query(sql).await?,
             Command::InitDb(db) => self.com_init_db(db).await?,
             Command::Statistics => self.com_statistics().await?,
-            Command::FieldList { table, wildcard } => self.com_field_list(&table, &wildcard).await?,
+            Command::FieldList { table, wildcard } => {
+                self.com_field_list(&table, &wildcard).await?
+            }
             Command::StmtPrepare(sql) => self.com_stmt_prepare(sql).await?,
             Command::StmtExecute { id, body } => self.com_stmt_execute(id, &body).await?,
-            Command::StmtSendLongData { id, param, data } => self.stmts.send_long_data(id, param, &data),
+            Command::StmtSendLongData { id, param, data } => {
+                self.stmts.send_long_data(id, param, &data)
+            }
             Command::StmtClose(id) => self.stmts.close(id),
             Command::StmtReset(id) => {
                 self.stmts.reset(id)?;
@@ -298,7 +323,9 @@ impl Session {
         }
         let backend = self.route(facts);
         match self.borrow(&backend).await {
-            Err(SessionError::Reply(GatewayError::BackendUnavailable { .. })) if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) => {
+            Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
+                if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) =>
+            {
                 // A replica is down: serve from the primary rather than fail the read.
                 let primary = Arc::clone(self.gw.fleet.primary());
                 self.borrow(&primary).await
@@ -314,7 +341,9 @@ impl Session {
         }
         match self.gw.policy.route(facts, &self.info(), &fleet.statuses()) {
             RouteDecision::Primary => Arc::clone(fleet.primary()),
-            RouteDecision::Backend(name) => Arc::clone(fleet.by_name(&name).unwrap_or_else(|| fleet.primary())),
+            RouteDecision::Backend(name) => {
+                Arc::clone(fleet.by_name(&name).unwrap_or_else(|| fleet.primary()))
+            }
         }
     }
 
@@ -326,14 +355,20 @@ impl Session {
             Some(a) => a,
             None => {
                 // Unknown history: start from the server's defaults.
-                conn.conn().reset().await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+                conn.conn()
+                    .reset()
+                    .await
+                    .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
                 Arc::new(ReplayState::default())
             }
         };
         if !Arc::ptr_eq(&applied, &self.state) {
             if let Some(sql) = self.state.diff_from(&applied) {
                 backend.set_applied_state(thread, None);
-                conn.conn().query_drop(sql).await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+                conn.conn()
+                    .query_drop(sql)
+                    .await
+                    .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
             }
             backend.set_applied_state(thread, Some(Arc::clone(&self.state)));
         }
@@ -360,7 +395,10 @@ impl Session {
         self.entry.set_view(crate::gateway::SessionView {
             pins: self.pins.iter().copied().collect(),
             hold: self.held.as_ref().map(|h| h.why),
-            backend: self.held.as_ref().map(|h| (h.conn.backend.name().to_string(), h.conn.thread_id())),
+            backend: self
+                .held
+                .as_ref()
+                .map(|h| (h.conn.backend.name().to_string(), h.conn.thread_id())),
         });
     }
 
@@ -389,7 +427,9 @@ impl Session {
                     h.conn.discard();
                     return;
                 }
-                h.conn.backend.set_applied_state(thread, Some(Arc::new(ReplayState::default())));
+                h.conn
+                    .backend
+                    .set_applied_state(thread, Some(Arc::new(ReplayState::default())));
             }
         }
     }
@@ -400,7 +440,10 @@ impl Session {
         self.stream.shutdown().await;
     }
 
-    async fn com_change_user(&mut self, cu: crate::protocol::command::ChangeUser) -> Result<Flow, SessionError> {
+    async fn com_change_user(
+        &mut self,
+        cu: crate::protocol::command::ChangeUser,
+    ) -> Result<Flow, SessionError> {
         let identity = ClientIdentity {
             user: cu.user.clone(),
             client_addr: self.peer.clone(),
@@ -420,7 +463,16 @@ impl Session {
         };
         let salt = crate::auth::new_salt();
         self.reset_session().await;
-        match authenticate(&mut self.stream, &self.gw, &identity, &hello, &salt, self.tls).await {
+        match authenticate(
+            &mut self.stream,
+            &self.gw,
+            &identity,
+            &hello,
+            &salt,
+            self.tls,
+        )
+        .await
+        {
             Ok(grant) => {
                 self.account = Account {
                     user: grant.backend_user.clone(),
@@ -470,14 +522,19 @@ impl Session {
             "Uptime: {uptime}  Threads: {}  Questions: {}  Slow queries: 0  Opens: 0  Open tables: 0  Queries per second avg: {:.3}",
             self.gw.session_count(),
             self.gw.questions.load(std::sync::atomic::Ordering::Relaxed),
-            self.gw.questions.load(std::sync::atomic::Ordering::Relaxed) as f64 / uptime.max(1) as f64
+            self.gw.questions.load(std::sync::atomic::Ordering::Relaxed) as f64
+                / uptime.max(1) as f64
         );
         self.stream.write_packet(text.as_bytes());
         self.stream.flush().await?;
         Ok(())
     }
 
-    pub(crate) async fn send_ok(&mut self, affected_rows: u64, last_insert_id: u64) -> Result<(), PacketError> {
+    pub(crate) async fn send_ok(
+        &mut self,
+        affected_rows: u64,
+        last_insert_id: u64,
+    ) -> Result<(), PacketError> {
         let (mark, buf) = self.stream.begin();
         OkPacket {
             affected_rows,

@@ -55,7 +55,13 @@ impl Statements {
     }
 
     pub fn reset(&mut self, id: u32) -> Result<(), GatewayError> {
-        let s = self.map.get_mut(&id).ok_or(GatewayError::UnknownStatement { id, command: "mysqld_stmt_reset" })?;
+        let s = self
+            .map
+            .get_mut(&id)
+            .ok_or(GatewayError::UnknownStatement {
+                id,
+                command: "mysqld_stmt_reset",
+            })?;
         s.long_data.iter_mut().for_each(|d| *d = None);
         Ok(())
     }
@@ -109,7 +115,12 @@ impl Session {
         encode_prepare_ok(buf, id, stmt.num_columns(), stmt.num_params(), 0);
         self.stream.finish(mark);
         relay::write_definitions(&mut self.stream, stmt.params(), self.caps, self.last_status);
-        relay::write_definitions(&mut self.stream, &stmt.columns(), self.caps, self.last_status);
+        relay::write_definitions(
+            &mut self.stream,
+            &stmt.columns(),
+            self.caps,
+            self.last_status,
+        );
         self.stmts.map.insert(
             id,
             ClientStatement {
@@ -125,16 +136,34 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn com_stmt_execute(&mut self, id: u32, body: &[u8]) -> Result<(), SessionError> {
-        self.gw.questions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let s = self.stmts.map.get_mut(&id).ok_or(GatewayError::UnknownStatement { id, command: "mysqld_stmt_execute" })?;
-        let values = decode_execute_params(body, s.params, &mut s.types, &mut s.long_data).map_err(GatewayError::from)?;
+    pub(super) async fn com_stmt_execute(
+        &mut self,
+        id: u32,
+        body: &[u8],
+    ) -> Result<(), SessionError> {
+        self.gw
+            .questions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let s = self
+            .stmts
+            .map
+            .get_mut(&id)
+            .ok_or(GatewayError::UnknownStatement {
+                id,
+                command: "mysqld_stmt_execute",
+            })?;
+        let values = decode_execute_params(body, s.params, &mut s.types, &mut s.long_data)
+            .map_err(GatewayError::from)?;
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
         self.pins.extend(facts.pins.iter().copied());
         let mut conn = self.connection_for(&facts).await?;
         let backend = Arc::clone(&conn.backend);
-        self.entry.set_running(Some((Arc::clone(&backend), self.account.clone(), conn.thread_id())));
+        self.entry.set_running(Some((
+            Arc::clone(&backend),
+            self.account.clone(),
+            conn.thread_id(),
+        )));
         let mode = RelayMode {
             caps: self.caps,
             binary: true,
@@ -142,9 +171,21 @@ impl Session {
             rename: None,
         };
         let outcome = async {
-            let stmt = conn.conn().prep(sql.as_ref()).await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
-            let params = if values.is_empty() { Params::Empty } else { Params::Positional(values) };
-            let mut result = conn.conn().exec_iter(stmt, params).await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            let stmt = conn
+                .conn()
+                .prep(sql.as_ref())
+                .await
+                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            let params = if values.is_empty() {
+                Params::Empty
+            } else {
+                Params::Positional(values)
+            };
+            let mut result = conn
+                .conn()
+                .exec_iter(stmt, params)
+                .await
+                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
             let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
             drop(result);
             relay::finish(&mut self.stream, conn.conn(), last?, self.caps).await

@@ -17,7 +17,9 @@ use crate::protocol::constants::status;
 
 impl Session {
     pub(super) async fn com_query(&mut self, sql: Bytes) -> Result<(), SessionError> {
-        self.gw.questions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.gw
+            .questions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = String::from_utf8_lossy(&sql);
         let mut facts = facts::analyze(&text);
         if facts.local_infile {
@@ -37,7 +39,18 @@ impl Session {
         let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
         match self.gw.policy.check(&facts, &text, &self.info()) {
             Verdict::Allow => {}
-            Verdict::Deny { policy, code, message } => return Err(GatewayError::Denied { policy, code, message }.into()),
+            Verdict::Deny {
+                policy,
+                code,
+                message,
+            } => {
+                return Err(GatewayError::Denied {
+                    policy,
+                    code,
+                    message,
+                }
+                .into());
+            }
             Verdict::Rewrite(new_sql) => {
                 facts = facts::analyze(&new_sql);
                 sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
@@ -55,22 +68,32 @@ impl Session {
             caps: self.caps,
             binary: false,
             base_status: self.last_status,
-            rename: facts.mentions_connection_id.then_some((id_expr.as_str(), "CONNECTION_ID()")),
+            rename: facts
+                .mentions_connection_id
+                .then_some((id_expr.as_str(), "CONNECTION_ID()")),
         };
         let outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
         self.settle(conn, &facts, outcome).await
     }
 
     /// Runs one COM_QUERY on `conn`, relaying its results.
-    async fn run_text(&mut self, conn: &mut BackendConn, sql: &[u8], mode: RelayMode<'_>) -> Result<Outcome, SessionError> {
+    async fn run_text(
+        &mut self,
+        conn: &mut BackendConn,
+        sql: &[u8],
+        mode: RelayMode<'_>,
+    ) -> Result<Outcome, SessionError> {
         let backend = Arc::clone(&conn.backend);
-        self.entry.set_running(Some((Arc::clone(&backend), self.account.clone(), conn.thread_id())));
+        self.entry.set_running(Some((
+            Arc::clone(&backend),
+            self.account.clone(),
+            conn.thread_id(),
+        )));
         let result = async {
-            let mut result = conn
-                .conn()
-                .query_iter(sql)
-                .await
-                .map_err(|e| SessionError::Reply(GatewayError::from_backend(backend.name(), e)))?;
+            let mut result =
+                conn.conn().query_iter(sql).await.map_err(|e| {
+                    SessionError::Reply(GatewayError::from_backend(backend.name(), e))
+                })?;
             let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
             drop(result);
             relay::finish(&mut self.stream, conn.conn(), last?, self.caps).await
@@ -82,7 +105,12 @@ impl Session {
 
     /// After a statement on `conn`: learn its effects on the session, then keep or release the
     /// connection.
-    pub(super) async fn settle(&mut self, mut conn: BackendConn, facts: &QueryFacts, outcome: Result<Outcome, SessionError>) -> Result<(), SessionError> {
+    pub(super) async fn settle(
+        &mut self,
+        mut conn: BackendConn,
+        facts: &QueryFacts,
+        outcome: Result<Outcome, SessionError>,
+    ) -> Result<(), SessionError> {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -93,7 +121,11 @@ impl Session {
                 } else {
                     // A server error leaves the connection usable; its transaction state is
                     // whatever the server says now.
-                    self.in_txn = conn.conn().last_ok_packet().is_some_and(|ok| ok.status_flags().bits() & status::IN_TRANS != 0) && self.in_txn;
+                    self.in_txn = conn
+                        .conn()
+                        .last_ok_packet()
+                        .is_some_and(|ok| ok.status_flags().bits() & status::IN_TRANS != 0)
+                        && self.in_txn;
                     self.after_statement(conn, false);
                 }
                 return Err(e);
@@ -112,7 +144,11 @@ impl Session {
     }
 
     /// A SET or USE succeeded: record the values the server now holds, so they replay exactly.
-    async fn read_back_state(&mut self, conn: &mut BackendConn, facts: &QueryFacts) -> Result<(), SessionError> {
+    async fn read_back_state(
+        &mut self,
+        conn: &mut BackendConn,
+        facts: &QueryFacts,
+    ) -> Result<(), SessionError> {
         let mut names: Vec<String> = Vec::new();
         for t in &facts.set_targets {
             match t {
@@ -134,7 +170,11 @@ impl Session {
             self.pins.insert(crate::facts::PinReason::UnparsedSet);
         }
         if facts.changes_schema {
-            let db: Option<Option<String>> = conn.conn().query_first("SELECT DATABASE()").await.map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            let db: Option<Option<String>> = conn
+                .conn()
+                .query_first("SELECT DATABASE()")
+                .await
+                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
             next.schema = db.flatten();
         }
         let next = Arc::new(next);
@@ -144,18 +184,28 @@ impl Session {
     }
 
     /// `LAST_INSERT_ID()` on a connection other than the one that did the insert: set it first.
-    async fn replay_last_insert_id(&mut self, conn: &mut BackendConn, facts: &QueryFacts) -> Result<(), SessionError> {
+    async fn replay_last_insert_id(
+        &mut self,
+        conn: &mut BackendConn,
+        facts: &QueryFacts,
+    ) -> Result<(), SessionError> {
         if facts.needs_previous_connection && self.last_insert_id > 0 && self.held.is_none() {
             let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
             let name = conn.backend.name().to_string();
-            conn.conn().query_drop(sql).await.map_err(|e| GatewayError::from_backend(&name, e))?;
+            conn.conn()
+                .query_drop(sql)
+                .await
+                .map_err(|e| GatewayError::from_backend(&name, e))?;
         }
         Ok(())
     }
 
     /// `KILL [QUERY] n`, where n is a gateway connection id.
     async fn kill(&mut self, query_only: bool, id: u64) -> Result<(), SessionError> {
-        let target = u32::try_from(id).ok().and_then(|i| self.gw.session(i)).ok_or(GatewayError::NoSuchThread(id))?;
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|i| self.gw.session(i))
+            .ok_or(GatewayError::NoSuchThread(id))?;
         if target.user != self.user {
             return Err(GatewayError::NotThreadOwner(id).into());
         }
@@ -165,7 +215,9 @@ impl Session {
             }
         }
         if !query_only {
-            target.killed.store(true, std::sync::atomic::Ordering::Relaxed);
+            target
+                .killed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             target.kill_notify.notify_one();
         }
         if u64::from(self.id) == id && !query_only {
@@ -175,7 +227,11 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn com_field_list(&mut self, table: &str, wildcard: &str) -> Result<(), SessionError> {
+    pub(super) async fn com_field_list(
+        &mut self,
+        table: &str,
+        wildcard: &str,
+    ) -> Result<(), SessionError> {
         let facts = QueryFacts::default();
         let mut conn = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
@@ -220,7 +276,10 @@ fn replace_connection_id(sql: &[u8], id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len());
     let mut i = 0;
     while i < sql.len() {
-        if sql.len() - i >= NAME.len() && sql[i..i + NAME.len()].eq_ignore_ascii_case(NAME) && (i == 0 || !is_ident(sql[i - 1])) {
+        if sql.len() - i >= NAME.len()
+            && sql[i..i + NAME.len()].eq_ignore_ascii_case(NAME)
+            && (i == 0 || !is_ident(sql[i - 1]))
+        {
             let mut j = i + NAME.len();
             while j < sql.len() && sql[j].is_ascii_whitespace() {
                 j += 1;
@@ -253,8 +312,17 @@ mod tests {
 
     #[test]
     fn connection_id_is_replaced() {
-        assert_eq!(replace_connection_id(b"SELECT CONNECTION_ID()", "42"), b"SELECT 42");
-        assert_eq!(replace_connection_id(b"select connection_id ( ) + 1", "7"), b"select 7 + 1");
-        assert_eq!(replace_connection_id(b"SELECT my_connection_id()", "7"), b"SELECT my_connection_id()");
+        assert_eq!(
+            replace_connection_id(b"SELECT CONNECTION_ID()", "42"),
+            b"SELECT 42"
+        );
+        assert_eq!(
+            replace_connection_id(b"select connection_id ( ) + 1", "7"),
+            b"select 7 + 1"
+        );
+        assert_eq!(
+            replace_connection_id(b"SELECT my_connection_id()", "7"),
+            b"SELECT my_connection_id()"
+        );
     }
 }

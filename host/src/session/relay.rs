@@ -13,7 +13,9 @@ use crate::frontend::io::ClientIo;
 use crate::protocol::PacketStream;
 use crate::protocol::constants::{cap, status};
 use crate::protocol::reply::{OkPacket, encode_eof};
-use crate::protocol::resultset::{encode_binary_row, encode_column, encode_column_count, encode_text_row};
+use crate::protocol::resultset::{
+    encode_binary_row, encode_column, encode_column_count, encode_column_named, encode_text_row,
+};
 
 /// How results are written for this client.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +58,11 @@ fn backend_err(conn_name: &str) -> impl Fn(mysql_async::Error) -> SessionError +
 /// Flags that describe the backend connection rather than the client's session are kept; those
 /// the gateway does not offer are dropped.
 fn client_status(backend: u16) -> u16 {
-    backend & !(status::SESSION_STATE_CHANGED | status::CURSOR_EXISTS | status::LAST_ROW_SENT | status::MORE_RESULTS_EXISTS)
+    backend
+        & !(status::SESSION_STATE_CHANGED
+            | status::CURSOR_EXISTS
+            | status::LAST_ROW_SENT
+            | status::MORE_RESULTS_EXISTS)
 }
 
 /// Relays every result set and intermediate OK of `result`; the final packet is written by
@@ -124,7 +130,11 @@ pub async fn relay_sets<P: Protocol>(
     }
 }
 
-fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: RelayMode<'_>) -> Result<(), SessionError> {
+fn write_columns(
+    stream: &mut PacketStream<ClientIo>,
+    columns: &[Column],
+    mode: RelayMode<'_>,
+) -> Result<(), SessionError> {
     let (mark, buf) = stream.begin();
     encode_column_count(buf, columns.len());
     stream.finish(mark);
@@ -132,7 +142,7 @@ fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: 
         let (mark, buf) = stream.begin();
         match mode.rename {
             Some((from, to)) if c.name_ref() == from.as_bytes() => {
-                encode_column(buf, &c.clone().with_name(to.as_bytes()));
+                encode_column_named(buf, c, to.as_bytes())
             }
             _ => encode_column(buf, c),
         }
@@ -148,7 +158,12 @@ fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: 
 
 /// Column definitions for PREPARE_OK (params or columns), each list followed by EOF unless
 /// DEPRECATE_EOF.
-pub fn write_definitions(stream: &mut PacketStream<ClientIo>, columns: &[Column], caps: u32, status: u16) {
+pub fn write_definitions(
+    stream: &mut PacketStream<ClientIo>,
+    columns: &[Column],
+    caps: u32,
+    status: u16,
+) {
     if columns.is_empty() {
         return;
     }
@@ -164,7 +179,12 @@ pub fn write_definitions(stream: &mut PacketStream<ClientIo>, columns: &[Column]
     }
 }
 
-fn write_terminator(stream: &mut PacketStream<ClientIo>, deprecate_eof: bool, warnings: u16, status: u16) {
+fn write_terminator(
+    stream: &mut PacketStream<ClientIo>,
+    deprecate_eof: bool,
+    warnings: u16,
+    status: u16,
+) {
     let (mark, buf) = stream.begin();
     if deprecate_eof {
         OkPacket {
@@ -186,9 +206,9 @@ pub async fn finish(
     last: LastResult,
     caps: u32,
 ) -> Result<Outcome, SessionError> {
-    let (affected_rows, last_insert_id, backend_status, warnings, info) = conn.last_ok_packet().map_or(
-        (0, 0, status::AUTOCOMMIT, 0, Vec::new()),
-        |ok| {
+    let (affected_rows, last_insert_id, backend_status, warnings, info) = conn
+        .last_ok_packet()
+        .map_or((0, 0, status::AUTOCOMMIT, 0, Vec::new()), |ok| {
             (
                 ok.affected_rows(),
                 ok.last_insert_id().unwrap_or(0),
@@ -196,11 +216,12 @@ pub async fn finish(
                 ok.warnings(),
                 ok.info_ref().map(<[u8]>::to_vec).unwrap_or_default(),
             )
-        },
-    );
+        });
     let status = client_status(backend_status);
     match last {
-        LastResult::ResultSet => write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status),
+        LastResult::ResultSet => {
+            write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status)
+        }
         LastResult::Ok => {
             let (mark, buf) = stream.begin();
             OkPacket {
@@ -217,7 +238,11 @@ pub async fn finish(
     stream.flush().await?;
     Ok(Outcome {
         status,
-        affected_rows: if last == LastResult::Ok { affected_rows } else { 0 },
+        affected_rows: if last == LastResult::Ok {
+            affected_rows
+        } else {
+            0
+        },
         last_insert_id,
         warnings,
     })

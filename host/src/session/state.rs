@@ -43,10 +43,15 @@ impl ReplayState {
             // Unknown here, or a MySQL 8 collation MariaDB lacks: the server falls back too.
             return;
         }
-        for v in ["character_set_client", "character_set_connection", "character_set_results"] {
+        for v in [
+            "character_set_client",
+            "character_set_connection",
+            "character_set_results",
+        ] {
             self.vars.insert(v.into(), quote(charset));
         }
-        self.vars.insert("collation_connection".into(), quote(collation));
+        self.vars
+            .insert("collation_connection".into(), quote(collation));
     }
 
     /// The statement that turns a connection carrying `applied` into one carrying `self`, or
@@ -80,7 +85,11 @@ impl ReplayState {
     }
 
     /// Reads back `names` from the connection that just ran a SET and records them.
-    pub async fn read_back(&mut self, conn: &mut Conn, names: &[String]) -> Result<(), mysql_async::Error> {
+    pub async fn read_back(
+        &mut self,
+        conn: &mut Conn,
+        names: &[String],
+    ) -> Result<(), mysql_async::Error> {
         if names.is_empty() {
             return Ok(());
         }
@@ -93,12 +102,18 @@ impl ReplayState {
         let Some(row) = row else { return Ok(()) };
         let columns = row.columns();
         for (i, name) in names.iter().enumerate() {
-            let ty = columns.get(i).map(mysql_common::packets::Column::column_type);
+            let ty = columns
+                .get(i)
+                .map(mysql_common::packets::Column::column_type);
             let literal = match row.as_ref(i) {
                 None | Some(Value::NULL) => "NULL".to_string(),
                 Some(Value::Bytes(b)) => {
                     let s = String::from_utf8_lossy(b);
-                    if ty.is_some_and(is_numeric) { s.into_owned() } else { quote(&s) }
+                    if ty.is_some_and(is_numeric) {
+                        s.into_owned()
+                    } else {
+                        quote(&s)
+                    }
                 }
                 Some(other) => other.as_sql(false),
             };
@@ -165,7 +180,10 @@ mod tests {
         let mut b = ReplayState::default();
         b.vars.insert("sql_mode".into(), "'ANSI'".into());
         b.schema = Some("app".into());
-        assert_eq!(b.diff_from(&a).as_deref(), Some("SET SESSION time_zone = DEFAULT; USE `app`"));
+        assert_eq!(
+            b.diff_from(&a).as_deref(),
+            Some("SET SESSION time_zone = DEFAULT; USE `app`")
+        );
         assert_eq!(a.diff_from(&a), None);
     }
 
@@ -173,7 +191,10 @@ mod tests {
     fn client_charset_other_than_the_pools_is_replayed() {
         assert!(ReplayState::for_client_charset(45).vars.is_empty());
         let s = ReplayState::for_client_charset(8);
-        assert_eq!(s.vars.get("character_set_client").map(String::as_str), Some("'latin1'"));
+        assert_eq!(
+            s.vars.get("character_set_client").map(String::as_str),
+            Some("'latin1'")
+        );
     }
 
     #[test]
