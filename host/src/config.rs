@@ -30,24 +30,13 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
     pub frontend: FrontendConfig,
     pub log: LogConfig,
     pub routing: RoutingConfig,
     pub users: Vec<UserConfig>,
     pub backends: Vec<BackendConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            frontend: FrontendConfig::default(),
-            log: LogConfig::default(),
-            routing: RoutingConfig::default(),
-            users: Vec::new(),
-            backends: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

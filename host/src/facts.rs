@@ -347,7 +347,8 @@ pub fn analyze(sql: &str) -> QueryFacts {
     let mut paren_depth = 0i32;
 
     while let Some(t) = lx.next_tok() {
-        // Digest: literals -> ?, one space between tokens, keywords upper-cased.
+        // Digest: literals -> ?, one space between tokens, words upper-cased (identifiers too:
+        // statements that differ only in case share a digest).
         push_digest(&mut digest, &t, prev.as_ref());
 
         if stmt.words == 0 {
@@ -641,11 +642,11 @@ fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
     match u.as_str() {
         "SESSION" | "LOCAL" => {
             // `SET SESSION x = ...`: the name is the next word; take it now.
-            if let Some(Tok::Word(n)) = lx_peek_word(lx) {
-                if !n.eq_ignore_ascii_case("TRANSACTION") {
-                    f.set_targets
-                        .push(SetTarget::Session(n.to_ascii_lowercase()));
-                }
+            if let Some(Tok::Word(n)) = lx_peek_word(lx)
+                && !n.eq_ignore_ascii_case("TRANSACTION")
+            {
+                f.set_targets
+                    .push(SetTarget::Session(n.to_ascii_lowercase()));
             }
         }
         "GLOBAL" | "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE"
@@ -659,7 +660,8 @@ fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
 fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
     let needs_space = !d.is_empty()
         && !matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
-        && !matches!(prev, Some(Tok::Punct(b'(' | b'.')));
+        && !matches!(prev, Some(Tok::Punct(b'(' | b'.')))
+        && !(matches!(t, Tok::Punct(b'(')) && matches!(prev, Some(Tok::Word(_))));
     if needs_space {
         d.push(' ');
     }
@@ -735,8 +737,8 @@ mod tests {
         let a = analyze("SELECT  * FROM t WHERE a = 5 AND b = 'x' -- c\n");
         let b = analyze("select * from t where a = 77 and b = \"yy\"");
         assert_eq!(a.digest, b.digest);
-        assert_eq!(a.digest, "SELECT * FROM t WHERE a = ? AND b = ?");
-        assert_eq!(analyze("SELECT f(1, -2)").digest, "SELECT f(?, ?)");
+        assert_eq!(a.digest, "SELECT * FROM T WHERE A = ? AND B = ?");
+        assert_eq!(analyze("SELECT f(1, -2)").digest, "SELECT F(?, ?)");
     }
 
     #[test]

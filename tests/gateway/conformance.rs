@@ -66,8 +66,7 @@ async fn collect<P: mysql_async::prelude::Protocol>(
     mut r: mysql_async::QueryResult<'_, '_, P>,
     out: &mut Vec<Seen>,
 ) -> Result<(), Error> {
-    loop {
-        let Some(columns) = r.columns() else { break };
+    while let Some(columns) = r.columns() {
         if columns.is_empty() {
             out.push(Seen::Ok {
                 affected: r.affected_rows(),

@@ -19,7 +19,6 @@ pub fn repo_root() -> PathBuf {
 /// A running fleet: primary on `port`, replicas on `port + 1` and `port + 2`.
 pub struct Fleet {
     pub port: u16,
-    pub dir: PathBuf,
 }
 
 static FLEET: OnceLock<Fleet> = OnceLock::new();
@@ -53,7 +52,7 @@ pub fn fleet() -> &'static Fleet {
             "fleet up failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Fleet { port, dir }
+        Fleet { port }
     })
 }
 

@@ -121,10 +121,10 @@ async fn handle_client(
             tracing::debug!(id, "client left");
         }
         Ok(Err(ConnectError::Refused(e))) => {
-            tracing::info!(id, %peer, error = %e, "connection refused")
+            tracing::info!(id, %peer, error = %e, "connection refused");
         }
         Ok(Err(ConnectError::Io(e))) => {
-            tracing::debug!(id, %peer, error = %e, "client left during handshake")
+            tracing::debug!(id, %peer, error = %e, "client left during handshake");
         }
         Err(_) => tracing::info!(id, %peer, "handshake timeout"),
     }

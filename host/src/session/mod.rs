@@ -273,12 +273,12 @@ impl Session {
             Command::InitDb(db) => self.com_init_db(db).await?,
             Command::Statistics => self.com_statistics().await?,
             Command::FieldList { table, wildcard } => {
-                self.com_field_list(&table, &wildcard).await?
+                self.com_field_list(&table, &wildcard).await?;
             }
             Command::StmtPrepare(sql) => self.com_stmt_prepare(sql).await?,
             Command::StmtExecute { id, body } => self.com_stmt_execute(id, &body).await?,
             Command::StmtSendLongData { id, param, data } => {
-                self.stmts.send_long_data(id, param, &data)
+                self.stmts.send_long_data(id, param, &data);
             }
             Command::StmtClose(id) => self.stmts.close(id),
             Command::StmtReset(id) => {
@@ -314,15 +314,19 @@ impl Session {
         }
     }
 
-    /// The connection a statement with these facts runs on: the held one, or a routed borrow.
-    async fn connection_for(&mut self, facts: &QueryFacts) -> Result<BackendConn, SessionError> {
-        if let Some(h) = self.held.take() {
-            if h.why != Hold::Parked || facts.needs_previous_connection {
-                return Ok(h.conn);
-            }
+    /// The connection a statement with these facts runs on: the held one (`true`), or a routed
+    /// borrow.
+    async fn connection_for(
+        &mut self,
+        facts: &QueryFacts,
+    ) -> Result<(BackendConn, bool), SessionError> {
+        if let Some(h) = self.held.take()
+            && (h.why != Hold::Parked || facts.needs_previous_connection)
+        {
+            return Ok((h.conn, true));
         }
         let backend = self.route(facts);
-        match self.borrow(&backend).await {
+        let conn = match self.borrow(&backend).await {
             Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
                 if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) =>
             {
@@ -331,7 +335,8 @@ impl Session {
                 self.borrow(&primary).await
             }
             other => other,
-        }
+        }?;
+        Ok((conn, false))
     }
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
@@ -351,16 +356,15 @@ impl Session {
     async fn borrow(&mut self, backend: &Arc<Backend>) -> Result<BackendConn, SessionError> {
         let mut conn = backend.get(&self.account).await?;
         let thread = conn.thread_id();
-        let applied = match backend.applied_state(thread) {
-            Some(a) => a,
-            None => {
-                // Unknown history: start from the server's defaults.
-                conn.conn()
-                    .reset()
-                    .await
-                    .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
-                Arc::new(ReplayState::default())
-            }
+        let applied = if let Some(a) = backend.applied_state(thread) {
+            a
+        } else {
+            // Unknown history: start from the server's defaults.
+            conn.conn()
+                .reset()
+                .await
+                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            Arc::new(ReplayState::default())
         };
         if !Arc::ptr_eq(&applied, &self.state) {
             if let Some(sql) = self.state.diff_from(&applied) {
@@ -419,18 +423,18 @@ impl Session {
     /// Gives back a held connection; one that carries a transaction or pinned state is reset
     /// first (its state belongs to this session only).
     async fn release_dirty(&mut self) {
-        if let Some(mut h) = self.held.take() {
-            if h.why != Hold::Parked {
-                let thread = h.conn.thread_id();
-                h.conn.backend.set_applied_state(thread, None);
-                if h.conn.conn().reset().await.is_err() {
-                    h.conn.discard();
-                    return;
-                }
-                h.conn
-                    .backend
-                    .set_applied_state(thread, Some(Arc::new(ReplayState::default())));
+        if let Some(mut h) = self.held.take()
+            && h.why != Hold::Parked
+        {
+            let thread = h.conn.thread_id();
+            h.conn.backend.set_applied_state(thread, None);
+            if h.conn.conn().reset().await.is_err() {
+                h.conn.discard();
+                return;
             }
+            h.conn
+                .backend
+                .set_applied_state(thread, Some(Arc::new(ReplayState::default())));
         }
     }
 
@@ -487,9 +491,7 @@ impl Session {
                 }
                 state.schema = cu.database;
                 self.state = Arc::new(state);
-                if let Err(e) = self.confirm_database().await {
-                    return Err(e);
-                }
+                self.confirm_database().await?;
                 self.send_ok(0, 0).await?;
                 Ok(Flow::Continue)
             }
@@ -504,7 +506,7 @@ impl Session {
         let previous = std::mem::replace(&mut self.state, Arc::new(next));
         let facts = QueryFacts::default();
         match self.connection_for(&facts).await {
-            Ok(conn) => {
+            Ok((conn, _)) => {
                 self.after_statement(conn, false);
                 self.send_ok(0, 0).await?;
                 Ok(())

@@ -70,12 +70,12 @@ impl Statements {
     /// following EXECUTE reports them.
     pub fn send_long_data(&mut self, id: u32, param: u16, data: &[u8]) {
         let max = self.max_long_data;
-        if let Some(s) = self.map.get_mut(&id) {
-            if let Some(slot) = s.long_data.get_mut(usize::from(param)) {
-                let buf = slot.get_or_insert_with(Vec::new);
-                if buf.len() + data.len() <= max {
-                    buf.extend_from_slice(data);
-                }
+        if let Some(s) = self.map.get_mut(&id)
+            && let Some(slot) = s.long_data.get_mut(usize::from(param))
+        {
+            let buf = slot.get_or_insert_with(Vec::new);
+            if buf.len() + data.len() <= max {
+                buf.extend_from_slice(data);
             }
         }
     }
@@ -93,7 +93,7 @@ impl Session {
             }
             .into());
         }
-        let mut conn = self.connection_for(&facts).await?;
+        let (mut conn, _) = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
         let prepared = conn.conn().prep(text.as_ref()).await;
         let stmt = match prepared {
@@ -157,7 +157,7 @@ impl Session {
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
         self.pins.extend(facts.pins.iter().copied());
-        let mut conn = self.connection_for(&facts).await?;
+        let (mut conn, _) = self.connection_for(&facts).await?;
         let backend = Arc::clone(&conn.backend);
         self.entry.set_running(Some((
             Arc::clone(&backend),
@@ -188,7 +188,7 @@ impl Session {
                 .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
             let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
             drop(result);
-            relay::finish(&mut self.stream, conn.conn(), last?, self.caps).await
+            relay::finish(&mut self.stream, conn.conn(), last?, self.caps)
         }
         .await;
         self.entry.set_running(None);

@@ -62,8 +62,10 @@ impl Session {
         }
         self.pins.extend(facts.pins.iter().copied());
 
-        let mut conn = self.connection_for(&facts).await?;
-        self.replay_last_insert_id(&mut conn, &facts).await?;
+        let (mut conn, reused) = self.connection_for(&facts).await?;
+        if !reused {
+            self.replay_last_insert_id(&mut conn, &facts).await?;
+        }
         let mode = RelayMode {
             caps: self.caps,
             binary: false,
@@ -96,7 +98,7 @@ impl Session {
                 })?;
             let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
             drop(result);
-            relay::finish(&mut self.stream, conn.conn(), last?, self.caps).await
+            relay::finish(&mut self.stream, conn.conn(), last?, self.caps)
         }
         .await;
         self.entry.set_running(None);
@@ -119,13 +121,14 @@ impl Session {
                     self.in_txn = false;
                     conn.discard();
                 } else {
-                    // A server error leaves the connection usable; its transaction state is
-                    // whatever the server says now.
-                    self.in_txn = conn
-                        .conn()
-                        .last_ok_packet()
-                        .is_some_and(|ok| ok.status_flags().bits() & status::IN_TRANS != 0)
-                        && self.in_txn;
+                    // A server error leaves the connection and its transaction as they were,
+                    // except a deadlock, which rolled the transaction back.
+                    if matches!(
+                        e,
+                        SessionError::Reply(GatewayError::Server { code: 1213, .. })
+                    ) {
+                        self.in_txn = false;
+                    }
                     self.after_statement(conn, false);
                 }
                 return Err(e);
@@ -140,6 +143,7 @@ impl Session {
             self.read_back_state(&mut conn, facts).await?;
         }
         self.after_statement(conn, outcome.leaves_state());
+        self.stream.flush().await?;
         Ok(())
     }
 
@@ -183,13 +187,14 @@ impl Session {
         Ok(())
     }
 
-    /// `LAST_INSERT_ID()` on a connection other than the one that did the insert: set it first.
+    /// `LAST_INSERT_ID()` on a connection other than the one that did the insert (it went back to
+    /// the pool): set it there first.
     async fn replay_last_insert_id(
         &mut self,
         conn: &mut BackendConn,
         facts: &QueryFacts,
     ) -> Result<(), SessionError> {
-        if facts.needs_previous_connection && self.last_insert_id > 0 && self.held.is_none() {
+        if facts.needs_previous_connection && self.last_insert_id > 0 {
             let sql = format!("DO LAST_INSERT_ID({})", self.last_insert_id);
             let name = conn.backend.name().to_string();
             conn.conn()
@@ -209,10 +214,10 @@ impl Session {
         if target.user != self.user {
             return Err(GatewayError::NotThreadOwner(id).into());
         }
-        if let Some((backend, account, thread)) = target.running() {
-            if let Ok(mut c) = backend.get(&account).await {
-                let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
-            }
+        if let Some((backend, account, thread)) = target.running()
+            && let Ok(mut c) = backend.get(&account).await
+        {
+            let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
         }
         if !query_only {
             target
@@ -233,7 +238,7 @@ impl Session {
         wildcard: &str,
     ) -> Result<(), SessionError> {
         let facts = QueryFacts::default();
-        let mut conn = self.connection_for(&facts).await?;
+        let (mut conn, _) = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
         let sql = format!("SELECT * FROM {} LIMIT 0", super::state::quote_ident(table));
         let columns = match conn.conn().query_iter(sql).await {

@@ -98,7 +98,7 @@ pub async fn relay_sets<P: Protocol>(
             result.next().await.map_err(backend_err(backend))?;
             continue;
         }
-        write_columns(stream, &columns, mode)?;
+        write_columns(stream, &columns, mode);
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
             let values = row.unwrap_raw();
             let (mark, buf) = stream.begin();
@@ -130,11 +130,7 @@ pub async fn relay_sets<P: Protocol>(
     }
 }
 
-fn write_columns(
-    stream: &mut PacketStream<ClientIo>,
-    columns: &[Column],
-    mode: RelayMode<'_>,
-) -> Result<(), SessionError> {
+fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: RelayMode<'_>) {
     let (mark, buf) = stream.begin();
     encode_column_count(buf, columns.len());
     stream.finish(mark);
@@ -142,7 +138,7 @@ fn write_columns(
         let (mark, buf) = stream.begin();
         match mode.rename {
             Some((from, to)) if c.name_ref() == from.as_bytes() => {
-                encode_column_named(buf, c, to.as_bytes())
+                encode_column_named(buf, c, to.as_bytes());
             }
             _ => encode_column(buf, c),
         }
@@ -153,7 +149,6 @@ fn write_columns(
         encode_eof(buf, 0, mode.base_status);
         stream.finish(mark);
     }
-    Ok(())
 }
 
 /// Column definitions for PREPARE_OK (params or columns), each list followed by EOF unless
@@ -199,8 +194,9 @@ fn write_terminator(
     stream.finish(mark);
 }
 
-/// Writes the statement's final packet from the backend's last OK/EOF, and flushes.
-pub async fn finish(
+/// Queues the statement's final packet from the backend's last OK/EOF. The caller flushes once
+/// it has settled the session, so a client never runs ahead of the session's bookkeeping.
+pub fn finish(
     stream: &mut PacketStream<ClientIo>,
     conn: &Conn,
     last: LastResult,
@@ -220,7 +216,7 @@ pub async fn finish(
     let status = client_status(backend_status);
     match last {
         LastResult::ResultSet => {
-            write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status)
+            write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status);
         }
         LastResult::Ok => {
             let (mark, buf) = stream.begin();
@@ -235,7 +231,6 @@ pub async fn finish(
             stream.finish(mark);
         }
     }
-    stream.flush().await?;
     Ok(Outcome {
         status,
         affected_rows: if last == LastResult::Ok {

@@ -73,13 +73,13 @@ impl ReplayState {
             sql.push_str("SET SESSION ");
             sql.push_str(&sets.join(", "));
         }
-        if self.schema != applied.schema {
-            if let Some(db) = &self.schema {
-                if !sql.is_empty() {
-                    sql.push_str("; ");
-                }
-                let _ = write!(sql, "USE {}", quote_ident(db));
+        if self.schema != applied.schema
+            && let Some(db) = &self.schema
+        {
+            if !sql.is_empty() {
+                sql.push_str("; ");
             }
+            let _ = write!(sql, "USE {}", quote_ident(db));
         }
         (!sql.is_empty()).then_some(sql)
     }
