@@ -658,10 +658,10 @@ fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
 }
 
 fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
-    let needs_space = !d.is_empty()
-        && !matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
-        && !matches!(prev, Some(Tok::Punct(b'(' | b'.')))
-        && !(matches!(t, Tok::Punct(b'(')) && matches!(prev, Some(Tok::Word(_))));
+    let glued = matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
+        || matches!(prev, Some(Tok::Punct(b'(' | b'.')))
+        || (matches!(t, Tok::Punct(b'(')) && matches!(prev, Some(Tok::Word(_))));
+    let needs_space = !d.is_empty() && !glued;
     if needs_space {
         d.push(' ');
     }
