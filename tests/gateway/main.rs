@@ -1,7 +1,9 @@
 //! Integration tests: real MariaDB servers started by the harness, real clients, the gateway
 //! in-process.
 
+mod bad_input;
 mod basics;
+mod clients;
 mod conformance;
 mod harness;
 mod multiplex;

@@ -118,14 +118,14 @@ pub async fn connection_phase(
     let hello = match (hello, tls) {
         (ClientHello::SslRequest { .. }, Some(acceptor)) => {
             let seq = stream.seq();
-            let (io, _) = stream.into_parts();
+            let (io, read_ahead) = stream.into_parts();
             let ClientIo::Plain(tcp) = io else {
                 return Err(ConnectError::Refused(GatewayError::Internal(
                     "TLS requested twice".into(),
                 )));
             };
             let tls_stream = acceptor
-                .accept(tcp)
+                .accept(super::io::Prefixed::new(read_ahead, tcp))
                 .await
                 .map_err(|e| ConnectError::Io(PacketError::Io(e)))?;
             stream = PacketStream::from_parts(

@@ -1,0 +1,263 @@
+//! Bad input: truncated, oversized, out-of-order and garbage packets, unknown commands. The
+//! gateway answers with a proper ERR where the protocol allows, closes cleanly where it does not,
+//! and keeps serving everyone else. A raw client speaks the bytes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use mysql_common::scramble::scramble_native;
+
+use crate::harness::{TestGateway, cli, primary_only_config};
+
+/// A MySQL client at the byte level.
+struct Raw {
+    s: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).expect("connect");
+        // A safety net against a hang, not an assertion about speed.
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Self { s }
+    }
+
+    fn send(&mut self, seq: u8, payload: &[u8]) {
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut p = vec![len[0], len[1], len[2], seq];
+        p.extend_from_slice(payload);
+        self.s.write_all(&p).expect("write");
+    }
+
+    /// The next packet, or `None` once the gateway closed the connection.
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut h = [0u8; 4];
+        self.s.read_exact(&mut h).ok()?;
+        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        let mut p = vec![0u8; len];
+        self.s.read_exact(&mut p).ok()?;
+        Some(p)
+    }
+
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// Reads the greeting and returns the 20-byte salt.
+    fn greeting(&mut self) -> Vec<u8> {
+        let g = self.recv().expect("greeting");
+        assert_eq!(g[0], 10);
+        let nul = g.iter().position(|&b| b == 0).expect("version end");
+        let mut salt = g[nul + 5..nul + 13].to_vec();
+        let rest = &g[nul + 13 + 1 + 2 + 1 + 2 + 2 + 1 + 10..];
+        salt.extend_from_slice(&rest[..12]);
+        salt
+    }
+
+    /// Logs in as app with mysql_native_password.
+    fn login(addr: SocketAddr) -> Self {
+        let mut r = Self::connect(addr);
+        let salt = r.greeting();
+        let caps: u32 =
+            0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000 | 0x0000_0008;
+        let mut p = Vec::new();
+        p.extend_from_slice(&caps.to_le_bytes());
+        p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(b"app\0");
+        let auth = scramble_native(&salt, b"app-secret").expect("scramble");
+        p.push(20);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(b"app\0mysql_native_password\0");
+        r.send(1, &p);
+        let ok = r.recv().expect("auth reply");
+        assert_eq!(ok[0], 0, "login failed: {ok:?}");
+        r
+    }
+
+    fn command(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.send(0, payload);
+        self.recv()
+    }
+}
+
+fn err_code(p: &[u8]) -> Option<u16> {
+    (p.first() == Some(&0xFF)).then(|| u16::from_le_bytes([p[1], p[2]]))
+}
+
+fn still_serving(addr: SocketAddr) {
+    let (ok, out, err) = cli(addr, "app", "app-secret", &[], "SELECT 'alive'");
+    assert!(ok && out == "alive", "gateway stopped serving: {err}");
+}
+
+fn small_packet_config() -> sluice::config::Config {
+    let mut c = primary_only_config();
+    c.frontend.max_allowed_packet = 1 << 20;
+    c
+}
+
+#[test]
+fn malformed_handshakes_get_an_error_or_a_clean_close() {
+    let gw = TestGateway::start(small_packet_config());
+    // Truncated HandshakeResponse.
+    let mut r = Raw::connect(gw.addr);
+    r.greeting();
+    r.send(1, &[0x00, 0x02, 0, 0, 1, 2]);
+    let reply = r.recv().expect("an ERR");
+    assert_eq!(err_code(&reply), Some(1835), "{reply:?}");
+    assert!(r.closed());
+    // Garbage that claims protocol 4.1 but has no user name terminator.
+    let mut r = Raw::connect(gw.addr);
+    r.greeting();
+    let mut junk = vec![0x00, 0x02, 0x00, 0x00];
+    junk.extend(std::iter::repeat_n(0x41u8, 60));
+    r.send(1, &junk);
+    assert_eq!(r.recv().as_deref().and_then(err_code), Some(1835));
+    // A header that promises more than is sent, then hang up.
+    let mut r = Raw::connect(gw.addr);
+    r.greeting();
+    r.s.write_all(&[0xE8, 0x03, 0x00, 0x01, 1, 2, 3])
+        .expect("write");
+    drop(r);
+    // Out-of-order sequence id in the handshake.
+    let mut r = Raw::connect(gw.addr);
+    r.greeting();
+    r.send(7, &[0; 40]);
+    assert_eq!(
+        r.recv().as_deref().and_then(err_code),
+        None,
+        "the handshake has no ERR for this; the gateway closes"
+    );
+    still_serving(gw.addr);
+}
+
+#[test]
+fn bad_commands_get_errors_and_the_session_goes_on() {
+    let gw = TestGateway::start(small_packet_config());
+    let mut r = Raw::login(gw.addr);
+    // Unknown command.
+    assert_eq!(r.command(&[0x30]).as_deref().and_then(err_code), Some(1047));
+    // Empty command packet.
+    assert_eq!(r.command(&[]).as_deref().and_then(err_code), Some(1835));
+    // Truncated COM_STMT_EXECUTE and COM_STMT_CLOSE.
+    assert_eq!(
+        r.command(&[0x17, 1]).as_deref().and_then(err_code),
+        Some(1835)
+    );
+    // Unknown statement id.
+    assert_eq!(
+        r.command(&[0x17, 9, 0, 0, 0, 0, 1, 0, 0, 0])
+            .as_deref()
+            .and_then(err_code),
+        Some(1243)
+    );
+    // COM_PING still answers OK.
+    assert_eq!(r.command(&[0x0e]).expect("ping")[0], 0x00);
+    // COM_STATISTICS: a bare string.
+    let stats = r.command(&[0x09]).expect("statistics");
+    assert!(
+        stats.starts_with(b"Uptime: "),
+        "{}",
+        String::from_utf8_lossy(&stats)
+    );
+    // COM_SET_OPTION: EOF.
+    assert_eq!(r.command(&[0x1b, 1, 0]).expect("set option")[0], 0xFE);
+    // Multi-statements now off: a multi-statement query is refused with a syntax error.
+    assert_eq!(
+        r.command(b"\x03SELECT 1; SELECT 2")
+            .as_deref()
+            .and_then(err_code),
+        Some(1064)
+    );
+    // COM_INIT_DB to a database that does not exist: the server's error.
+    let e = r.command(b"\x02no_such_db_here").expect("init db");
+    assert!(matches!(err_code(&e), Some(1044 | 1049)), "{e:?}");
+    // COM_FIELD_LIST: column definitions, then EOF.
+    crate::harness::fleet().sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.fl_t (a INT, b VARCHAR(3))",
+    );
+    let mut columns = 0;
+    r.send(0, b"\x04fl_t\0");
+    loop {
+        let p = r.recv().expect("field list");
+        if p[0] == 0xFE && p.len() < 9 {
+            break;
+        }
+        assert_ne!(
+            p[0],
+            0xFF,
+            "field list failed: {}",
+            String::from_utf8_lossy(&p)
+        );
+        columns += 1;
+    }
+    assert_eq!(columns, 2);
+    // A query still works.
+    let reply = r.command(b"\x03SELECT 1").expect("query");
+    assert_eq!(reply, vec![1], "column count packet");
+    still_serving(gw.addr);
+}
+
+#[test]
+fn oversized_and_out_of_order_commands_close_cleanly() {
+    let gw = TestGateway::start(small_packet_config());
+    let mut r = Raw::login(gw.addr);
+    let mut big = vec![0x03];
+    big.extend(std::iter::repeat_n(b' ', 2 << 20));
+    r.send(0, &big);
+    let reply = r.recv().expect("ERR before close");
+    assert_eq!(
+        err_code(&reply),
+        Some(1153),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(r.closed());
+
+    let mut r = Raw::login(gw.addr);
+    r.send(3, b"\x03SELECT 1");
+    let reply = r.recv().expect("ERR before close");
+    assert_eq!(err_code(&reply), Some(1835));
+    assert!(r.closed());
+    still_serving(gw.addr);
+}
+
+#[test]
+fn random_garbage_never_takes_the_gateway_down() {
+    let gw = TestGateway::start(small_packet_config());
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let mut r = if round % 2 == 0 {
+            Raw::login(gw.addr)
+        } else {
+            Raw::connect(gw.addr)
+        };
+        if round % 2 == 1 {
+            r.greeting();
+        }
+        let mut len = (next() % 200) as usize;
+        if len == 32 {
+            len = 33; // exactly 32 bytes with the SSL flag would be an SSLRequest awaiting TLS
+        }
+        let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let seq = u8::from(round % 2 != 0);
+        r.send(seq, &payload);
+        // STMT_CLOSE and SEND_LONG_DATA have no reply; anything else gets one or a close.
+        let silent = round % 2 == 0 && matches!(payload.first(), Some(0x18 | 0x19));
+        if !silent {
+            let _ = r.recv();
+        }
+    }
+    still_serving(gw.addr);
+}
