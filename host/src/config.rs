@@ -54,6 +54,10 @@ pub struct FrontendConfig {
     pub idle_timeout_secs: u64,
     /// Seconds sessions get to finish their statement in flight at shutdown.
     pub drain_timeout_secs: u64,
+    /// Milliseconds a session keeps its backend connection after a statement while the client
+    /// is quiet (affinity: the next statement skips the pool). A session gives it back at once
+    /// when another session needs it.
+    pub affinity_ms: u64,
     /// Version presented to clients (prefixed with `5.5.5-`, the MariaDB convention).
     pub server_version: String,
     /// When true, each user's first caching_sha2_password login needs full authentication (over
@@ -71,6 +75,7 @@ impl Default for FrontendConfig {
             handshake_timeout_secs: 10,
             idle_timeout_secs: 28_800,
             drain_timeout_secs: 30,
+            affinity_ms: 500,
             server_version: "10.11.6-MariaDB-sluice".into(),
             sha2_cold_cache: false,
             tls: TlsConfig::default(),

@@ -23,25 +23,28 @@ pub struct SessionView {
     pub backend: Option<(String, u32)>,
 }
 
+/// Where a session's statement runs right now: backend, account, server thread id.
+pub type Running = (Arc<Backend>, Arc<Account>, u32);
+
 /// A live session as other sessions see it (for `KILL`).
 pub struct SessionEntry {
     pub user: String,
     pub killed: AtomicBool,
     pub kill_notify: Notify,
     /// The backend thread running this session's statement right now.
-    pub running: Mutex<Option<(Arc<Backend>, Account, u32)>>,
+    pub running: Mutex<Option<Running>>,
     pub view: Mutex<SessionView>,
 }
 
 impl SessionEntry {
-    pub fn set_running(&self, r: Option<(Arc<Backend>, Account, u32)>) {
+    pub fn set_running(&self, r: Option<Running>) {
         *self
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
     }
 
-    pub fn running(&self) -> Option<(Arc<Backend>, Account, u32)> {
+    pub fn running(&self) -> Option<Running> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -2,8 +2,6 @@
 //! statement, choose a route, plan redaction. The session calls only this trait; whether the
 //! built-in [`ConfigPolicy`] or Wasm policies stand behind it is invisible to it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::config::{AuthPlugin, Config, Role};
 use crate::facts::{QueryFacts, StatementKind};
 
@@ -55,7 +53,7 @@ pub enum Verdict {
 /// A backend as routing sees it.
 #[derive(Debug, Clone)]
 pub struct BackendStatus {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub role: Role,
     pub healthy: bool,
     pub lag_ms: Option<u32>,
@@ -121,18 +119,16 @@ pub trait Policy: Send + Sync {
 }
 
 /// The built-in policy: users from the config file; every statement to the primary, or reads to
-/// replicas round-robin when `routing.read-write-split` is on.
+/// a healthy replica when `routing.read-write-split` is on. Sessions are spread over replicas by
+/// connection id and keep their replica while it stays healthy, so a session's reads reuse the
+/// connection it already holds.
 pub struct ConfigPolicy {
     config: Config,
-    next_replica: AtomicUsize,
 }
 
 impl ConfigPolicy {
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            next_replica: AtomicUsize::new(0),
-        }
+        Self { config }
     }
 }
 
@@ -176,7 +172,7 @@ impl Policy for ConfigPolicy {
         if replicas.is_empty() {
             return RouteDecision::Primary;
         }
-        let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % replicas.len();
-        RouteDecision::Backend(replicas[i].name.clone())
+        let i = session.connection_id as usize % replicas.len();
+        RouteDecision::Backend(replicas[i].name.to_string())
     }
 }

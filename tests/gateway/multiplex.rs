@@ -152,7 +152,11 @@ async fn session_settings_replay_on_one_shared_connection() {
         Some(Hold::Transaction)
     );
     a.query_drop("COMMIT").await.expect("commit");
-    assert_eq!(gw.gateway.session(id).expect("session").view().hold, None);
+    assert_eq!(
+        gw.gateway.session(id).expect("session").view().hold,
+        Some(Hold::Parked),
+        "released to the pool on demand"
+    );
     let ac: Option<i64> = a.query_first("SELECT @@autocommit").await.expect("ac");
     assert_eq!(ac, Some(0));
     a.query_drop("COMMIT")
@@ -212,7 +216,10 @@ async fn each_pin_reason_pins_until_reset() {
         Some(Hold::Transaction)
     );
     c.query_drop("COMMIT").await.expect("commit");
-    assert_eq!(gw.gateway.session(c.id()).expect("s").view().hold, None);
+    assert_eq!(
+        gw.gateway.session(c.id()).expect("s").view().hold,
+        Some(Hold::Parked)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

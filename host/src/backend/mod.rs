@@ -6,7 +6,7 @@
 //! no extra round trip.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,11 +34,19 @@ pub struct Backend {
     in_use: AtomicU32,
     /// Replayable session state each live connection (by server thread id) carries.
     applied: Mutex<HashMap<u32, Arc<ReplayState>>>,
+    /// Sessions keep their connection between statements (affinity) until the pool runs short:
+    /// a borrower that finds every connection out bumps the epoch and wakes them to give back.
+    pub pressure: tokio::sync::Notify,
+    pressure_epoch: AtomicU64,
+    name: Arc<str>,
 }
 
 impl Backend {
     fn new(config: BackendConfig) -> Self {
         Self {
+            name: Arc::from(config.name.as_str()),
+            pressure: tokio::sync::Notify::new(),
+            pressure_epoch: AtomicU64::new(0),
             config,
             pools: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
@@ -48,7 +56,7 @@ impl Backend {
     }
 
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.name
     }
 
     fn pool(&self, account: &Account) -> Pool {
@@ -56,10 +64,16 @@ impl Backend {
             .pools
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pools
-            .entry(account.clone())
-            .or_insert_with(|| Pool::new(self.opts(account)))
-            .clone()
+        if let Some(p) = pools.get(account) {
+            return p.clone();
+        }
+        let pool = Pool::new(self.opts(account));
+        pools.insert(account.clone(), pool.clone());
+        pool
+    }
+
+    pub fn pressure_epoch(&self) -> u64 {
+        self.pressure_epoch.load(Ordering::Relaxed)
     }
 
     fn opts(&self, account: &Account) -> OptsBuilder {
@@ -94,6 +108,10 @@ impl Backend {
 
     /// Borrows a connection; fails with a 2003-class error when the backend cannot be reached.
     pub async fn get(self: &Arc<Self>, account: &Account) -> Result<BackendConn, GatewayError> {
+        if self.in_use.load(Ordering::Relaxed) as usize >= self.config.pool_max {
+            self.pressure_epoch.fetch_add(1, Ordering::Relaxed);
+            self.pressure.notify_waiters();
+        }
         match self.pool(account).get_conn().await {
             Ok(conn) => {
                 self.healthy.store(true, Ordering::Relaxed);
@@ -120,7 +138,7 @@ impl Backend {
 
     pub fn status(&self) -> BackendStatus {
         BackendStatus {
-            name: self.config.name.clone(),
+            name: Arc::clone(&self.name),
             role: self.config.role,
             healthy: self.healthy.load(Ordering::Relaxed),
             lag_ms: None,

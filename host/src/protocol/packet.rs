@@ -88,6 +88,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         Ok(())
     }
 
+    /// True when a whole or partial packet is already read ahead.
+    pub fn has_buffered(&self) -> bool {
+        !self.rbuf.is_empty()
+    }
+
     /// Waits until the peer has sent something (cancel-safe: nothing is consumed).
     pub async fn wait_for_data(&mut self) -> Result<(), PacketError> {
         self.fill(1).await

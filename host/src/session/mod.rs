@@ -1,11 +1,13 @@
 //! One task per client after authentication: reads commands, keeps the session state the gateway
 //! needs to multiplex safely, and runs statements on borrowed or held backend connections.
 //!
-//! Outside a transaction a statement borrows a pooled connection and gives it back. A transaction
-//! (seen in the backend's IN_TRANS status) or state that cannot be replayed (a [`PinReason`])
-//! holds the connection until it ends or the client resets. After a write the connection is
-//! *parked* until the next command, so `LAST_INSERT_ID()`, `ROW_COUNT()` and `SHOW WARNINGS`
-//! see it.
+//! Outside a transaction a statement borrows a pooled connection. A transaction (seen in the
+//! backend's IN_TRANS status) or state that cannot be replayed (a [`PinReason`]) holds the
+//! connection until it ends or the client resets. Otherwise the connection stays *parked* with the
+//! session after the statement: the next statement skips the pool when it routes to the same
+//! backend, and `LAST_INSERT_ID()`, `ROW_COUNT()` and `SHOW WARNINGS` see the previous statement.
+//! A parked connection goes back to the pool when the client is quiet for `affinity-ms`, when the
+//! next statement routes elsewhere, or at once when another session finds the pool empty.
 
 pub mod prepared;
 pub mod query;
@@ -34,15 +36,12 @@ use crate::protocol::{PacketError, PacketStream};
 use prepared::Statements;
 use state::ReplayState;
 
-/// How long a parked connection waits for the client's next command before it goes back to the
-/// pool.
-const PARK_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// Why a session holds its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     Transaction,
     Pinned,
+    /// Kept for affinity; given back on demand.
     Parked,
 }
 
@@ -87,9 +86,13 @@ pub struct Session {
     peer: String,
     tls: bool,
     grant: Grant,
-    account: Account,
+    account: Arc<Account>,
     state: Arc<ReplayState>,
     held: Option<Held>,
+    /// The backend's pressure epoch when the connection was parked.
+    park_epoch: u64,
+    /// What `publish_view` last showed: (hold, pins, backend thread).
+    published: (Option<Hold>, usize, u32),
     pins: BTreeSet<PinReason>,
     in_txn: bool,
     multi_statements: bool,
@@ -102,11 +105,11 @@ pub struct Session {
 impl Session {
     fn new(a: Authenticated, gw: Arc<Gateway>, id: u32) -> Self {
         let entry = gw.register(id, &a.hello.user);
-        let account = Account {
+        let account = Arc::new(Account {
             user: a.grant.backend_user.clone(),
             password: a.grant.backend_password.clone(),
             found_rows: a.capabilities & cap::FOUND_ROWS != 0,
-        };
+        });
         let mut state = ReplayState::for_client_charset(a.hello.charset);
         state.schema.clone_from(&a.hello.database);
         Self {
@@ -121,6 +124,8 @@ impl Session {
             account,
             state: Arc::new(state),
             held: None,
+            park_epoch: 0,
+            published: (None, 0, 0),
             pins: BTreeSet::new(),
             in_txn: false,
             multi_statements: a.capabilities & cap::MULTI_STATEMENTS != 0,
@@ -222,6 +227,7 @@ impl Session {
     /// killed, or the gateway is draining).
     async fn next_command(&mut self) -> Result<Option<Bytes>, PacketError> {
         let idle = Duration::from_secs(self.gw.config.frontend.idle_timeout_secs);
+        let affinity = Duration::from_millis(self.gw.config.frontend.affinity_ms);
         let mut shutdown = self.gw.shutdown.clone();
         loop {
             if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) || *shutdown.borrow() {
@@ -233,14 +239,30 @@ impl Session {
                 let _ = self.send_err(&e).await;
                 return Ok(None);
             }
-            let parked = matches!(
-                self.held,
+            if self.stream.has_buffered() {
+                break;
+            }
+            let parked_on = match &self.held {
                 Some(Held {
                     why: Hold::Parked,
-                    ..
-                })
-            );
-            let wait = if parked { PARK_TIMEOUT } else { idle };
+                    conn,
+                }) => Some(Arc::clone(&conn.backend)),
+                _ => None,
+            };
+            // Register for the pool's call before checking whether it already came.
+            let pressure = parked_on.as_ref().map(|b| b.pressure.notified());
+            tokio::pin!(pressure);
+            if let Some(n) = pressure.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            if parked_on
+                .as_ref()
+                .is_some_and(|b| b.pressure_epoch() != self.park_epoch)
+            {
+                self.release_parked();
+                continue;
+            }
+            let wait = if parked_on.is_some() { affinity } else { idle };
             tokio::select! {
                 r = self.stream.wait_for_data() => {
                     match r {
@@ -250,16 +272,29 @@ impl Session {
                     }
                 }
                 () = tokio::time::sleep(wait) => {
-                    if parked {
-                        self.held = None;
+                    if parked_on.is_some() {
+                        self.release_parked();
                         continue;
                     }
                     tracing::debug!(id = self.id, "idle timeout");
                     return Ok(None);
                 }
+                () = async {
+                    match pressure.as_mut().as_pin_mut() {
+                        Some(n) => n.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.release_parked();
+                }
                 () = self.entry.kill_notify.notified() => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) {
+            // Killed while the client was sending: the command does not run.
+            let _ = self.send_err(&GatewayError::Interrupted).await;
+            return Ok(None);
         }
         self.stream.reset_seq();
         self.stream.read_packet().await.map(Some)
@@ -320,12 +355,21 @@ impl Session {
         &mut self,
         facts: &QueryFacts,
     ) -> Result<(BackendConn, bool), SessionError> {
-        if let Some(h) = self.held.take()
+        let held = self.held.take();
+        if let Some(h) = &held
             && (h.why != Hold::Parked || facts.needs_previous_connection)
         {
-            return Ok((h.conn, true));
+            return Ok((held.map(|h| h.conn).expect("checked above"), true));
         }
         let backend = self.route(facts);
+        if let Some(h) = held {
+            if Arc::ptr_eq(&h.conn.backend, &backend) {
+                return Ok((h.conn, true));
+            }
+            // Routed elsewhere: give the parked connection back first.
+            drop(h);
+            self.publish_view();
+        }
         let conn = match self.borrow(&backend).await {
             Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
                 if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) =>
@@ -379,23 +423,45 @@ impl Session {
         Ok(conn)
     }
 
-    /// After a statement: keep the connection (transaction, pin, park) or give it back.
-    fn after_statement(&mut self, conn: BackendConn, wrote: bool) {
+    /// After a statement: keep the connection, for the transaction, the pin, or affinity.
+    fn after_statement(&mut self, conn: BackendConn) {
         let why = if self.in_txn {
-            Some(Hold::Transaction)
+            Hold::Transaction
         } else if !self.pins.is_empty() {
-            Some(Hold::Pinned)
-        } else if wrote {
-            Some(Hold::Parked)
+            Hold::Pinned
         } else {
-            None
+            self.park_epoch = conn.backend.pressure_epoch();
+            Hold::Parked
         };
-        self.held = why.map(|why| Held { conn, why });
+        self.held = Some(Held { conn, why });
         self.publish_view();
     }
 
+    /// Gives a parked connection back to its pool.
+    fn release_parked(&mut self) {
+        if matches!(
+            self.held,
+            Some(Held {
+                why: Hold::Parked,
+                ..
+            })
+        ) {
+            self.held = None;
+            self.publish_view();
+        }
+    }
+
     /// Shows what this session holds and why (admin API, tests).
-    fn publish_view(&self) {
+    fn publish_view(&mut self) {
+        let now = (
+            self.held.as_ref().map(|h| h.why),
+            self.pins.len(),
+            self.held.as_ref().map_or(0, |h| h.conn.thread_id()),
+        );
+        if now == self.published {
+            return;
+        }
+        self.published = now;
         self.entry.set_view(crate::gateway::SessionView {
             pins: self.pins.iter().copied().collect(),
             hold: self.held.as_ref().map(|h| h.why),
@@ -478,11 +544,11 @@ impl Session {
         .await
         {
             Ok(grant) => {
-                self.account = Account {
+                self.account = Arc::new(Account {
                     user: grant.backend_user.clone(),
                     password: grant.backend_password.clone(),
                     found_rows: self.account.found_rows,
-                };
+                });
                 self.grant = grant;
                 self.user = cu.user;
                 let mut state = ReplayState::default();
@@ -507,7 +573,7 @@ impl Session {
         let facts = QueryFacts::default();
         match self.connection_for(&facts).await {
             Ok((conn, _)) => {
-                self.after_statement(conn, false);
+                self.after_statement(conn);
                 self.send_ok(0, 0).await?;
                 Ok(())
             }

@@ -103,7 +103,7 @@ impl Session {
                 if matches!(e, GatewayError::BackendLost { .. }) {
                     conn.discard();
                 } else {
-                    self.after_statement(conn, false);
+                    self.after_statement(conn);
                 }
                 return Err(e.into());
             }
@@ -131,7 +131,7 @@ impl Session {
                 long_data: vec![None; params],
             },
         );
-        self.after_statement(conn, false);
+        self.after_statement(conn);
         self.stream.flush().await?;
         Ok(())
     }

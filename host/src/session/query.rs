@@ -129,7 +129,7 @@ impl Session {
                     ) {
                         self.in_txn = false;
                     }
-                    self.after_statement(conn, false);
+                    self.after_statement(conn);
                 }
                 return Err(e);
             }
@@ -142,7 +142,7 @@ impl Session {
         if !facts.set_targets.is_empty() || facts.changes_schema {
             self.read_back_state(&mut conn, facts).await?;
         }
-        self.after_statement(conn, outcome.leaves_state());
+        self.after_statement(conn);
         self.stream.flush().await?;
         Ok(())
     }
@@ -248,7 +248,7 @@ impl Session {
                 cols
             }
             Err(e) => {
-                self.after_statement(conn, false);
+                self.after_statement(conn);
                 return Err(GatewayError::from_backend(&name, e).into());
             }
         };
@@ -265,7 +265,7 @@ impl Session {
         let (mark, buf) = self.stream.begin();
         crate::protocol::reply::encode_eof(buf, 0, self.last_status);
         self.stream.finish(mark);
-        self.after_statement(conn, false);
+        self.after_statement(conn);
         self.stream.flush().await?;
         Ok(())
     }
