@@ -261,3 +261,67 @@ fn random_garbage_never_takes_the_gateway_down() {
     }
     still_serving(gw.addr);
 }
+
+/// Reads packets up to and including an EOF (0xFE, short).
+fn until_eof(r: &mut Raw) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let p = r.recv().expect("packet");
+        let eof = p.first() == Some(&0xFE) && p.len() < 9;
+        out.push(p);
+        if eof {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn long_data_reset_and_close_of_prepared_statements() {
+    let gw = TestGateway::start(small_packet_config());
+    let mut r = Raw::login(gw.addr);
+    let ok = r.command(b"\x16SELECT CONCAT(?, '!')").expect("prepare ok");
+    assert_eq!(ok[0], 0x00, "{}", String::from_utf8_lossy(&ok));
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    assert_eq!(u16::from_le_bytes([ok[5], ok[6]]), 1, "one column");
+    assert_eq!(u16::from_le_bytes([ok[7], ok[8]]), 1, "one parameter");
+    until_eof(&mut r); // parameter definitions
+    until_eof(&mut r); // column definitions
+    // Two pieces of long data for parameter 0: no reply.
+    for piece in [&b"abc"[..], &b"def"[..]] {
+        let mut p = vec![0x18];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p.extend_from_slice(piece);
+        r.send(0, &p);
+    }
+    let execute = |r: &mut Raw| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&[0, 1, 0, 0, 0]); // flags, iterations
+        p.push(0); // NULL bitmap
+        p.extend_from_slice(&[1, 0xfd, 0]); // new types: VAR_STRING
+        r.send(0, &p);
+        let count = r.recv().expect("column count");
+        assert_eq!(count, vec![1], "{}", String::from_utf8_lossy(&count));
+        until_eof(r);
+        let rows = until_eof(r);
+        rows[0].clone()
+    };
+    let row = execute(&mut r);
+    assert_eq!(&row[..3], &[0x00, 0x00, 7]);
+    assert_eq!(&row[3..], b"abcdef!");
+    // The long data was consumed by the execute; after STMT_RESET it stays empty: the value is
+    // absent from the packet, so the server sees what the gateway sends for a missing value.
+    let mut reset = vec![0x1a];
+    reset.extend_from_slice(&id);
+    assert_eq!(r.command(&reset).expect("reset ok")[0], 0x00);
+    // Close: no reply; a later execute names an unknown statement.
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id);
+    r.send(0, &close);
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id);
+    p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xfd, 0, 1, b'x']);
+    assert_eq!(r.command(&p).as_deref().and_then(err_code), Some(1243));
+    assert_eq!(r.command(&[0x0e]).expect("ping")[0], 0x00);
+}

@@ -90,7 +90,7 @@ fn sysbench_oltp_read_write_runs_without_errors() {
     c.routing.read_write_split = true;
     let gw = TestGateway::start(c);
     let port = gw.addr.port();
-    let secs = std::env::var("SLUICE_SYSBENCH_SECS").unwrap_or_else(|_| "30".into());
+    let secs = std::env::var("SYSBENCH_SECS").unwrap_or_else(|_| "30".into());
     sysbench(
         f.port,
         "app_sysbench",

@@ -210,6 +210,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.wbuf.len()
     }
 
+    /// Sends FIN, then reads and discards what the peer still sends, up to `limit` bytes or a
+    /// second, so a close after an error is not a reset that loses the error.
+    pub async fn drain_after_close(&mut self, limit: usize) {
+        let _ = self.io.shutdown().await;
+        let mut seen = 0;
+        let mut buf = [0u8; 16 * 1024];
+        let drain = async {
+            while seen < limit {
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    }
+
     pub async fn shutdown(&mut self) {
         let _ = self.io.shutdown().await;
     }

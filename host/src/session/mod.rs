@@ -36,6 +36,9 @@ use crate::protocol::{PacketError, PacketStream};
 use prepared::Statements;
 use state::ReplayState;
 
+/// At most this much of a refused packet is read and discarded before closing.
+const DRAIN_LIMIT: usize = 32 << 20;
+
 /// Why a session holds its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -216,6 +219,9 @@ impl Session {
                     };
                     if let Some(r) = reply {
                         let _ = self.send_err(&r).await;
+                        // Let the client read the ERR: close our side, then discard what it is
+                        // still sending (bounded) so the close is not a reset.
+                        self.stream.drain_after_close(DRAIN_LIMIT).await;
                     }
                     return;
                 }

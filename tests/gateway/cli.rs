@@ -1,0 +1,103 @@
+//! The `sluice` binary: `check-config` and `serve` with a graceful SIGTERM.
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use crate::harness::{cli, fleet, repo_root};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn check_config_accepts_the_default_and_names_the_bad_key() {
+    let out = sluice()
+        .args(["check-config", "--config"])
+        .arg(repo_root().join("config/sluice.toml"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[backends]]\nname = \"p\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\npool-max = 0\n",
+    )
+    .expect("write");
+    let out = sluice()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("backends[0].pool-max"),
+        "{err}"
+    );
+
+    // An environment variable overrides the file, and is validated too.
+    let out = sluice()
+        .args(["check-config", "--config"])
+        .arg(repo_root().join("config/sluice.toml"))
+        .env("SLUICE_FRONTEND__MAX_CONNECTIONS", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frontend.max-connections"));
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let f = fleet();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(repo_root().join("config/sluice.toml"))
+        .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SLUICE_ROUTING__READ_WRITE_SPLIT", "false")
+        .env(
+            "SLUICE_BACKENDS",
+            format!(
+                "[{{name=\"primary\",address=\"127.0.0.1:{}\",role=\"primary\"}}]",
+                f.port
+            ),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut up = false;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(up, "sluice did not start listening");
+    let (ok, out, err) = cli(addr, "app", "app-secret", &["app"], "SELECT @@port");
+    assert!(ok, "{err}");
+    assert_eq!(out, f.port.to_string());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "sluice exited with {exit:?}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after SIGTERM"
+    );
+}
