@@ -215,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub async fn drain_after_close(&mut self, limit: usize) {
         let _ = self.io.shutdown().await;
         let mut seen = 0;
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         let drain = async {
             while seen < limit {
                 match self.io.read(&mut buf).await {
