@@ -19,13 +19,14 @@ pub fn repo_root() -> PathBuf {
 /// A running fleet: primary on `port`, replicas on `port + 1` and `port + 2`.
 pub struct Fleet {
     pub port: u16,
+    pub replicas: u16,
 }
 
 static FLEET: OnceLock<Fleet> = OnceLock::new();
 
-/// Three consecutive free loopback ports.
-fn free_port_block(n: u16) -> u16 {
-    let seed = u64::from(std::process::id()) * 7919;
+/// `n` consecutive free loopback ports; `salt` keeps fleets started at once apart.
+fn free_port_block(n: u16, salt: u64) -> u16 {
+    let seed = u64::from(std::process::id()) * 7919 + salt * 20_011;
     for attempt in 0..2000u64 {
         let base = 20_000 + ((seed + attempt * 104_729) % 40_000) as u16;
         if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
@@ -36,24 +37,36 @@ fn free_port_block(n: u16) -> u16 {
 }
 
 pub fn fleet() -> &'static Fleet {
-    FLEET.get_or_init(|| {
-        let port = free_port_block(3);
-        let dir = std::env::temp_dir().join(format!("sluice-fleet-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(repo_root().join("scripts/fleet"))
-            .arg("up")
-            .env("FLEET_DIR", &dir)
-            .env("FLEET_PORT", port.to_string())
-            .env("FLEET_OWNER_PID", std::process::id().to_string())
-            .output()
-            .expect("run scripts/fleet");
-        assert!(
-            out.status.success(),
-            "fleet up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Fleet { port }
-    })
+    FLEET.get_or_init(|| start_fleet("fleet", 2))
+}
+
+static SOLO: OnceLock<Fleet> = OnceLock::new();
+
+/// A server of its own (no replicas) for tests that read server-wide counters, which the shared
+/// fleet's other tests would disturb.
+pub fn solo_server() -> &'static Fleet {
+    SOLO.get_or_init(|| start_fleet("solo", 0))
+}
+
+fn start_fleet(name: &str, replicas: u16) -> Fleet {
+    let salt = name.bytes().map(u64::from).sum::<u64>();
+    let port = free_port_block(replicas + 1, salt);
+    let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(repo_root().join("scripts/fleet"))
+        .arg("up")
+        .env("FLEET_DIR", &dir)
+        .env("FLEET_PORT", port.to_string())
+        .env("FLEET_REPLICAS", replicas.to_string())
+        .env("FLEET_OWNER_PID", std::process::id().to_string())
+        .output()
+        .expect("run scripts/fleet");
+    assert!(
+        out.status.success(),
+        "fleet up failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Fleet { port, replicas }
 }
 
 impl Fleet {
@@ -97,7 +110,7 @@ impl Fleet {
     /// Waits (bounded) until both replicas applied everything the primary has.
     pub fn wait_replicas(&self) {
         let pos = self.sql(0, "SELECT @@gtid_binlog_pos");
-        for node in 1..=2 {
+        for node in 1..=self.replicas {
             let r = self.sql(node, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"));
             assert_eq!(r, "0", "replica {node} did not catch up to {pos}");
         }

@@ -257,11 +257,15 @@ async fn last_insert_id_and_row_count_follow_the_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_stay_bounded_on_the_backend() {
-    let f = fleet();
+    // A server of its own: Prepared_stmt_count is server-wide.
+    let f = crate::harness::solo_server();
     f.create_user("stmts", "stmts-secret");
-    // Replica 2 as the only backend: no other test prepares statements there.
-    let mut cfg = single_backend(2, "stmts", "stmts-secret", 4);
+    let mut cfg = primary_only_config();
+    cfg.backends[0].address = format!("127.0.0.1:{}", f.port);
+    cfg.backends[0].pool_max = 4;
     cfg.backends[0].stmt_cache_size = 8;
+    cfg.users[0].backend_user = Some("stmts".into());
+    cfg.users[0].backend_password = Some("stmts-secret".into());
     let gw = TestGateway::start(cfg);
     let cap = 4 * 8;
     let opts: Opts = gw.opts("app", "app-secret", Some("app"));
@@ -287,7 +291,7 @@ async fn prepared_statements_stay_bounded_on_the_backend() {
         conns.push(t.await.expect("client"));
     }
     let count: i64 = f
-        .sql(2, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'")
+        .sql(0, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'")
         .parse()
         .expect("number");
     assert!(
