@@ -37,6 +37,39 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub users: Vec<UserConfig>,
     pub backends: Vec<BackendConfig>,
+    pub policies: PoliciesConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// The policy directory (manifests and `.wasm` files). Absent: the built-in policy only.
+    pub dir: Option<PathBuf>,
+    /// Reload when the directory changes.
+    pub watch: bool,
+    /// Quiet time after a change before reloading (a burst of writes is one reload).
+    pub debounce_ms: u64,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            watch: true,
+            debounce_ms: 200,
+        }
+    }
+}
+
+/// Where policies' `host.secret(name)` may read. Nothing else is reachable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// `secret("db-password")` reads the environment variable `<env-prefix>DB_PASSWORD`.
+    pub env_prefix: Option<String>,
+    /// `secret("users.json")` reads `<dir>/users.json` (e.g. a mounted Kubernetes Secret).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,21 +252,50 @@ impl Config {
             Env::prefixed("SLUICE_")
                 .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
         );
-        Self::from_figment(&figment, &file)
+        let mut config = Self::from_figment(&figment, &file)?;
+        config.resolve_paths(path.parent().unwrap_or_else(|| Path::new(".")));
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    /// Relative paths in a config file are relative to that file, whatever the working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = self.policies.dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.secrets.dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.frontend.tls.cert.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.frontend.tls.key.as_mut() {
+            fix(p);
+        }
+        for u in &mut self.users {
+            if let Some(p) = u.password_file.as_mut() {
+                fix(p);
+            }
+        }
     }
 
     /// Parses a TOML string (tests and `check-config`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(&Figment::new().merge(Toml::string(text)), "<string>")
+        let mut config = Self::from_figment(&Figment::new().merge(Toml::string(text)), "<string>")?;
+        config.validate("<string>")?;
+        Ok(config)
     }
 
     fn from_figment(figment: &Figment, file: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|e| ConfigError::Parse {
+        figment.extract().map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             source: Box::new(e),
-        })?;
-        config.validate(file)?;
-        Ok(config)
+        })
     }
 
     fn validate(&mut self, file: &str) -> Result<(), ConfigError> {
@@ -265,6 +327,25 @@ impl Config {
             return Err(invalid(
                 "frontend.tls.require".into(),
                 "TLS is required but no certificate is configured (set cert/key or self-signed)",
+            ));
+        }
+        if let Some(dir) = &self.policies.dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "policies.dir".into(),
+                &format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if self
+            .secrets
+            .env_prefix
+            .as_deref()
+            .is_some_and(|p| p.starts_with("SLUICE_"))
+        {
+            return Err(invalid(
+                "secrets.env-prefix".into(),
+                "must not start with SLUICE_ (that prefix configures the gateway)",
             ));
         }
         if self.backends.is_empty() {

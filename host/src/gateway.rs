@@ -12,6 +12,7 @@ use crate::backend::{Account, Backend, Fleet};
 use crate::config::Config;
 use crate::facts::PinReason;
 use crate::phase::Policy;
+use crate::plugin::loader::LoadError;
 use crate::session::Hold;
 
 /// What a session holds right now, for operators (and tests): why it keeps a backend connection.
@@ -66,9 +67,24 @@ impl SessionEntry {
     }
 }
 
+/// What the policy directory last did: for operators (admin API) and tests.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyStatus {
+    /// Incremented at every successful load.
+    pub version: u64,
+    /// The active policies ("name (kind)").
+    pub active: Vec<String>,
+    /// The last refused reload: file and reason. Cleared by a successful one.
+    pub last_error: Option<LoadError>,
+    /// Refused reloads since start.
+    pub errors: u64,
+}
+
 pub struct Gateway {
     pub config: Config,
-    pub policy: Arc<dyn Policy>,
+    /// The active policies behind the phase trait; swapped whole on reload.
+    policy: arc_swap::ArcSwap<Box<dyn Policy>>,
+    policy_status: Mutex<PolicyStatus>,
     pub fleet: Fleet,
     sessions: Mutex<HashMap<u32, Arc<SessionEntry>>>,
     next_id: AtomicU32,
@@ -80,11 +96,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config, policy: Arc<dyn Policy>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(config: Config, policy: Box<dyn Policy>, shutdown: watch::Receiver<bool>) -> Self {
         let fleet = Fleet::new(&config.backends);
         Self {
             config,
-            policy,
+            policy: arc_swap::ArcSwap::from_pointee(policy),
+            policy_status: Mutex::new(PolicyStatus::default()),
             fleet,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
@@ -93,6 +110,40 @@ impl Gateway {
             questions: AtomicU64::new(0),
             shutdown,
         }
+    }
+
+    /// The active policies. Hold the guard only for one decision: a reload replaces the set for
+    /// the next statement while this one finishes on the set it started with.
+    pub fn policy(&self) -> arc_swap::Guard<Arc<Box<dyn Policy>>> {
+        self.policy.load()
+    }
+
+    /// Makes `policy` the active set.
+    pub fn install_policies(&self, policy: Box<dyn Policy>, names: Vec<String>) {
+        self.policy.store(Arc::new(policy));
+        let mut st = self
+            .policy_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.version += 1;
+        st.active = names;
+        st.last_error = None;
+    }
+
+    pub fn record_policy_error(&self, e: &LoadError) {
+        let mut st = self
+            .policy_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.last_error = Some(e.clone());
+        st.errors += 1;
+    }
+
+    pub fn policy_status(&self) -> PolicyStatus {
+        self.policy_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<SessionEntry>>> {

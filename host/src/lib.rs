@@ -14,6 +14,7 @@ pub mod facts;
 pub mod frontend;
 pub mod gateway;
 pub mod phase;
+pub mod plugin;
 pub mod protocol;
 pub mod session;
 
@@ -32,6 +33,10 @@ pub struct Bound {
     listener: TcpListener,
     gateway: Arc<Gateway>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Reloads the policy directory (when one is configured).
+    reloader: Option<plugin::watch::Reloader>,
+    /// Keeps the directory watched while the gateway runs.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Bound {
@@ -43,13 +48,19 @@ impl Bound {
         Arc::clone(&self.gateway)
     }
 
+    /// Reloads the policy directory now (the watcher does this on every change).
+    pub fn reloader(&self) -> Option<plugin::watch::Reloader> {
+        self.reloader.clone()
+    }
+
     /// Serves until `shutdown` turns true, then drains.
     pub async fn run(self) {
         frontend::run(self.listener, self.gateway, self.tls).await;
     }
 }
 
-/// Binds the listener and builds the gateway with the built-in policy.
+/// Binds the listener and builds the gateway: the built-in policy, plus the policy directory's
+/// policies when `policies.dir` is set (a directory that does not load refuses the start).
 pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Bound> {
     let tls = frontend::tls::acceptor(&config.frontend.tls)?;
     let listener = TcpListener::bind(config.frontend.listen)
@@ -60,11 +71,33 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
                 config.frontend.listen
             )
         })?;
-    let policy = Arc::new(ConfigPolicy::new(config.clone()));
-    let gateway = Arc::new(Gateway::new(config, policy, shutdown));
+    let builtin = plugin::set::PolicySet::builtin(ConfigPolicy::new(config.clone()));
+    let gateway = Arc::new(Gateway::new(config.clone(), Box::new(builtin), shutdown));
+    let (mut reloader, mut watcher) = (None, None);
+    if let Some(dir) = &config.policies.dir {
+        let r = plugin::watch::Reloader {
+            gw: Arc::clone(&gateway),
+            engine: plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?,
+            dir: dir.clone(),
+            secrets: Arc::new(plugin::secrets::SecretSources {
+                env_prefix: config.secrets.env_prefix.clone(),
+                dir: config.secrets.dir.clone(),
+            }),
+        };
+        r.reload()
+            .await
+            .map_err(|e| anyhow::anyhow!("policies: {e}"))?;
+        if config.policies.watch {
+            let debounce = std::time::Duration::from_millis(config.policies.debounce_ms);
+            watcher = Some(r.clone().watch(debounce).map_err(|e| anyhow::anyhow!(e))?);
+        }
+        reloader = Some(r);
+    }
     Ok(Bound {
         listener,
         gateway,
         tls,
+        reloader,
+        _watcher: watcher,
     })
 }

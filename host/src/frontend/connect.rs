@@ -202,7 +202,7 @@ pub async fn authenticate(
         using_password,
     };
     let mut response = hello.auth_response.clone();
-    let Some(grant) = gw.policy.resolve_credentials(identity) else {
+    let Some(grant) = gw.policy().resolve_credentials(identity) else {
         return Err(refuse(stream, denied(!response.is_empty())).await);
     };
     let plugin = grant.auth_plugin;

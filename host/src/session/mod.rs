@@ -394,7 +394,11 @@ impl Session {
         if fleet.len() == 1 {
             return Arc::clone(fleet.primary());
         }
-        match self.gw.policy.route(facts, &self.info(), &fleet.statuses()) {
+        match self
+            .gw
+            .policy()
+            .route(facts, &self.info(), &fleet.statuses())
+        {
             RouteDecision::Primary => Arc::clone(fleet.primary()),
             RouteDecision::Backend(name) => {
                 Arc::clone(fleet.by_name(&name).unwrap_or_else(|| fleet.primary()))

@@ -37,7 +37,7 @@ impl Session {
             return self.kill(query_only, id).await;
         }
         let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
-        match self.gw.policy.check(&facts, &text, &self.info()) {
+        match self.gw.policy().check(&facts, &text, &self.info()) {
             Verdict::Allow => {}
             Verdict::Deny {
                 policy,

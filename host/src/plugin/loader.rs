@@ -1,0 +1,132 @@
+//! Loading the policy directory: every manifest, its plugin compiled, linked, instantiated,
+//! configured and smoke-called. Only a fully valid directory becomes a [`PolicySet`]; the first
+//! problem is reported with the file that has it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::manifest::{Kind, Manifest};
+use super::runtime::{Bound, Plugin, PluginEngine};
+use super::secrets::SecretSources;
+use super::set::{PolicySet, wit_facts, wit_session};
+use crate::phase::{ConfigPolicy, SessionInfo};
+
+/// Why a directory could not become the active set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct LoadError {
+    pub file: String,
+    pub reason: String,
+}
+
+fn err(file: &Path, reason: impl Into<String>) -> LoadError {
+    LoadError {
+        file: file.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The manifests of a directory, in name order (hidden entries such as ConfigMap's `..data`
+/// are skipped; symlinked files are followed).
+pub fn manifests(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, format!("cannot read the policy directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Builds a policy set from `dir`. Blocking (compiles components): run off the async runtime.
+pub fn load_dir(
+    engine: &Arc<PluginEngine>,
+    dir: &Path,
+    builtin: ConfigPolicy,
+    secrets: &Arc<SecretSources>,
+) -> Result<PolicySet, LoadError> {
+    let mut set = PolicySet::builtin(builtin);
+    let mut guards: Vec<Arc<Plugin>> = Vec::new();
+    for file in manifests(dir)? {
+        let manifest = Manifest::load(&file).map_err(|r| err(&file, r))?;
+        let plugin = load_plugin(engine, manifest, secrets)?;
+        let slot = match plugin.manifest.kind {
+            Kind::Guard => {
+                guards.push(Arc::new(plugin));
+                continue;
+            }
+            Kind::Router => &mut set.router,
+            Kind::Redactor => &mut set.redactor,
+            Kind::Credentials => &mut set.credentials,
+        };
+        if let Some(existing) = slot {
+            return Err(err(
+                &file,
+                format!(
+                    "a second {} policy; `{}` is one already",
+                    plugin.manifest.kind.name(),
+                    existing.name()
+                ),
+            ));
+        }
+        *slot = Some(Arc::new(plugin));
+    }
+    guards.sort_by(|a, b| (a.manifest.order, a.name()).cmp(&(b.manifest.order, b.name())));
+    set.guards = guards;
+    Ok(set)
+}
+
+/// Compiles, links, instantiates, configures and smoke-calls one policy.
+pub fn load_plugin(
+    engine: &Arc<PluginEngine>,
+    manifest: Manifest,
+    secrets: &Arc<SecretSources>,
+) -> Result<Plugin, LoadError> {
+    let file = manifest.file.clone();
+    let bytes = std::fs::read(&manifest.plugin)
+        .map_err(|e| err(&file, format!("plugin {}: {e}", manifest.plugin.display())))?;
+    let component = engine
+        .compile(&bytes)
+        .map_err(|r| err(&file, format!("plugin {}: {r}", manifest.plugin.display())))?;
+    let plugin = Plugin::link(engine, manifest, &component, Arc::clone(secrets))
+        .map_err(|r| err(&file, format!("plugin: {r}")))?;
+    smoke(&plugin).map_err(|r| err(&file, r))?;
+    Ok(plugin)
+}
+
+/// One call with a harmless input, so a plugin that cannot serve is refused at load.
+fn smoke(p: &Plugin) -> Result<(), String> {
+    let facts = crate::facts::analyze("SELECT 1");
+    let session = SessionInfo {
+        connection_id: 0,
+        user: "sluice-smoke-test",
+        client_addr: "127.0.0.1",
+        database: None,
+        in_transaction: false,
+        tls: false,
+    };
+    let q = wit_facts(&facts, "SELECT 1");
+    let s = wit_session(&session);
+    let outcome = match p.manifest.kind {
+        Kind::Guard => PolicySet::run_guard(p, &q, &s).map(drop),
+        Kind::Router => PolicySet::run_router(p, &q, &s, &[]).map(drop),
+        Kind::Redactor => p.call(|w| match &w.bound {
+            Bound::Redactor(b) => b
+                .sluice_policy_redaction()
+                .call_plan(&mut w.store, &q, &s, &[])
+                .map(drop),
+            _ => Err(wasmtime::Error::msg("kind mismatch")),
+        }),
+        // Credentials run on a fresh instance per login; instantiating and configuring it is
+        // the check (a resolve call could read secrets for a made-up user).
+        Kind::Credentials => p.instantiate().map(drop),
+    };
+    outcome.map_err(|e| format!("smoke call failed: {e}"))
+}

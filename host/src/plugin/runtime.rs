@@ -1,0 +1,345 @@
+//! The Wasm runtime: one engine with epoch interruption, a linker that offers guests only
+//! `sluice:policy/host`, compiled components cached by content, and per policy an `InstancePre`
+//! with a pool of warm, configured instances.
+//!
+//! A call takes a warm instance, sets its deadline, makes a synchronous typed call and puts the
+//! instance back. Any error discards the instance (the next call builds a fresh one from the
+//! `InstancePre`), so a trapped guest never serves again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_wit::{credentials, guard, host, redactor, router, types};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
+
+use super::manifest::{Kind, Manifest};
+use super::secrets::SecretSources;
+
+/// The epoch ticks every millisecond; deadlines are counted in ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Why a policy call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out (deadline {0} ms)")]
+    Timeout(u64),
+    #[error("ran out of memory (cap {0} MiB)")]
+    OutOfMemory(u64),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("could not start an instance: {0}")]
+    Instantiate(String),
+}
+
+/// What a guest's store carries: its limits and what the host interface needs.
+pub struct PluginState {
+    policy: Arc<str>,
+    secrets: Arc<SecretSources>,
+    memory_cap: usize,
+    memory_exceeded: bool,
+}
+
+impl ResourceLimiter for PluginState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl host::Host for PluginState {
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.secrets.get(&name)
+    }
+
+    fn log(&mut self, level: host::Level, message: String) {
+        let policy = &*self.policy;
+        match level {
+            host::Level::Trace => tracing::trace!(policy, "{message}"),
+            host::Level::Debug => tracing::debug!(policy, "{message}"),
+            host::Level::Info => tracing::info!(policy, "{message}"),
+            host::Level::Warn => tracing::warn!(policy, "{message}"),
+            host::Level::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+/// The process-wide engine, its epoch ticker and the compiled-component cache.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    pub fn new() -> Result<Arc<Self>, String> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        // Only the host interface: any other import (WASI or anything else) fails
+        // `instantiate_pre` with a message naming it.
+        host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = Arc::clone(&stop_ticker);
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match ticker_engine.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| format!("epoch ticker: {e}"))?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+            stop_ticker,
+        }))
+    }
+
+    /// Compiles (or finds compiled) a component. Slow (tens of ms): call off the async runtime.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let c = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The typed entry points of one policy kind.
+pub enum Pre {
+    Guard(guard::GuardPre<PluginState>),
+    Router(router::RouterPre<PluginState>),
+    Redactor(redactor::RedactorPre<PluginState>),
+    Credentials(credentials::CredentialsPre<PluginState>),
+}
+
+/// An instantiated policy.
+pub enum Bound {
+    Guard(guard::Guard),
+    Router(router::Router),
+    Redactor(redactor::Redactor),
+    Credentials(credentials::Credentials),
+}
+
+/// A warm instance: its store and its typed exports.
+pub struct Warm {
+    pub store: Store<PluginState>,
+    pub bound: Bound,
+}
+
+/// A loaded policy: its manifest, its `InstancePre` and its warm instances.
+pub struct Plugin {
+    pub manifest: Manifest,
+    engine: Arc<PluginEngine>,
+    secrets: Arc<SecretSources>,
+    pre: Pre,
+    pool: Mutex<Vec<Warm>>,
+    name: Arc<str>,
+}
+
+impl Plugin {
+    /// Links a compiled component for its manifest's kind. An import other than the host
+    /// interface, or a world that does not match the kind, is refused here.
+    pub fn link(
+        engine: &Arc<PluginEngine>,
+        manifest: Manifest,
+        component: &Component,
+        secrets: Arc<SecretSources>,
+    ) -> Result<Self, String> {
+        let instance_pre = engine.linker.instantiate_pre(component).map_err(|e| {
+            let e = format!("{e:#}");
+            if e.contains("wasi:") {
+                format!("imports an interface the sandbox does not offer (only sluice:policy/host is available): {e}")
+            } else {
+                format!("cannot be linked: {e}")
+            }
+        })?;
+        let wrong_world = |e: wasmtime::Error| {
+            format!(
+                "does not export the `{}` world: {e:#}",
+                manifest.kind.name()
+            )
+        };
+        let pre = match manifest.kind {
+            Kind::Guard => Pre::Guard(guard::GuardPre::new(instance_pre).map_err(wrong_world)?),
+            Kind::Router => Pre::Router(router::RouterPre::new(instance_pre).map_err(wrong_world)?),
+            Kind::Redactor => {
+                Pre::Redactor(redactor::RedactorPre::new(instance_pre).map_err(wrong_world)?)
+            }
+            Kind::Credentials => Pre::Credentials(
+                credentials::CredentialsPre::new(instance_pre).map_err(wrong_world)?,
+            ),
+        };
+        let name: Arc<str> = Arc::from(manifest.name.as_str());
+        Ok(Self {
+            manifest,
+            engine: Arc::clone(engine),
+            secrets,
+            pre,
+            pool: Mutex::new(Vec::new()),
+            name,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        self.manifest.limits.deadline_ms.max(1)
+    }
+
+    /// A new instance, configured with the manifest's settings.
+    pub fn instantiate(&self) -> Result<Warm, CallError> {
+        let state = PluginState {
+            policy: Arc::clone(&self.name),
+            secrets: Arc::clone(&self.secrets),
+            memory_cap: usize::try_from(self.manifest.limits.memory_mib << 20)
+                .unwrap_or(usize::MAX),
+            memory_exceeded: false,
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(self.deadline_ticks().saturating_mul(20).max(100));
+        let fail = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
+        let bound = match &self.pre {
+            Pre::Guard(p) => Bound::Guard(p.instantiate(&mut store).map_err(fail)?),
+            Pre::Router(p) => Bound::Router(p.instantiate(&mut store).map_err(fail)?),
+            Pre::Redactor(p) => Bound::Redactor(p.instantiate(&mut store).map_err(fail)?),
+            Pre::Credentials(p) => Bound::Credentials(p.instantiate(&mut store).map_err(fail)?),
+        };
+        let settings = self.manifest.settings_json.as_str();
+        let configured = match &bound {
+            Bound::Guard(b) => b
+                .sluice_policy_lifecycle()
+                .call_configure(&mut store, settings),
+            Bound::Router(b) => b
+                .sluice_policy_lifecycle()
+                .call_configure(&mut store, settings),
+            Bound::Redactor(b) => b
+                .sluice_policy_lifecycle()
+                .call_configure(&mut store, settings),
+            Bound::Credentials(b) => b
+                .sluice_policy_lifecycle()
+                .call_configure(&mut store, settings),
+        };
+        match configured {
+            Ok(Ok(())) => Ok(Warm { store, bound }),
+            Ok(Err(reason)) => Err(CallError::Instantiate(format!(
+                "configure refused the settings: {reason}"
+            ))),
+            Err(e) => Err(CallError::Instantiate(format!("configure failed: {e:#}"))),
+        }
+    }
+
+    /// Runs `f` on a warm instance under the deadline. A failure discards the instance.
+    pub fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let taken = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut warm = match taken {
+            Some(w) => w,
+            None => self.instantiate()?,
+        };
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        match f(&mut warm) {
+            Ok(r) => {
+                let mut pool = self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if pool.len() < self.manifest.limits.instances {
+                    pool.push(warm);
+                }
+                Ok(r)
+            }
+            Err(e) => Err(self.classify(&warm, &e)),
+        }
+    }
+
+    /// A fresh instance for one call, dropped afterwards (credentials: secrets never stay in a
+    /// long-lived guest).
+    pub fn call_fresh<R>(
+        &self,
+        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut warm = self.instantiate()?;
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        f(&mut warm).map_err(|e| self.classify(&warm, &e))
+    }
+
+    fn classify(&self, warm: &Warm, e: &wasmtime::Error) -> CallError {
+        if warm.store.data().memory_exceeded {
+            return CallError::OutOfMemory(self.manifest.limits.memory_mib);
+        }
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+            && *trap == wasmtime::Trap::Interrupt
+        {
+            return CallError::Timeout(self.manifest.limits.deadline_ms);
+        }
+        CallError::Trap(
+            format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}

@@ -1,0 +1,247 @@
+//! A policy set: the loaded policies as one implementation of the phase trait. Guards run in
+//! order (the first deny wins; a rewrite feeds the next guard), then one router; credentials once
+//! per connection on a fresh instance. Kinds without a policy fall back to the built-in policy.
+
+use std::sync::Arc;
+
+use sluice_wit::router::exports::sluice::policy::routing;
+use sluice_wit::types;
+use sluice_wit::{
+    credentials::exports::sluice::policy::identity, guard::exports::sluice::policy::safety,
+};
+
+use super::manifest::OnError;
+use super::runtime::{Bound, Plugin};
+use crate::config::{AuthPlugin, Role};
+use crate::facts::{self, QueryFacts, StatementKind};
+use crate::phase::{
+    BackendStatus, ClientIdentity, ConfigPolicy, Grant, Policy, RouteDecision, SessionInfo, Verdict,
+};
+
+/// The active policies.
+pub struct PolicySet {
+    pub guards: Vec<Arc<Plugin>>,
+    pub router: Option<Arc<Plugin>>,
+    pub redactor: Option<Arc<Plugin>>,
+    pub credentials: Option<Arc<Plugin>>,
+    pub builtin: ConfigPolicy,
+}
+
+fn kind(k: StatementKind) -> types::StatementKind {
+    use StatementKind as S;
+    use types::StatementKind as T;
+    match k {
+        S::Select => T::Select,
+        S::Insert => T::Insert,
+        S::Update => T::Update,
+        S::Delete => T::Delete,
+        S::Replace => T::Replace,
+        S::Ddl => T::Ddl,
+        S::Transaction => T::Transaction,
+        S::Set => T::Set,
+        S::Use => T::Use,
+        S::Show => T::Show,
+        S::Call => T::Call,
+        S::LoadData => T::LoadData,
+        S::Other => T::Other,
+    }
+}
+
+/// The host's facts as the WIT record (converted once per statement for all policies).
+pub fn wit_facts(f: &QueryFacts, sql: &str) -> types::QueryFacts {
+    types::QueryFacts {
+        sql: sql.to_string(),
+        digest: f.digest.clone(),
+        kind: kind(f.kind),
+        read_only: f.read_only,
+        locking_read: f.locking_read,
+        has_where: f.has_where,
+        tables: f.tables.clone(),
+        multi_statement: f.multi_statement,
+        hints: f.hints.clone(),
+    }
+}
+
+pub fn wit_session(s: &SessionInfo<'_>) -> types::SessionInfo {
+    types::SessionInfo {
+        connection_id: u64::from(s.connection_id),
+        user: s.user.to_string(),
+        client_addr: s.client_addr.to_string(),
+        database: s.database.map(str::to_string),
+        in_transaction: s.in_transaction,
+        tls: s.tls,
+    }
+}
+
+fn wit_backend(b: &BackendStatus) -> types::BackendStatus {
+    types::BackendStatus {
+        name: b.name.to_string(),
+        role: match b.role {
+            Role::Primary => types::Role::Primary,
+            Role::Replica => types::Role::Replica,
+        },
+        healthy: b.healthy,
+        lag_ms: b.lag_ms,
+        in_use: b.in_use,
+        idle: b.idle,
+        weight: b.weight,
+        latency_p50_us: 0,
+    }
+}
+
+fn mismatch() -> wasmtime::Error {
+    wasmtime::Error::msg("policy kind does not match its bindings")
+}
+
+impl PolicySet {
+    /// Only the built-in policy.
+    pub fn builtin(builtin: ConfigPolicy) -> Self {
+        Self {
+            guards: Vec::new(),
+            router: None,
+            redactor: None,
+            credentials: None,
+            builtin,
+        }
+    }
+
+    /// Every loaded policy, for status reports.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.guards
+            .iter()
+            .chain(&self.router)
+            .chain(&self.redactor)
+            .chain(&self.credentials)
+    }
+
+    /// Runs one guard on converted facts.
+    pub fn run_guard(
+        g: &Plugin,
+        q: &types::QueryFacts,
+        s: &types::SessionInfo,
+    ) -> Result<safety::Verdict, super::runtime::CallError> {
+        g.call(|w| match &w.bound {
+            Bound::Guard(b) => b.sluice_policy_safety().call_check(&mut w.store, q, s),
+            _ => Err(mismatch()),
+        })
+    }
+
+    /// Runs the router on converted facts.
+    pub fn run_router(
+        r: &Plugin,
+        q: &types::QueryFacts,
+        s: &types::SessionInfo,
+        fleet: &[types::BackendStatus],
+    ) -> Result<routing::RouteDecision, super::runtime::CallError> {
+        r.call(|w| match &w.bound {
+            Bound::Router(b) => b
+                .sluice_policy_routing()
+                .call_route(&mut w.store, q, s, fleet),
+            _ => Err(mismatch()),
+        })
+    }
+}
+
+impl Policy for PolicySet {
+    fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant> {
+        let Some(p) = &self.credentials else {
+            return self.builtin.resolve_credentials(client);
+        };
+        let hello = identity::ClientHello {
+            user: client.user.clone(),
+            client_addr: client.client_addr.clone(),
+            database: client.database.clone(),
+            tls: client.tls,
+            attributes: client.attributes.clone(),
+        };
+        let result = p.call_fresh(|w| match &w.bound {
+            Bound::Credentials(b) => b
+                .sluice_policy_identity()
+                .call_resolve(&mut w.store, &hello),
+            _ => Err(mismatch()),
+        });
+        match result {
+            Ok(Ok(g)) => Some(Grant {
+                password: g.password,
+                auth_plugin: if g.auth_plugin == "caching_sha2_password" {
+                    AuthPlugin::CachingSha2Password
+                } else {
+                    AuthPlugin::MysqlNativePassword
+                },
+                backend_user: g.backend_user,
+                backend_password: g.backend_password,
+                max_connections: g.max_connections as usize,
+            }),
+            Ok(Err(reason)) => {
+                tracing::info!(policy = p.name(), user = %client.user, %reason, "login refused by policy");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(policy = p.name(), user = %client.user, error = %e, "credentials policy failed");
+                match p.manifest.on_error {
+                    OnError::Allow => self.builtin.resolve_credentials(client),
+                    OnError::Deny | OnError::Primary => None,
+                }
+            }
+        }
+    }
+
+    fn check(&self, facts: &QueryFacts, sql: &str, session: &SessionInfo<'_>) -> Verdict {
+        if self.guards.is_empty() {
+            return Verdict::Allow;
+        }
+        let mut q = wit_facts(facts, sql);
+        let s = wit_session(session);
+        let mut rewritten: Option<String> = None;
+        for g in &self.guards {
+            match Self::run_guard(g, &q, &s) {
+                Ok(safety::Verdict::Allow) => {}
+                Ok(safety::Verdict::Deny(d)) => {
+                    return Verdict::Deny {
+                        policy: g.name().to_string(),
+                        code: d.code,
+                        message: d.message,
+                    };
+                }
+                Ok(safety::Verdict::Rewrite(new_sql)) => {
+                    let f = facts::analyze(&new_sql);
+                    q = wit_facts(&f, &new_sql);
+                    rewritten = Some(new_sql);
+                }
+                Err(e) => {
+                    tracing::warn!(policy = g.name(), error = %e, "guard failed");
+                    if g.manifest.on_error != OnError::Allow {
+                        return Verdict::Deny {
+                            policy: g.name().to_string(),
+                            code: 1105,
+                            message: format!("the policy failed ({e}); the statement was not run"),
+                        };
+                    }
+                }
+            }
+        }
+        rewritten.map_or(Verdict::Allow, Verdict::Rewrite)
+    }
+
+    fn route(
+        &self,
+        facts: &QueryFacts,
+        session: &SessionInfo<'_>,
+        fleet: &[BackendStatus],
+    ) -> RouteDecision {
+        let Some(r) = &self.router else {
+            return self.builtin.route(facts, session, fleet);
+        };
+        let q = wit_facts(facts, "");
+        let s = wit_session(session);
+        let f: Vec<types::BackendStatus> = fleet.iter().map(wit_backend).collect();
+        match Self::run_router(r, &q, &s, &f) {
+            Ok(routing::RouteDecision::Primary) => RouteDecision::Primary,
+            Ok(routing::RouteDecision::Backend(name)) => RouteDecision::Backend(name),
+            Err(e) => {
+                tracing::warn!(policy = r.name(), error = %e, "router failed; using the primary");
+                RouteDecision::Primary
+            }
+        }
+    }
+}

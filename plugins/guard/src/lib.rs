@@ -1,0 +1,374 @@
+//! The `guard` policy: query safety rules, each with a clear message and MySQL error code.
+//!
+//! Settings (JSON, every key optional):
+//! - `deny-ddl` (true): CREATE/ALTER/DROP/TRUNCATE/RENAME... -> 1227
+//! - `deny-load-data` (true): LOAD DATA -> 1227
+//! - `deny-unbounded-writes` (true): UPDATE/DELETE without WHERE -> 1175
+//! - `max-statement-bytes` (0 = no limit): longer statements -> 1105
+//! - `deny-multi-statements` (false): more than one statement per query -> 1105
+//! - `deny-digests` ([]): statements whose digest is listed -> 1105
+//! - `deny-tables` ([]): `table`, `schema.table`, with `*` wildcards -> 1142
+//! - `read-only-users` ([]): users that may only read -> 1290
+//! - `rewrites` ([{digest, sql}]): run `sql` instead of statements with that digest
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+use sluice_policy_sdk::wildcard_match;
+
+sluice_policy_sdk::runtime!();
+
+// Generated bindings contain `unsafe` (the canonical ABI glue); the policy's own code does not.
+#[allow(unsafe_code)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit/wit", world: "guard" });
+}
+
+use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
+use bindings::exports::sluice::policy::safety::{
+    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
+};
+use bindings::sluice::policy::types::StatementKind;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    pub deny_ddl: bool,
+    pub deny_load_data: bool,
+    pub deny_unbounded_writes: bool,
+    pub max_statement_bytes: usize,
+    pub deny_multi_statements: bool,
+    pub deny_digests: Vec<String>,
+    pub deny_tables: Vec<String>,
+    pub read_only_users: Vec<String>,
+    pub rewrites: Vec<Rewrite>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Rewrite {
+    pub digest: String,
+    pub sql: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            deny_ddl: true,
+            deny_load_data: true,
+            deny_unbounded_writes: true,
+            max_statement_bytes: 0,
+            deny_multi_statements: false,
+            deny_digests: Vec::new(),
+            deny_tables: Vec::new(),
+            read_only_users: Vec::new(),
+            rewrites: Vec::new(),
+        }
+    }
+}
+
+/// What the rules decide, independent of the bindings (unit-tested natively).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(u16, String),
+    Rewrite(String),
+}
+
+/// The facts the rules read.
+pub struct Statement<'a> {
+    pub sql: &'a str,
+    pub digest: &'a str,
+    pub kind: StatementKind,
+    pub read_only: bool,
+    pub has_where: bool,
+    pub multi_statement: bool,
+    pub tables: &'a [String],
+    pub user: &'a str,
+}
+
+impl Settings {
+    pub fn decide(&self, s: &Statement<'_>) -> Decision {
+        let is_write = !s.read_only
+            && !matches!(
+                s.kind,
+                StatementKind::Set
+                    | StatementKind::Use
+                    | StatementKind::Show
+                    | StatementKind::Transaction
+            );
+        if self.read_only_users.iter().any(|u| u == s.user) && is_write {
+            return Decision::Deny(
+                1290,
+                format!("user '{}' is read-only through this gateway", s.user),
+            );
+        }
+        if self.deny_ddl && s.kind == StatementKind::Ddl {
+            return Decision::Deny(
+                1227,
+                String::from("DDL is not allowed through this gateway (guard: deny-ddl)"),
+            );
+        }
+        if self.deny_load_data && s.kind == StatementKind::LoadData {
+            return Decision::Deny(
+                1227,
+                String::from(
+                    "LOAD DATA is not allowed through this gateway (guard: deny-load-data)",
+                ),
+            );
+        }
+        if self.deny_unbounded_writes
+            && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
+            && !s.has_where
+        {
+            return Decision::Deny(
+                1175,
+                String::from(
+                    "UPDATE or DELETE without a WHERE clause is not allowed (guard: deny-unbounded-writes)",
+                ),
+            );
+        }
+        if self.max_statement_bytes > 0 && s.sql.len() > self.max_statement_bytes {
+            return Decision::Deny(
+                1105,
+                format!(
+                    "statement of {} bytes exceeds the limit of {} (guard: max-statement-bytes)",
+                    s.sql.len(),
+                    self.max_statement_bytes
+                ),
+            );
+        }
+        if self.deny_multi_statements && s.multi_statement {
+            return Decision::Deny(
+                1105,
+                String::from("multi-statements are not allowed (guard: deny-multi-statements)"),
+            );
+        }
+        if self.deny_digests.iter().any(|d| d == s.digest) {
+            return Decision::Deny(
+                1105,
+                format!(
+                    "statement denied by digest: {} (guard: deny-digests)",
+                    s.digest
+                ),
+            );
+        }
+        for t in s.tables {
+            if self.deny_tables.iter().any(|p| table_matches(p, t)) {
+                return Decision::Deny(
+                    1142,
+                    format!("access to table '{t}' is denied (guard: deny-tables)"),
+                );
+            }
+        }
+        if let Some(r) = self.rewrites.iter().find(|r| r.digest == s.digest) {
+            return Decision::Rewrite(r.sql.clone());
+        }
+        Decision::Allow
+    }
+}
+
+/// `pattern` names a table (`t`, `*`) or a qualified one (`schema.t`, `schema.*`); an unqualified
+/// pattern matches the table name in any schema.
+fn table_matches(pattern: &str, table: &str) -> bool {
+    let name = table.rsplit('.').next().unwrap_or(table);
+    if pattern.contains('.') {
+        wildcard_match(pattern, table)
+    } else {
+        wildcard_match(pattern, name)
+    }
+}
+
+struct Policy;
+
+static SETTINGS: sluice_policy_sdk::Global<Settings> = sluice_policy_sdk::Global::new();
+
+impl Lifecycle for Policy {
+    fn configure(settings: String) -> Result<(), String> {
+        let s: Settings = sluice_policy_sdk::settings(&settings)?;
+        SETTINGS.with(|current| *current = s);
+        Ok(())
+    }
+}
+
+impl Safety for Policy {
+    fn check(q: QueryFacts, s: SessionInfo) -> Verdict {
+        let statement = Statement {
+            sql: &q.sql,
+            digest: &q.digest,
+            kind: q.kind,
+            read_only: q.read_only,
+            has_where: q.has_where,
+            multi_statement: q.multi_statement,
+            tables: &q.tables,
+            user: &s.user,
+        };
+        match SETTINGS.with(|settings| settings.decide(&statement)) {
+            Decision::Allow => Verdict::Allow,
+            Decision::Deny(code, message) => Verdict::Deny(Denial { code, message }),
+            Decision::Rewrite(sql) => Verdict::Rewrite(sql),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+mod export {
+    use super::{Policy, bindings};
+    bindings::export!(Policy with_types_in bindings);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt<'a>(
+        sql: &'a str,
+        kind: StatementKind,
+        has_where: bool,
+        tables: &'a [String],
+        user: &'a str,
+    ) -> Statement<'a> {
+        Statement {
+            sql,
+            digest: sql,
+            kind,
+            read_only: kind == StatementKind::Select,
+            has_where,
+            multi_statement: false,
+            tables,
+            user,
+        }
+    }
+
+    #[test]
+    fn each_rule_denies_with_its_code() {
+        let s: Settings = sluice_policy_sdk::settings(
+            r#"{"max-statement-bytes": 40, "deny-tables": ["app.secrets", "audit_*"], "read-only-users": ["reporter"],
+                "deny-digests": ["SELECT SLEEP(?)"], "rewrites": [{"digest": "SELECT ?", "sql": "SELECT 2"}]}"#,
+        )
+        .expect("settings");
+        let none: [String; 0] = [];
+        assert!(matches!(
+            s.decide(&stmt(
+                "DROP TABLE t",
+                StatementKind::Ddl,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Deny(1227, _)
+        ));
+        assert!(matches!(
+            s.decide(&stmt(
+                "LOAD DATA INFILE 'x'",
+                StatementKind::LoadData,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Deny(1227, _)
+        ));
+        assert!(matches!(
+            s.decide(&stmt(
+                "DELETE FROM t",
+                StatementKind::Delete,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Deny(1175, _)
+        ));
+        assert_eq!(
+            s.decide(&stmt(
+                "DELETE FROM t WHERE a = 1",
+                StatementKind::Delete,
+                true,
+                &none,
+                "app"
+            )),
+            Decision::Allow
+        );
+        assert!(matches!(
+            s.decide(&stmt(
+                "SELECT 'a very long statement indeed, over forty'",
+                StatementKind::Select,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Deny(1105, _)
+        ));
+        let secret = [String::from("app.secrets")];
+        assert!(matches!(
+            s.decide(&stmt(
+                "SELECT 1",
+                StatementKind::Select,
+                false,
+                &secret,
+                "app"
+            )),
+            Decision::Deny(1142, _)
+        ));
+        let audit = [String::from("audit_log")];
+        assert!(matches!(
+            s.decide(&stmt(
+                "SELECT 1",
+                StatementKind::Select,
+                false,
+                &audit,
+                "app"
+            )),
+            Decision::Deny(1142, _)
+        ));
+        assert!(matches!(
+            s.decide(&stmt(
+                "INSERT INTO t VALUES (1)",
+                StatementKind::Insert,
+                false,
+                &none,
+                "reporter"
+            )),
+            Decision::Deny(1290, _)
+        ));
+        assert_eq!(
+            s.decide(&stmt(
+                "SELECT 1",
+                StatementKind::Select,
+                false,
+                &none,
+                "reporter"
+            )),
+            Decision::Allow
+        );
+        assert!(matches!(
+            s.decide(&stmt(
+                "SELECT SLEEP(?)",
+                StatementKind::Select,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Deny(1105, _)
+        ));
+        assert_eq!(
+            s.decide(&stmt(
+                "SELECT ?",
+                StatementKind::Select,
+                false,
+                &none,
+                "app"
+            )),
+            Decision::Rewrite("SELECT 2".into())
+        );
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(sluice_policy_sdk::settings::<Settings>(r#"{"deny-everything": true}"#).is_err());
+    }
+}

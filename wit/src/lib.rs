@@ -1,0 +1,47 @@
+//! Host bindings generated from `wit/policy.wit`: one module per world. The `types` and `host`
+//! interfaces are generated once (in `guard`) and shared by the other worlds, so a statement's
+//! facts are converted once for every policy.
+
+pub mod guard {
+    wasmtime::component::bindgen!({
+        world: "guard",
+        path: "wit",
+    });
+}
+
+pub mod router {
+    wasmtime::component::bindgen!({
+        world: "router",
+        path: "wit",
+        with: {
+            "sluice:policy/types": super::guard::sluice::policy::types,
+            "sluice:policy/host": super::guard::sluice::policy::host,
+        },
+    });
+}
+
+pub mod redactor {
+    wasmtime::component::bindgen!({
+        world: "redactor",
+        path: "wit",
+        with: {
+            "sluice:policy/types": super::guard::sluice::policy::types,
+            "sluice:policy/host": super::guard::sluice::policy::host,
+        },
+    });
+}
+
+pub mod credentials {
+    wasmtime::component::bindgen!({
+        world: "credentials",
+        path: "wit",
+        with: {
+            "sluice:policy/host": super::guard::sluice::policy::host,
+        },
+    });
+}
+
+/// The host interface guests import.
+pub use guard::sluice::policy::host;
+/// The types every world shares.
+pub use guard::sluice::policy::types;
