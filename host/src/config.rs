@@ -39,6 +39,27 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     pub policies: PoliciesConfig,
     pub secrets: SecretsConfig,
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
+/// unknown (lag-aware routers then keep reads on the primary).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub user: String,
+    pub password: String,
+    pub interval_ms: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            user: "sluice_monitor".into(),
+            password: String::new(),
+            interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

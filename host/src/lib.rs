@@ -73,6 +73,15 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         })?;
     let builtin = plugin::set::PolicySet::builtin(ConfigPolicy::new(config.clone()));
     let gateway = Arc::new(Gateway::new(config.clone(), Box::new(builtin), shutdown));
+    if let Some(m) = &config.monitor {
+        for b in gateway.fleet.backends() {
+            tokio::spawn(backend::monitor::run(
+                Arc::clone(b),
+                m.clone(),
+                gateway.shutdown.clone(),
+            ));
+        }
+    }
     let (mut reloader, mut watcher) = (None, None);
     if let Some(dir) = &config.policies.dir {
         let r = plugin::watch::Reloader {

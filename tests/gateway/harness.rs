@@ -48,6 +48,11 @@ pub fn solo_server() -> &'static Fleet {
     SOLO.get_or_init(|| start_fleet("solo", 0))
 }
 
+/// A fleet (primary + 2 replicas) for one test alone: for tests that stop servers.
+pub fn start_private_fleet(name: &str) -> Fleet {
+    start_fleet(name, 2)
+}
+
 fn start_fleet(name: &str, replicas: u16) -> Fleet {
     let salt = name.bytes().map(u64::from).sum::<u64>();
     let port = free_port_block(replicas + 1, salt);
@@ -269,4 +274,101 @@ pub fn cli(
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
+}
+
+/// Where cargo puts build output for this test process.
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    // <target>/debug/deps/gateway-<hash>
+    let exe = std::env::current_exe().expect("test executable");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+/// The policy components (first-party and purpose-built bad ones), built once per test process.
+pub fn plugin_artifacts() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // Two builds: the std-based plugin must not share a feature resolution with no_std ones.
+        for set in [
+            &["guard", "rw-split", "misbehave"][..],
+            &["wasi-import"][..],
+        ] {
+            let out = Command::new(env!("CARGO"))
+                .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"])
+                .args(set.iter().flat_map(|p| ["-p", p]))
+                .current_dir(repo_root())
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "building plugins failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        target_dir().join("wasm32-wasip2/plugin")
+    })
+}
+
+/// A policy directory of a test's own.
+pub struct PolicyDir {
+    pub path: PathBuf,
+}
+
+impl PolicyDir {
+    pub fn new(name: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("sluice-policies-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("policy dir");
+        Self { path }
+    }
+
+    /// Copies a built plugin (`guard`, `rw-split`, `misbehave`, `wasi-import`) in as `file`.
+    pub fn plugin(&self, artifact: &str, file: &str) {
+        let src = plugin_artifacts().join(format!("{}.wasm", artifact.replace('-', "_")));
+        self.write(
+            file,
+            &std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())),
+        );
+    }
+
+    /// Writes a file the way deployment tools do: a temporary file renamed into place.
+    pub fn write(&self, file: &str, bytes: &[u8]) {
+        let tmp = self.path.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, self.path.join(file)).expect("rename");
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = base_config();
+        c.policies.dir = Some(self.path.clone());
+        c.policies.debounce_ms = 50;
+        c
+    }
+}
+
+/// Waits (bounded) until the gateway's policy set version passes `version`.
+pub fn wait_for_policy_version(gw: &Gateway, version: u64) -> sluice::gateway::PolicyStatus {
+    for _ in 0..400 {
+        let st = gw.policy_status();
+        if st.version > version {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the policy set was not reloaded: {:?}", gw.policy_status());
+}
+
+/// Waits (bounded) until the gateway has refused more reloads than `errors`.
+pub fn wait_for_policy_error(gw: &Gateway, errors: u64) -> sluice::gateway::PolicyStatus {
+    for _ in 0..400 {
+        let st = gw.policy_status();
+        if st.errors > errors {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("no reload was refused: {:?}", gw.policy_status());
 }

@@ -8,3 +8,4 @@ mod clients;
 mod conformance;
 mod harness;
 mod multiplex;
+mod policies;

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod monitor;
+
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 
 use crate::config::{BackendConfig, Role};
@@ -39,6 +41,8 @@ pub struct Backend {
     pub pressure: tokio::sync::Notify,
     pressure_epoch: AtomicU64,
     name: Arc<str>,
+    /// Replication lag from the monitor, in ms; `u64::MAX` when unknown.
+    lag_ms: AtomicU64,
 }
 
 impl Backend {
@@ -47,6 +51,7 @@ impl Backend {
             name: Arc::from(config.name.as_str()),
             pressure: tokio::sync::Notify::new(),
             pressure_epoch: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(u64::MAX),
             config,
             pools: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
@@ -70,6 +75,17 @@ impl Backend {
         let pool = Pool::new(self.opts(account));
         pools.insert(account.clone(), pool.clone());
         pool
+    }
+
+    /// What the monitor saw: reachable, and the replication lag (None: unknown).
+    pub fn set_monitored(&self, healthy: bool, lag_ms: Option<u32>) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        self.lag_ms
+            .store(lag_ms.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+    }
+
+    pub fn lag_ms(&self) -> Option<u32> {
+        u32::try_from(self.lag_ms.load(Ordering::Relaxed)).ok()
     }
 
     pub fn pressure_epoch(&self) -> u64 {
@@ -141,7 +157,7 @@ impl Backend {
             name: Arc::clone(&self.name),
             role: self.config.role,
             healthy: self.healthy.load(Ordering::Relaxed),
-            lag_ms: None,
+            lag_ms: self.lag_ms(),
             in_use: self.in_use.load(Ordering::Relaxed),
             idle: 0,
             weight: self.config.weight,
@@ -259,6 +275,10 @@ impl Fleet {
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.config.name == name)
+    }
+
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
     }
 
     pub fn statuses(&self) -> Vec<BackendStatus> {

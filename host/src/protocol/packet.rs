@@ -33,6 +33,7 @@ pub struct PacketStream<S> {
     wbuf: Vec<u8>,
     seq: u8,
     max_packet: usize,
+    packets_out: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -43,6 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: Vec::with_capacity(4096),
             seq: 0,
             max_packet,
+            packets_out: 0,
         }
     }
 
@@ -58,6 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: Vec::with_capacity(4096),
             seq,
             max_packet,
+            packets_out: 0,
         }
     }
 
@@ -174,6 +177,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         let l = (len as u32).to_le_bytes();
         self.wbuf[at..at + 4].copy_from_slice(&[l[0], l[1], l[2], self.seq]);
         self.seq = self.seq.wrapping_add(1);
+        self.packets_out += 1;
+    }
+
+    /// Packets queued or sent since the stream was made (to tell whether a reply has started).
+    pub fn packets_out(&self) -> u64 {
+        self.packets_out
     }
 
     /// Queues a whole packet.

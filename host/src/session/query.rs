@@ -74,7 +74,29 @@ impl Session {
                 .mentions_connection_id
                 .then_some((id_expr.as_str(), "CONNECTION_ID()")),
         };
-        let outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+        let before = self.stream.packets_out();
+        let mut outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+        let lost = matches!(
+            outcome,
+            Err(SessionError::Reply(GatewayError::BackendLost { .. }))
+        );
+        if lost
+            && self.stream.packets_out() == before
+            && facts.read_only
+            && !self.in_txn
+            && self.pins.is_empty()
+        {
+            // A read on a backend that just went away, nothing sent yet: once more on the primary.
+            tracing::warn!(
+                backend = conn.backend.name(),
+                "backend lost; retrying the read on the primary"
+            );
+            conn.backend.mark_unhealthy();
+            conn.discard();
+            let primary = Arc::clone(self.gw.fleet.primary());
+            conn = self.borrow(&primary).await?;
+            outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+        }
         self.settle(conn, &facts, outcome).await
     }
 

@@ -1,0 +1,97 @@
+//! The monitor: per backend, a connection of its own that checks health and, on replicas, reads
+//! replication lag (`SHOW SLAVE STATUS`) every `monitor.interval-ms`. A replica whose replication
+//! threads are not both running, or whose lag the server does not report, has an unknown lag.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+
+use super::Backend;
+use crate::config::{MonitorConfig, Role};
+
+/// Watches `backend` until `shutdown` turns true.
+pub async fn run(
+    backend: Arc<Backend>,
+    cfg: MonitorConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(cfg.interval_ms.max(10));
+    let mut conn: Option<Conn> = None;
+    loop {
+        if conn.is_none() {
+            conn = Conn::new(opts(&backend, &cfg)).await.ok();
+        }
+        let ok = match conn.as_mut() {
+            Some(c) => probe(&backend, c).await,
+            None => false,
+        };
+        if !ok {
+            conn = None;
+            backend.set_monitored(false, None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+fn opts(backend: &Backend, cfg: &MonitorConfig) -> OptsBuilder {
+    let (host, port) = backend
+        .config
+        .address
+        .rsplit_once(':')
+        .unwrap_or((backend.config.address.as_str(), "3306"));
+    OptsBuilder::default()
+        .ip_or_hostname(host.trim_matches(['[', ']']))
+        .tcp_port(port.parse().unwrap_or(3306))
+        .user(Some(cfg.user.clone()))
+        .pass(Some(cfg.password.clone()))
+        .prefer_socket(false)
+}
+
+/// One check; false when the connection failed.
+async fn probe(backend: &Backend, c: &mut Conn) -> bool {
+    if backend.config.role == Role::Primary {
+        let ok = c.query_drop("SELECT 1").await.is_ok();
+        if ok {
+            backend.set_monitored(true, Some(0));
+        }
+        return ok;
+    }
+    match c.query_first::<Row, _>("SHOW SLAVE STATUS").await {
+        Ok(Some(row)) => {
+            let running = |col: &str| {
+                row.get_opt::<String, _>(col)
+                    .and_then(Result::ok)
+                    .is_some_and(|v| v == "Yes")
+            };
+            let behind: Option<u64> = row
+                .get_opt::<Option<u64>, _>("Seconds_Behind_Master")
+                .and_then(Result::ok)
+                .flatten();
+            let lag = if running("Slave_IO_Running") && running("Slave_SQL_Running") {
+                behind.map(|s| u32::try_from(s.saturating_mul(1000)).unwrap_or(u32::MAX))
+            } else {
+                None
+            };
+            backend.set_monitored(true, lag);
+            true
+        }
+        Ok(None) => {
+            // Not replicating at all.
+            backend.set_monitored(true, None);
+            true
+        }
+        Err(mysql_async::Error::Server(_)) => {
+            backend.set_monitored(true, None);
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,398 @@
+//! Wasm policies through real clients: the guard's denials, the rw-split router against a real
+//! fleet (replicas, a stopped replica, both replicas down), the sandbox against purpose-built bad
+//! plugins, and reloads (in place, corrupt, bad settings, ConfigMap symlink swap, under load).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Error};
+
+use crate::harness::{
+    PolicyDir, TestGateway, start_private_fleet, wait_for_policy_error, wait_for_policy_version,
+};
+
+fn guard_manifest(name: &str, plugin: &str, on_error: &str, settings: &str) -> String {
+    format!(
+        "name = \"{name}\"\nkind = \"guard\"\nplugin = \"{plugin}\"\non-error = \"{on_error}\"\n[limits]\ndeadline-ms = 20\nmemory-mib = 8\n[settings]\n{settings}\n"
+    )
+}
+
+fn server_err(e: &Error) -> (u16, String) {
+    match e {
+        Error::Server(s) => (s.code, s.message.clone()),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_denies_each_rule_with_its_message() {
+    let dir = PolicyDir::new("guard-rules");
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        guard_manifest(
+            "guard",
+            "guard.wasm",
+            "deny",
+            "max-statement-bytes = 200\ndeny-multi-statements = true\ndeny-tables = [\"app.secret_*\"]\ndeny-digests = [\"SELECT SLEEP(?)\"]\n",
+        )
+        .as_bytes(),
+    );
+    let gw = TestGateway::start(dir.config());
+    let mut c = gw.app().await;
+    let cases: &[(&str, u16, &str)] = &[
+        ("DROP TABLE t", 1227, "DDL is not allowed"),
+        ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", 1227, "LOAD DATA"),
+        ("DELETE FROM t", 1175, "without a WHERE"),
+        ("SELECT 1; SELECT 2", 1105, "multi-statements"),
+        ("SELECT * FROM app.secret_keys", 1142, "secret_keys"),
+        ("SELECT SLEEP(5)", 1105, "digest"),
+    ];
+    for (sql, code, text) in cases {
+        let e = c.query_drop(*sql).await.expect_err(sql);
+        let (got, message) = server_err(&e);
+        assert_eq!(got, *code, "{sql}: {message}");
+        assert!(
+            message.contains("policy 'guard'") && message.contains(text),
+            "{sql}: {message}"
+        );
+    }
+    let long = format!("SELECT '{}'", "x".repeat(300));
+    let (code, message) = server_err(&c.query_drop(long).await.expect_err("too long"));
+    assert!(
+        code == 1105 && message.contains("max-statement-bytes"),
+        "{message}"
+    );
+    // Allowed statements run, and the session goes on after every denial.
+    let v: Option<i64> = c.query_first("SELECT 40 + 2").await.expect("allowed");
+    assert_eq!(v, Some(42));
+    // Per-user read-only.
+    let v0 = gw.gateway.policy_status().version;
+    dir.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "read-only-users = [\"app\"]").as_bytes(),
+    );
+    wait_for_policy_version(&gw.gateway, v0);
+    let (code, message) = server_err(
+        &c.query_drop("INSERT INTO t VALUES (1)")
+            .await
+            .expect_err("read-only"),
+    );
+    assert!(code == 1290 && message.contains("read-only"), "{message}");
+    let v: Option<i64> = c
+        .query_first("SELECT 7")
+        .await
+        .expect("reads still allowed");
+    assert_eq!(v, Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rw_split_follows_replica_health_and_lag() {
+    // A fleet of its own: this test stops replication and then the replicas.
+    let f = start_private_fleet("rwsplit");
+    let dir = PolicyDir::new("rw-split");
+    dir.plugin("rw-split", "rw-split.wasm");
+    dir.write(
+        "rw-split.toml",
+        b"name = \"rw-split\"\nkind = \"router\"\nplugin = \"rw-split.wasm\"\n[settings]\nstrategy = \"sticky\"\nmax-lag-ms = 5000\n",
+    );
+    let mut cfg = dir.config();
+    for (i, b) in cfg.backends.iter_mut().enumerate() {
+        b.address = format!("127.0.0.1:{}", f.port + i as u16);
+    }
+    cfg.monitor = Some(sluice::config::MonitorConfig {
+        user: "sluice_monitor".into(),
+        password: "monitor-secret".into(),
+        interval_ms: 50,
+    });
+    let gw = TestGateway::start(cfg);
+    let wait_fleet = |want: &dyn Fn(&[sluice::phase::BackendStatus]) -> bool| {
+        for _ in 0..400 {
+            if want(&gw.gateway.fleet.statuses()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "fleet never reached the expected state: {:?}",
+            gw.gateway.fleet.statuses()
+        );
+    };
+    wait_fleet(&|s| s.iter().all(|b| b.healthy && b.lag_ms.is_some()));
+
+    let server_ids = |n: usize| {
+        let opts = gw.opts("app", "app-secret", Some("app"));
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let mut c = Conn::new(opts.clone()).await.expect("connect");
+                let id: u32 = c
+                    .query_first("SELECT @@server_id")
+                    .await
+                    .expect("read")
+                    .expect("row");
+                ids.push(id);
+                c.disconnect().await.expect("disconnect");
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+    };
+    assert_eq!(
+        server_ids(6).await,
+        vec![2, 3],
+        "reads land on both replicas"
+    );
+    let mut c = gw.app().await;
+    c.query_drop("CREATE TABLE IF NOT EXISTS app.rw_t (id INT PRIMARY KEY)")
+        .await
+        .expect("ddl");
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop("REPLACE INTO app.rw_t VALUES (1)")
+        .await
+        .expect("write");
+    let in_tx: u32 = c
+        .query_first("SELECT @@server_id")
+        .await
+        .expect("q")
+        .expect("row");
+    assert_eq!(in_tx, 1, "writes and transactions on the primary");
+    c.query_drop("COMMIT").await.expect("commit");
+
+    // Replica 1's SQL thread stops: its lag is unknown, reads move away from it.
+    f.sql(1, "STOP SLAVE SQL_THREAD");
+    wait_fleet(&|s| s[1].lag_ms.is_none());
+    assert_eq!(
+        server_ids(6).await,
+        vec![3],
+        "reads avoid the replica that does not apply"
+    );
+    f.sql(1, "START SLAVE SQL_THREAD");
+
+    // Both replicas down: reads go to the primary, with no errors.
+    f.sql(1, "SHUTDOWN");
+    f.sql(2, "SHUTDOWN");
+    assert_eq!(
+        server_ids(4).await,
+        vec![1],
+        "no replica: the primary serves reads"
+    );
+    wait_fleet(&|s| !s[1].healthy && !s[2].healthy);
+    assert_eq!(server_ids(4).await, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_turns_misbehaviour_into_the_on_error_outcome() {
+    for (mode, expect) in [
+        ("loop", "timed out"),
+        ("memory-bomb", "ran out of memory"),
+        ("panic", "trapped"),
+    ] {
+        let dir = PolicyDir::new(&format!("sandbox-{mode}"));
+        dir.plugin("misbehave", "misbehave.wasm");
+        dir.write(
+            "bad.toml",
+            guard_manifest(
+                "bad",
+                "misbehave.wasm",
+                "deny",
+                &format!("mode = \"{mode}\""),
+            )
+            .as_bytes(),
+        );
+        let gw = TestGateway::start(dir.config());
+        let mut c = gw.app().await;
+        for _ in 0..3 {
+            let (code, message) =
+                server_err(&c.query_drop("SELECT 'misbehave'").await.expect_err(mode));
+            assert_eq!(code, 1105, "{mode}: {message}");
+            assert!(
+                message.contains("policy 'bad'") && message.contains(expect),
+                "{mode}: {message}"
+            );
+        }
+        c.ping().await.expect("the session survives");
+        drop(c);
+        // on-error = "allow": the statement runs despite the failing guard.
+        dir.write(
+            "bad.toml",
+            guard_manifest(
+                "bad",
+                "misbehave.wasm",
+                "allow",
+                &format!("mode = \"{mode}\""),
+            )
+            .as_bytes(),
+        );
+        wait_for_policy_version(&gw.gateway, 1);
+        let mut c = gw.app().await;
+        let v: Option<String> = c
+            .query_first("SELECT 'misbehave'")
+            .await
+            .expect("allowed on error");
+        assert_eq!(v.as_deref(), Some("misbehave"));
+    }
+}
+
+#[test]
+fn plugins_that_import_wasi_are_refused_at_load() {
+    let dir = PolicyDir::new("wasi-import");
+    dir.plugin("wasi-import", "escape.wasm");
+    dir.write(
+        "escape.toml",
+        guard_manifest("escape", "escape.wasm", "deny", "").as_bytes(),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let err = rt
+        .block_on(sluice::bind(dir.config(), rx))
+        .err()
+        .expect("the load must fail")
+        .to_string();
+    assert!(
+        err.contains("escape.toml") && err.contains("wasi:") && err.contains("sluice:policy/host"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_swap_atomically_and_refuse_broken_sets() {
+    let dir = PolicyDir::new("reload");
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "").as_bytes(),
+    );
+    let gw = TestGateway::start(dir.config());
+    let v0 = gw.gateway.policy_status().version;
+
+    // 16 clients run statements while the policy is replaced.
+    let failures = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for i in 0..16u64 {
+        let opts = gw.opts("app", "app-secret", Some("app"));
+        let (failures, done) = (Arc::clone(&failures), Arc::clone(&done));
+        clients.push(tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.expect("connect");
+            for j in 0..150u64 {
+                match c
+                    .query_first::<u64, _>(format!("SELECT {i} * 1000 + {j}"))
+                    .await
+                {
+                    Ok(Some(v)) if v == i * 1000 + j => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    // In-place change: deny a digest.
+    dir.write(
+        "guard.toml",
+        guard_manifest(
+            "guard",
+            "guard.wasm",
+            "deny",
+            "deny-digests = [\"SELECT ? AS PROBE\"]",
+        )
+        .as_bytes(),
+    );
+    let st = wait_for_policy_version(&gw.gateway, v0);
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "statements failed during the reload"
+    );
+    assert_eq!(done.load(Ordering::Relaxed), 16);
+    let mut c = gw.app().await;
+    let (code, _) = server_err(
+        &c.query_drop("SELECT 1 AS probe")
+            .await
+            .expect_err("new behaviour"),
+    );
+    assert_eq!(code, 1105);
+
+    // A corrupt plugin: refused, reported, the previous set keeps serving.
+    dir.write("guard.wasm", b"\0asm garbage");
+    let bad = wait_for_policy_error(&gw.gateway, 0);
+    let e = bad.last_error.expect("reported");
+    assert!(
+        e.file.ends_with("guard.toml") && e.reason.contains("guard.wasm"),
+        "{e:?}"
+    );
+    assert_eq!(gw.gateway.policy_status().version, st.version);
+    assert!(
+        c.query_drop("SELECT 2 AS probe").await.is_err(),
+        "the old guard still denies"
+    );
+
+    // Bad settings: refused too.
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "no-such-setting = 1").as_bytes(),
+    );
+    let bad = wait_for_policy_error(&gw.gateway, bad.errors);
+    assert!(
+        bad.last_error
+            .expect("reported")
+            .reason
+            .contains("no-such-setting")
+    );
+    assert!(
+        c.query_drop("SELECT 3 AS probe").await.is_err(),
+        "still the old guard"
+    );
+    let ok: Option<i64> = c.query_first("SELECT 4").await.expect("still serving");
+    assert_eq!(ok, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_symlink_swaps_are_picked_up() {
+    // The layout Kubernetes mounts: files are symlinks through `..data`, itself a symlink to a
+    // timestamped directory that is swapped by renaming a new `..data` link over the old one.
+    let dir = PolicyDir::new("configmap");
+    let version_dir = |name: &str, settings: &str| {
+        let d = dir.path.join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::copy(
+            crate::harness::plugin_artifacts().join("guard.wasm"),
+            d.join("guard.wasm"),
+        )
+        .expect("copy");
+        std::fs::write(
+            d.join("guard.toml"),
+            guard_manifest("guard", "guard.wasm", "deny", settings),
+        )
+        .expect("write");
+    };
+    version_dir("..2026_01", "");
+    std::os::unix::fs::symlink("..2026_01", dir.path.join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/guard.toml", dir.path.join("guard.toml")).expect("link");
+    std::os::unix::fs::symlink("..data/guard.wasm", dir.path.join("guard.wasm")).expect("link");
+    let gw = TestGateway::start(dir.config());
+    let v0 = gw.gateway.policy_status().version;
+    let mut c = gw.app().await;
+    c.query_drop("SELECT 1 AS probe")
+        .await
+        .expect("allowed before the swap");
+
+    version_dir("..2026_02", "deny-digests = [\"SELECT ? AS PROBE\"]");
+    std::os::unix::fs::symlink("..2026_02", dir.path.join("..data_tmp")).expect("link");
+    std::fs::rename(dir.path.join("..data_tmp"), dir.path.join("..data")).expect("swap");
+    wait_for_policy_version(&gw.gateway, v0);
+    let (code, _) = server_err(
+        &c.query_drop("SELECT 1 AS probe")
+            .await
+            .expect_err("denied after the swap"),
+    );
+    assert_eq!(code, 1105);
+}
