@@ -290,20 +290,26 @@ fn target_dir() -> PathBuf {
 pub fn plugin_artifacts() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        // Two builds: the std-based plugin must not share a feature resolution with no_std ones.
-        for set in [
-            &["guard", "rw-split", "misbehave"][..],
-            &["wasi-import"][..],
-        ] {
+        // One build each: the std-based plugin must not share a feature resolution with the
+        // no_std ones, and `cargo rustc` takes one package.
+        for p in ["guard", "rw-split", "misbehave", "wasi-import"] {
             let out = Command::new(env!("CARGO"))
-                .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"])
-                .args(set.iter().flat_map(|p| ["-p", p]))
+                .args([
+                    "rustc",
+                    "-p",
+                    p,
+                    "--profile",
+                    "plugin",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .args(["--crate-type", "cdylib"])
                 .current_dir(repo_root())
                 .output()
                 .expect("run cargo");
             assert!(
                 out.status.success(),
-                "building plugins failed:\n{}",
+                "building plugin {p} failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
