@@ -14,7 +14,7 @@ use sluice::phase::{BackendStatus, ConfigPolicy, Policy, SessionInfo};
 use sluice::protocol::resultset::encode_text_row;
 
 /// A 100-byte statement, the size the design's budget is stated for.
-const SQL: &str = "SELECT id, name, email FROM customers WHERE id = 42 AND status = 'active' ORDER BY id LIMIT 10";
+const SQL: &str = "SELECT id, name, email FROM customers WHERE id = 42 AND status = 'active' ORDER BY created_at LIMIT 10";
 
 fn config() -> Config {
     Config::from_toml(

@@ -33,7 +33,7 @@ use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
     Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
-use bindings::sluice::policy::types::StatementKind;
+pub use bindings::sluice::policy::types::StatementKind;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -216,6 +216,9 @@ impl Safety for Policy {
     }
 }
 
+// Exported only in the component: natively (unit tests, benchmarks) several policies link into
+// one binary and their export symbols would collide.
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod export {
     use super::{Policy, bindings};

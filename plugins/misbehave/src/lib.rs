@@ -82,6 +82,9 @@ impl Safety for Policy {
     }
 }
 
+// Exported only in the component: natively (unit tests, benchmarks) several policies link into
+// one binary and their export symbols would collide.
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod export {
     use super::{Policy, bindings};

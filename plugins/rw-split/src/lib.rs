@@ -31,10 +31,11 @@ mod bindings {
 }
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
+pub use bindings::exports::sluice::policy::routing::BackendStatus;
 use bindings::exports::sluice::policy::routing::{
-    BackendStatus, Guest as Routing, QueryFacts, RouteDecision, SessionInfo,
+    Guest as Routing, QueryFacts, RouteDecision, SessionInfo,
 };
-use bindings::sluice::policy::types::Role;
+pub use bindings::sluice::policy::types::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -179,6 +180,9 @@ impl Routing for Policy {
     }
 }
 
+// Exported only in the component: natively (unit tests, benchmarks) several policies link into
+// one binary and their export symbols would collide.
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod export {
     use super::{Policy, bindings};

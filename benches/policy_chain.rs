@@ -1,0 +1,132 @@
+//! Facts + guard + router per statement: the first-party Wasm policies on warm pooled instances
+//! against the same logic compiled natively (the plugin crates' own functions).
+//!
+//! Needs the plugins built: `scripts/build-policies`. Run: `cargo bench --bench policy_chain`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice::config::{Config, Role};
+use sluice::facts::analyze;
+use sluice::phase::{BackendStatus, ConfigPolicy, Policy, SessionInfo};
+use sluice::plugin::loader::load_dir;
+use sluice::plugin::runtime::PluginEngine;
+use sluice::plugin::secrets::SecretSources;
+
+/// A 100-byte statement, the size the design's budget is stated for.
+const SQL: &str = "SELECT id, name, email FROM customers WHERE id = 42 AND status = 'active' ORDER BY created_at LIMIT 10";
+
+fn fleet() -> Vec<BackendStatus> {
+    let b = |name: &str, role, lag| BackendStatus {
+        name: Arc::from(name),
+        role,
+        healthy: true,
+        lag_ms: lag,
+        in_use: 0,
+        idle: 0,
+        weight: 1,
+    };
+    vec![
+        b("primary", Role::Primary, Some(0)),
+        b("replica1", Role::Replica, Some(0)),
+        b("replica2", Role::Replica, Some(0)),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    assert!((95..=105).contains(&SQL.len()));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("policies");
+    assert!(
+        dir.join("guard.wasm").exists(),
+        "run scripts/build-policies first"
+    );
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n",
+    )
+    .expect("config");
+    let engine = PluginEngine::new().expect("engine");
+    let set = load_dir(
+        &engine,
+        &dir,
+        ConfigPolicy::new(config),
+        &Arc::new(SecretSources::default()),
+    )
+    .expect("policies/ loads");
+    assert!(!set.guards.is_empty() && set.router.is_some());
+    let fleet = fleet();
+    let session = SessionInfo {
+        connection_id: 7,
+        user: "app",
+        client_addr: "127.0.0.1",
+        database: Some("app"),
+        in_transaction: false,
+        tls: false,
+    };
+
+    c.bench_function("facts+guard+router/wasm (pooled instances)", |b| {
+        b.iter(|| {
+            let facts = analyze(black_box(SQL));
+            let verdict = set.check(&facts, SQL, &session);
+            let route = set.route(&facts, &session, &fleet);
+            black_box((verdict, route))
+        });
+    });
+
+    // The same rules natively: the plugin crates' own decision functions.
+    let guard_settings: guard::Settings = sluice_policy_sdk_settings(&dir.join("guard.toml"));
+    let router_settings: rw_split::Settings =
+        sluice_policy_sdk_settings(&dir.join("rw-split.toml"));
+    let wit_fleet: Vec<rw_split::BackendStatus> = fleet
+        .iter()
+        .map(|b| rw_split::BackendStatus {
+            name: b.name.to_string(),
+            role: if b.role == Role::Primary {
+                rw_split::Role::Primary
+            } else {
+                rw_split::Role::Replica
+            },
+            healthy: b.healthy,
+            lag_ms: b.lag_ms,
+            in_use: b.in_use,
+            idle: b.idle,
+            weight: b.weight,
+            latency_p50_us: 0,
+        })
+        .collect();
+    c.bench_function("facts+guard+router/native", |b| {
+        b.iter(|| {
+            let facts = analyze(black_box(SQL));
+            let statement = guard::Statement {
+                sql: SQL,
+                digest: &facts.digest,
+                kind: guard::StatementKind::Select,
+                read_only: facts.read_only,
+                has_where: facts.has_where,
+                multi_statement: facts.multi_statement,
+                tables: &facts.tables,
+                user: session.user,
+            };
+            let verdict = guard_settings.decide(&statement);
+            let read = rw_split::Read {
+                plain_read: facts.read_only && !facts.locking_read,
+                in_transaction: false,
+                route_hint: None,
+                connection_id: 7,
+            };
+            let route = rw_split::choose(&router_settings, 1, &read, &wit_fleet);
+            black_box((verdict, route))
+        });
+    });
+}
+
+/// A manifest's `[settings]`, parsed the way the plugin parses them.
+fn sluice_policy_sdk_settings<T: serde::de::DeserializeOwned>(manifest: &std::path::Path) -> T {
+    let m = sluice::plugin::manifest::Manifest::load(manifest).expect("manifest");
+    serde_json::from_str(&m.settings_json).expect("settings")
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
