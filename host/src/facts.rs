@@ -297,13 +297,40 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// A word upper-cased on the stack (keywords are short; longer words match no keyword).
+struct Upper {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Upper {
+    fn of(w: &str) -> Self {
+        let mut u = Self {
+            buf: [0; 32],
+            len: 0,
+        };
+        if w.len() <= u.buf.len() {
+            for (dst, b) in u.buf.iter_mut().zip(w.bytes()) {
+                *dst = b.to_ascii_uppercase();
+            }
+            u.len = w.len();
+        }
+        u
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII letters changed case, so the bytes are still valid UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
 fn is(t: Option<&Tok<'_>>, kw: &str) -> bool {
     matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
 }
 
 fn kind_of(first: &str, second: Option<&Tok<'_>>) -> StatementKind {
     use StatementKind as K;
-    let k = first.to_ascii_uppercase();
+    let k = Upper::of(first);
     match k.as_str() {
         "SELECT" | "WITH" | "VALUES" | "TABLE" => K::Select,
         "INSERT" => K::Insert,
@@ -478,7 +505,7 @@ fn lx_peek_n<'a>(lx: &Lexer<'a>, n: usize) -> Vec<Tok<'a>> {
 }
 
 fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
-    let u = w.to_ascii_uppercase();
+    let u = Upper::of(w);
     match u.as_str() {
         "USE" => f.changes_schema = true,
         "LOCK" if is(second, "TABLES") || is(second, "TABLE") => f.pins.push(PinReason::LockTables),
@@ -530,7 +557,7 @@ fn on_word(
     stmt: &mut StmtScan,
     lx: &Lexer<'_>,
 ) {
-    let u = w.to_ascii_uppercase();
+    let u = Upper::of(w);
     match u.as_str() {
         "WHERE" => {
             if matches!(
@@ -562,7 +589,7 @@ fn on_word(
         }
         "TEMPORARY" if is(prev, "CREATE") => f.pins.push(PinReason::TemporaryTable),
         _ => {
-            if is_table_context(prev, prev2) && !is_keyword(&u) {
+            if is_table_context(prev, prev2) && !is_keyword(u.as_str()) {
                 push_table(f, w, lx);
             }
         }
@@ -638,7 +665,7 @@ fn scan_set_start(f: &mut QueryFacts, lx: &Lexer<'_>) {
 }
 
 fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
-    let u = w.to_ascii_uppercase();
+    let u = Upper::of(w);
     match u.as_str() {
         "SESSION" | "LOCAL" => {
             // `SET SESSION x = ...`: the name is the next word; take it now.

@@ -396,3 +396,37 @@ async fn configmap_symlink_swaps_are_picked_up() {
     );
     assert_eq!(code, 1105);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_policy_admits_users_from_a_secret_file() {
+    let dir = PolicyDir::new("secrets");
+    dir.plugin("secrets", "secrets.wasm");
+    dir.write(
+        "secrets.toml",
+        b"name = \"secrets\"\nkind = \"credentials\"\nplugin = \"secrets.wasm\"\n[settings]\nsecret = \"users.json\"\n",
+    );
+    // The way Kubernetes mounts a Secret: a directory with one file per key.
+    let mounted = PolicyDir::new("secret-mount");
+    mounted.write(
+        "users.json",
+        br#"{"alice": {"password": "alice-pw", "backend-user": "app", "backend-password": "app-secret"},
+            "carol": {"password": "carol-pw", "backend-user": "app", "backend-password": "app-secret",
+                      "auth-plugin": "caching_sha2_password"}}"#,
+    );
+    let mut cfg = dir.config();
+    cfg.secrets.dir = Some(mounted.path.clone());
+    let gw = TestGateway::start(cfg);
+    for user in ["alice", "carol"] {
+        let mut c = Conn::new(gw.opts(user, &format!("{user}-pw"), Some("app")))
+            .await
+            .expect("admitted from the secret");
+        let who: Option<String> = c.query_first("SELECT CURRENT_USER()").await.expect("query");
+        assert_eq!(who.as_deref(), Some("app@%"), "runs as the backend account");
+    }
+    for (user, pass) in [("alice", "wrong"), ("app", "app-secret"), ("mallory", "x")] {
+        let e = Conn::new(gw.opts(user, pass, None))
+            .await
+            .expect_err("refused");
+        assert_eq!(server_err(&e).0, 1045, "{user}");
+    }
+}
