@@ -118,6 +118,11 @@ impl Gateway {
         self.policy.load()
     }
 
+    /// The active policies, to hold across a statement's awaits (redaction while streaming).
+    pub fn policy_full(&self) -> Arc<Box<dyn Policy>> {
+        self.policy.load_full()
+    }
+
     /// Makes `policy` the active set.
     pub fn install_policies(&self, policy: Box<dyn Policy>, names: Vec<String>) {
         self.policy.store(Arc::new(policy));

@@ -79,6 +79,8 @@ pub enum ColumnAction {
     KeepLast(u32),
     Hash,
     Null,
+    /// The policy transforms the cells itself (`Policy::transform`).
+    Custom,
 }
 
 /// A column as redaction sees it.
@@ -86,7 +88,9 @@ pub enum ColumnAction {
 pub struct ColumnInfo<'a> {
     pub schema: &'a str,
     pub table: &'a str,
+    pub org_table: &'a str,
     pub name: &'a str,
+    pub org_name: &'a str,
 }
 
 /// The phase trait: every decision the gateway delegates.
@@ -113,7 +117,28 @@ pub trait Policy: Send + Sync {
         _facts: &QueryFacts,
         _session: &SessionInfo<'_>,
         _columns: &[ColumnInfo<'_>],
-    ) -> Option<Vec<ColumnAction>> {
+    ) -> Option<std::sync::Arc<[ColumnAction]>> {
+        None
+    }
+
+    /// Whether results are redacted at all (lets the relay skip planning).
+    fn redacts(&self) -> bool {
+        false
+    }
+
+    /// A `Custom` column's cells, transformed: flat bytes plus lengths (-1 = NULL). `None`: the
+    /// transform failed; the cells are withheld (NULL).
+    fn transform(
+        &self,
+        _column: u32,
+        _cells: Vec<u8>,
+        _lengths: Vec<i32>,
+    ) -> Option<(Vec<u8>, Vec<i32>)> {
+        None
+    }
+
+    /// SQL as logs may show it.
+    fn redact_sql(&self, _sql: &str) -> Option<String> {
         None
     }
 }

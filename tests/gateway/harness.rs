@@ -292,7 +292,14 @@ pub fn plugin_artifacts() -> &'static PathBuf {
     BUILT.get_or_init(|| {
         // One build each: the std-based plugin must not share a feature resolution with the
         // no_std ones, and `cargo rustc` takes one package.
-        for p in ["guard", "rw-split", "misbehave", "secrets", "wasi-import"] {
+        for p in [
+            "guard",
+            "rw-split",
+            "mask",
+            "misbehave",
+            "secrets",
+            "wasi-import",
+        ] {
             let out = Command::new(env!("CARGO"))
                 .args([
                     "rustc",

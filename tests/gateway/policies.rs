@@ -430,3 +430,69 @@ async fn secrets_policy_admits_users_from_a_secret_file() {
         assert_eq!(server_err(&e).0, 1045, "{user}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mask_redacts_columns_in_text_and_binary_results() {
+    let f = crate::harness::fleet();
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.customers (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL, card VARCHAR(30), \
+         ssn VARCHAR(20), note TEXT, balance INT); \
+         REPLACE INTO app.customers VALUES (1, 'ada@example.com', '4111 1111 1111 1111', '123-45-6789', \
+         'call ada@example.com, card 4111111111111111', 42)",
+    );
+    f.wait_replicas();
+    let dir = PolicyDir::new("mask");
+    dir.plugin("mask", "mask.wasm");
+    dir.write(
+        "mask.toml",
+        br#"name = "mask"
+kind = "redactor"
+plugin = "mask.wasm"
+[settings]
+rules = [{ column = "email", action = "mask" }, { column = "app.customers.card", action = "keep-last", keep = 4 },
+         { column = "ssn", action = "hash" }, { column = "balance", action = "mask" }]
+detect = ["note"]
+"#,
+    );
+    let gw = TestGateway::start(dir.config());
+    let mut c = gw.app().await;
+    type Row = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let text: Option<Row> = c
+        .query_first("SELECT id, email, card, ssn, note, balance FROM customers WHERE id = 1")
+        .await
+        .expect("text");
+    let stmt = c
+        .prep("SELECT id, email, card, ssn, note, balance FROM customers WHERE id = ?")
+        .await
+        .expect("prepare");
+    let binary: Option<Row> = c.exec_first(&stmt, (1,)).await.expect("binary");
+    for (protocol, row) in [("text", text), ("binary", binary)] {
+        let (id, email, card, ssn, note, balance) = row.expect("a row");
+        assert_eq!(id, 1, "{protocol}: kept");
+        assert_eq!(email, "***************", "{protocol}: masked");
+        assert_eq!(
+            card.as_deref(),
+            Some("***************1111"),
+            "{protocol}: keep-last 4"
+        );
+        let ssn = ssn.expect("hashed");
+        assert!(
+            ssn.len() == 64 && !ssn.contains("6789"),
+            "{protocol}: {ssn}"
+        );
+        assert_eq!(
+            note.as_deref(),
+            Some("call ***@example.com, card ************1111"),
+            "{protocol}: detected in text"
+        );
+        assert_eq!(balance, None, "{protocol}: a masked number is withheld");
+    }
+}

@@ -15,8 +15,10 @@ use super::runtime::{Bound, Plugin};
 use crate::config::{AuthPlugin, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
 use crate::phase::{
-    BackendStatus, ClientIdentity, ConfigPolicy, Grant, Policy, RouteDecision, SessionInfo, Verdict,
+    BackendStatus, ClientIdentity, ColumnAction, ColumnInfo, ConfigPolicy, Grant, Policy,
+    RouteDecision, SessionInfo, Verdict,
 };
+use sluice_wit::redactor::exports::sluice::policy::redaction;
 
 /// The active policies.
 pub struct PolicySet {
@@ -25,7 +27,12 @@ pub struct PolicySet {
     pub redactor: Option<Arc<Plugin>>,
     pub credentials: Option<Arc<Plugin>>,
     pub builtin: ConfigPolicy,
+    /// Redaction plans by result shape (digest + columns): planned once, applied per row.
+    plans: std::sync::Mutex<std::collections::HashMap<u64, Arc<[ColumnAction]>>>,
 }
+
+/// Plans kept at most; the cache starts over beyond (a new shape costs one plan call).
+const MAX_PLANS: usize = 10_000;
 
 fn kind(k: StatementKind) -> types::StatementKind {
     use StatementKind as S;
@@ -102,6 +109,7 @@ impl PolicySet {
             redactor: None,
             credentials: None,
             builtin,
+            plans: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -243,5 +251,117 @@ impl Policy for PolicySet {
                 RouteDecision::Primary
             }
         }
+    }
+
+    fn redacts(&self) -> bool {
+        self.redactor.is_some()
+    }
+
+    fn plan_redaction(
+        &self,
+        facts: &QueryFacts,
+        session: &SessionInfo<'_>,
+        columns: &[ColumnInfo<'_>],
+    ) -> Option<Arc<[ColumnAction]>> {
+        let r = self.redactor.as_ref()?;
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            facts.digest.hash(&mut h);
+            for c in columns {
+                (c.schema, c.org_table, c.org_name, c.name).hash(&mut h);
+            }
+            h.finish()
+        };
+        if let Some(p) = self
+            .plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Some(Arc::clone(p));
+        }
+        let q = wit_facts(facts, "");
+        let s = wit_session(session);
+        let cols: Vec<types::Column> = columns
+            .iter()
+            .map(|c| types::Column {
+                schema: c.schema.to_string(),
+                table: c.table.to_string(),
+                org_table: c.org_table.to_string(),
+                name: c.name.to_string(),
+                org_name: c.org_name.to_string(),
+            })
+            .collect();
+        let planned = r.call(|w| match &w.bound {
+            Bound::Redactor(b) => {
+                b.sluice_policy_redaction()
+                    .call_plan(&mut w.store, &q, &s, &cols)
+            }
+            _ => Err(mismatch()),
+        });
+        let plan: Arc<[ColumnAction]> = match planned {
+            Ok(actions) => (0..columns.len())
+                .map(|i| match actions.get(i) {
+                    None | Some(redaction::Action::Keep) => ColumnAction::Keep,
+                    Some(redaction::Action::Mask) => ColumnAction::Mask,
+                    Some(redaction::Action::KeepLast(n)) => ColumnAction::KeepLast(*n),
+                    Some(redaction::Action::Hash) => ColumnAction::Hash,
+                    Some(redaction::Action::Null) => ColumnAction::Null,
+                    Some(redaction::Action::Custom) => ColumnAction::Custom,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(policy = r.name(), error = %e, "redactor failed; withholding every column");
+                // Fail closed: a result the redactor could not plan goes out with every value NULL.
+                return Some(columns.iter().map(|_| ColumnAction::Null).collect());
+            }
+        };
+        let mut plans = self
+            .plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, Arc::clone(&plan));
+        Some(plan)
+    }
+
+    fn transform(
+        &self,
+        column: u32,
+        cells: Vec<u8>,
+        lengths: Vec<i32>,
+    ) -> Option<(Vec<u8>, Vec<i32>)> {
+        let r = self.redactor.as_ref()?;
+        let out = r.call(|w| match &w.bound {
+            Bound::Redactor(b) => {
+                b.sluice_policy_redaction()
+                    .call_transform(&mut w.store, column, &cells, &lengths)
+            }
+            _ => Err(mismatch()),
+        });
+        match out {
+            Ok((cells, out_lengths)) if out_lengths.len() == lengths.len() => {
+                Some((cells, out_lengths))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(policy = r.name(), error = %e, "transform failed; withholding the cells");
+                None
+            }
+        }
+    }
+
+    fn redact_sql(&self, sql: &str) -> Option<String> {
+        let r = self.redactor.as_ref()?;
+        r.call(|w| match &w.bound {
+            Bound::Redactor(b) => b
+                .sluice_policy_redaction()
+                .call_redact_sql(&mut w.store, sql),
+            _ => Err(mismatch()),
+        })
+        .ok()
     }
 }

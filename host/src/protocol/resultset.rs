@@ -13,11 +13,11 @@ use super::buf::{DecodeError, Reader, put_lenenc_bytes, put_lenenc_int};
 
 /// Appends one column definition (protocol 4.1).
 pub fn encode_column(out: &mut Vec<u8>, column: &Column) {
-    encode_column_named(out, column, column.name_ref());
+    encode_column_with(out, column, column.name_ref(), column.flags());
 }
 
-/// A column definition under another name.
-pub fn encode_column_named(out: &mut Vec<u8>, c: &Column, name: &[u8]) {
+/// A column definition under another name and with other flags (redaction clears NOT_NULL).
+pub fn encode_column_with(out: &mut Vec<u8>, c: &Column, name: &[u8], flags: ColumnFlags) {
     put_lenenc_bytes(out, b"def");
     put_lenenc_bytes(out, c.schema_ref());
     put_lenenc_bytes(out, c.table_ref());
@@ -28,7 +28,7 @@ pub fn encode_column_named(out: &mut Vec<u8>, c: &Column, name: &[u8]) {
     out.extend_from_slice(&c.character_set().to_le_bytes());
     out.extend_from_slice(&c.column_length().to_le_bytes());
     out.push(c.column_type() as u8);
-    out.extend_from_slice(&c.flags().bits().to_le_bytes());
+    out.extend_from_slice(&flags.bits().to_le_bytes());
     out.push(c.decimals());
     out.extend_from_slice(&[0, 0]);
 }

@@ -11,6 +11,7 @@
 
 pub mod prepared;
 pub mod query;
+pub mod redact;
 pub mod relay;
 pub mod state;
 

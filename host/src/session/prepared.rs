@@ -16,6 +16,7 @@ use super::relay::{self, RelayMode};
 use super::{Session, SessionError};
 use crate::error::GatewayError;
 use crate::facts::{self, QueryFacts};
+use crate::phase::SessionInfo;
 use crate::protocol::resultset::{ParamType, decode_execute_params, encode_prepare_ok};
 
 /// Statements one client may hold at once (MySQL's default `max_prepared_stmt_count` is 16382
@@ -164,7 +165,32 @@ impl Session {
             self.account.clone(),
             conn.thread_id(),
         )));
+        // Redaction, when a redactor is active: the plan per result shape, applied per row.
+        let policy = self.gw.policy_full();
+        let (user, peer, db) = if policy.redacts() {
+            (
+                self.user.clone(),
+                self.peer.clone(),
+                self.state.schema.clone(),
+            )
+        } else {
+            Default::default()
+        };
+        let info = SessionInfo {
+            connection_id: self.id,
+            user: &user,
+            client_addr: &peer,
+            database: db.as_deref(),
+            in_transaction: self.in_txn,
+            tls: self.tls,
+        };
+        let redact = policy.redacts().then_some(super::redact::Redaction {
+            policy: &**policy,
+            facts: &facts,
+            session: &info,
+        });
         let mode = RelayMode {
+            redact,
             caps: self.caps,
             binary: true,
             base_status: self.last_status,

@@ -12,6 +12,7 @@ use super::{Session, SessionError};
 use crate::backend::BackendConn;
 use crate::error::GatewayError;
 use crate::facts::{self, QueryFacts, SetTarget};
+use crate::phase::SessionInfo;
 use crate::phase::Verdict;
 use crate::protocol::constants::status;
 
@@ -66,7 +67,32 @@ impl Session {
         if !reused {
             self.replay_last_insert_id(&mut conn, &facts).await?;
         }
+        // Redaction, when a redactor is active: the plan per result shape, applied per row.
+        let policy = self.gw.policy_full();
+        let (user, peer, db) = if policy.redacts() {
+            (
+                self.user.clone(),
+                self.peer.clone(),
+                self.state.schema.clone(),
+            )
+        } else {
+            Default::default()
+        };
+        let info = SessionInfo {
+            connection_id: self.id,
+            user: &user,
+            client_addr: &peer,
+            database: db.as_deref(),
+            in_transaction: self.in_txn,
+            tls: self.tls,
+        };
+        let redact = policy.redacts().then_some(super::redact::Redaction {
+            policy: &**policy,
+            facts: &facts,
+            session: &info,
+        });
         let mode = RelayMode {
+            redact,
             caps: self.caps,
             binary: false,
             base_status: self.last_status,

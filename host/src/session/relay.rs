@@ -10,15 +10,17 @@ use mysql_async::{Column, Conn, QueryResult};
 use super::SessionError;
 use crate::error::GatewayError;
 use crate::frontend::io::ClientIo;
+use crate::phase::ColumnAction;
 use crate::protocol::PacketStream;
 use crate::protocol::constants::{cap, status};
 use crate::protocol::reply::{OkPacket, encode_eof};
 use crate::protocol::resultset::{
-    encode_binary_row, encode_column, encode_column_count, encode_column_named, encode_text_row,
+    encode_binary_row, encode_column, encode_column_count, encode_column_with, encode_text_row,
 };
+use mysql_common::constants::ColumnFlags;
 
 /// How results are written for this client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct RelayMode<'a> {
     pub caps: u32,
     pub binary: bool,
@@ -26,6 +28,8 @@ pub struct RelayMode<'a> {
     pub base_status: u16,
     /// A column name to present under another name (`CONNECTION_ID()` substitution).
     pub rename: Option<(&'a str, &'a str)>,
+    /// Redact results (when a redactor policy is active).
+    pub redact: Option<super::redact::Redaction<'a>>,
 }
 
 /// What the last result of a statement was.
@@ -98,9 +102,13 @@ pub async fn relay_sets<P: Protocol>(
             result.next().await.map_err(backend_err(backend))?;
             continue;
         }
-        write_columns(stream, &columns, mode);
+        let plan = mode.redact.and_then(|r| r.plan(&columns));
+        write_columns(stream, &columns, mode, plan.as_deref());
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
-            let values = row.unwrap_raw();
+            let mut values = row.unwrap_raw();
+            if let (Some(plan), Some(r)) = (&plan, mode.redact) {
+                super::redact::apply(plan, &columns, &mut values, r.policy);
+            }
             let (mark, buf) = stream.begin();
             if mode.binary {
                 encode_binary_row(buf, &columns, &values);
@@ -130,18 +138,29 @@ pub async fn relay_sets<P: Protocol>(
     }
 }
 
-fn write_columns(stream: &mut PacketStream<ClientIo>, columns: &[Column], mode: RelayMode<'_>) {
+fn write_columns(
+    stream: &mut PacketStream<ClientIo>,
+    columns: &[Column],
+    mode: RelayMode<'_>,
+    plan: Option<&[ColumnAction]>,
+) {
     let (mark, buf) = stream.begin();
     encode_column_count(buf, columns.len());
     stream.finish(mark);
-    for c in columns {
+    for (i, c) in columns.iter().enumerate() {
         let (mark, buf) = stream.begin();
-        match mode.rename {
-            Some((from, to)) if c.name_ref() == from.as_bytes() => {
-                encode_column_named(buf, c, to.as_bytes());
-            }
-            _ => encode_column(buf, c),
+        let name = match mode.rename {
+            Some((from, to)) if c.name_ref() == from.as_bytes() => to.as_bytes(),
+            _ => c.name_ref(),
+        };
+        let mut flags = c.flags();
+        if plan
+            .and_then(|p| p.get(i))
+            .is_some_and(|a| super::redact::may_become_null(*a, c))
+        {
+            flags.remove(ColumnFlags::NOT_NULL_FLAG);
         }
+        encode_column_with(buf, c, name, flags);
         stream.finish(mark);
     }
     if mode.caps & cap::DEPRECATE_EOF == 0 {
