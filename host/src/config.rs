@@ -67,6 +67,8 @@ impl Default for MonitorConfig {
 pub struct PoliciesConfig {
     /// The policy directory (manifests and `.wasm` files). Absent: the built-in policy only.
     pub dir: Option<PathBuf>,
+    /// false: ignore `dir` and run the built-in policy only (`SLUICE_POLICIES__ENABLED=false`).
+    pub enabled: bool,
     /// Reload when the directory changes.
     pub watch: bool,
     /// Quiet time after a change before reloading (a burst of writes is one reload).
@@ -77,6 +79,7 @@ impl Default for PoliciesConfig {
     fn default() -> Self {
         Self {
             dir: None,
+            enabled: true,
             watch: true,
             debounce_ms: 200,
         }
