@@ -83,7 +83,12 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         }
     }
     let (mut reloader, mut watcher) = (None, None);
-    if let Some(dir) = config.policies.dir.as_ref().filter(|_| config.policies.enabled) {
+    if let Some(dir) = config
+        .policies
+        .dir
+        .as_ref()
+        .filter(|_| config.policies.enabled)
+    {
         let r = plugin::watch::Reloader {
             gw: Arc::clone(&gateway),
             engine: plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?,

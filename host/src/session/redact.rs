@@ -21,26 +21,16 @@ pub struct Redaction<'a> {
 impl Redaction<'_> {
     /// The plan for a result set; `None` when every column is kept.
     pub fn plan(&self, columns: &[Column]) -> Option<std::sync::Arc<[ColumnAction]>> {
-        let names: Vec<(String, String, String, String, String)> = columns
+        // Borrowed names: planning is cached by the policy, so this runs per result set and must
+        // not allocate per column.
+        let infos: Vec<ColumnInfo<'_>> = columns
             .iter()
-            .map(|c| {
-                (
-                    c.schema_str().into_owned(),
-                    c.table_str().into_owned(),
-                    c.org_table_str().into_owned(),
-                    c.name_str().into_owned(),
-                    c.org_name_str().into_owned(),
-                )
-            })
-            .collect();
-        let infos: Vec<ColumnInfo<'_>> = names
-            .iter()
-            .map(|(schema, table, org_table, name, org_name)| ColumnInfo {
-                schema,
-                table,
-                org_table,
-                name,
-                org_name,
+            .map(|c| ColumnInfo {
+                schema: text(c.schema_ref()),
+                table: text(c.table_ref()),
+                org_table: text(c.org_table_ref()),
+                name: text(c.name_ref()),
+                org_name: text(c.org_name_ref()),
             })
             .collect();
         let plan = self
@@ -50,6 +40,10 @@ impl Redaction<'_> {
             .any(|a| *a != ColumnAction::Keep)
             .then_some(plan)
     }
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
 }
 
 /// Columns whose values are text the gateway can rewrite in place; others become NULL when
