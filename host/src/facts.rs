@@ -711,9 +711,7 @@ fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
             // Fold `-` of a negative number into the literal.
             if matches!(prev, Some(Tok::Punct(b'-'))) && d.ends_with("- ") {
                 d.truncate(d.len() - 2);
-                if d.ends_with(' ') {
-                    // keep single spacing
-                } else if !d.is_empty() {
+                if !(d.is_empty() || d.ends_with([' ', '(', '.'])) {
                     d.push(' ');
                 }
             }
@@ -840,6 +838,68 @@ mod tests {
             "KILL QUERY",
         ] {
             let _ = analyze(s);
+        }
+    }
+
+    /// A small deterministic generator (xorshift) for the property tests below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn literal(&mut self) -> String {
+            match self.next() % 5 {
+                0 => (self.next() % 100_000).to_string(),
+                1 => format!("-{}.{}", self.next() % 1000, self.next() % 100),
+                2 => format!("'{}'", "x''y\\z".repeat((self.next() % 3) as usize)),
+                3 => format!("\"{}\"", self.next()),
+                _ => format!("X'{:x}'", self.next()),
+            }
+        }
+    }
+
+    #[test]
+    fn property_statements_differing_only_in_literals_share_a_digest() {
+        let shapes = [
+            "SELECT a, b FROM t WHERE a = {} AND b IN ({}, {})",
+            "UPDATE t SET c = {} WHERE id = {}",
+            "INSERT INTO t (a, b) VALUES ({}, {})",
+            "SELECT * FROM t WHERE name LIKE {} LIMIT {}",
+            "DELETE FROM t WHERE a > {} OR b < {}",
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let shape = shapes[(rng.next() % shapes.len() as u64) as usize];
+            let fill = |rng: &mut Rng| {
+                let mut out = String::new();
+                let mut parts = shape.split("{}");
+                out.push_str(parts.next().unwrap_or_default());
+                for p in parts {
+                    out.push_str(&rng.literal());
+                    out.push_str(p);
+                }
+                out
+            };
+            let (a, b) = (fill(&mut rng), fill(&mut rng));
+            assert_eq!(analyze(&a).digest, analyze(&b).digest, "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn property_the_lexer_never_panics_on_arbitrary_bytes() {
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let alphabet = b"SELECT FROM WHERE'\"`@/*-#;()?0123456789xX.\\\n \t\xc3\xa9\xff";
+        for _ in 0..20_000 {
+            let len = (rng.next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = analyze(&String::from_utf8_lossy(&bytes));
         }
     }
 }
