@@ -63,6 +63,15 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// The SQLSTATE MySQL uses with a policy's chosen error code: access errors are 42000, the rest
+/// (1105 unknown error, 1175 safe updates, 1290 read-only, ...) HY000.
+fn denial_state(code: u16) -> &'static str {
+    match code {
+        1044 | 1045 | 1064 | 1142 | 1143 | 1227 | 1370 => "42000",
+        _ => "HY000",
+    }
+}
+
 impl GatewayError {
     /// The MySQL error code and SQLSTATE clients see.
     pub fn code_and_state(&self) -> (u16, &str) {
@@ -82,7 +91,7 @@ impl GatewayError {
             Self::NoSuchThread(_) => (1094, "HY000"),
             Self::NotThreadOwner(_) => (1095, "HY000"),
             Self::Unsupported(_) => (1235, "42000"),
-            Self::Denied { code, .. } => (*code, "42000"),
+            Self::Denied { code, .. } => (*code, denial_state(*code)),
             Self::Interrupted => (1317, "70100"),
             Self::ShuttingDown => (1053, "08S01"),
             Self::UnknownDatabase(_) => (1049, "42000"),

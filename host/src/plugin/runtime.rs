@@ -177,7 +177,13 @@ pub enum Bound {
 pub struct Warm {
     pub store: Store<PluginState>,
     pub bound: Bound,
+    /// Calls served; an instance is recycled after `RECYCLE_AFTER` so guest heaps do not grow
+    /// without end.
+    calls: u32,
 }
+
+/// Calls after which a warm instance is replaced by a fresh one.
+const RECYCLE_AFTER: u32 = 100_000;
 
 /// A loaded policy: its manifest, its `InstancePre` and its warm instances.
 pub struct Plugin {
@@ -276,7 +282,11 @@ impl Plugin {
                 .call_configure(&mut store, settings),
         };
         match configured {
-            Ok(Ok(())) => Ok(Warm { store, bound }),
+            Ok(Ok(())) => Ok(Warm {
+                store,
+                bound,
+                calls: 0,
+            }),
             Ok(Err(reason)) => Err(CallError::Instantiate(format!(
                 "configure refused the settings: {reason}"
             ))),
@@ -301,11 +311,12 @@ impl Plugin {
         warm.store.set_epoch_deadline(self.deadline_ticks());
         match f(&mut warm) {
             Ok(r) => {
+                warm.calls += 1;
                 let mut pool = self
                     .pool
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if pool.len() < self.manifest.limits.instances {
+                if pool.len() < self.manifest.limits.instances && warm.calls < RECYCLE_AFTER {
                     pool.push(warm);
                 }
                 Ok(r)
