@@ -268,29 +268,59 @@ async fn reloads_swap_atomically_and_refuse_broken_sets() {
     let gw = TestGateway::start(dir.config());
     let v0 = gw.gateway.policy_status().version;
 
-    // 16 clients run statements while the policy is replaced.
+    // 16 clients run statements until told to stop; the policy is replaced once every client has
+    // run some, and they stop once every client has run more on the new set. The swap happens
+    // under load by construction, with no timing involved.
     let failures = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
     let mut clients = Vec::new();
     for i in 0..16u64 {
         let opts = gw.opts("app", "app-secret", Some("app"));
-        let (failures, done) = (Arc::clone(&failures), Arc::clone(&done));
+        let (failures, done, stop, progress) = (
+            Arc::clone(&failures),
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            Arc::clone(&progress),
+        );
         clients.push(tokio::spawn(async move {
             let mut c = Conn::new(opts).await.expect("connect");
-            for j in 0..150u64 {
+            let mut j = 0u64;
+            while !stop.load(Ordering::Relaxed) && j < 100_000 {
                 match c
-                    .query_first::<u64, _>(format!("SELECT {i} * 1000 + {j}"))
+                    .query_first::<u64, _>(format!("SELECT {i} * 1000000 + {j}"))
                     .await
                 {
-                    Ok(Some(v)) if v == i * 1000 + j => {}
+                    Ok(Some(v)) if v == i * 1_000_000 + j => {}
                     _ => {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                j += 1;
+                progress[i as usize].store(j, Ordering::Relaxed);
             }
             done.fetch_add(1, Ordering::Relaxed);
         }));
     }
+    let wait_progress = |at_least: &[u64]| {
+        let progress = Arc::clone(&progress);
+        let want = at_least.to_vec();
+        async move {
+            for _ in 0..2000 {
+                if progress
+                    .iter()
+                    .zip(&want)
+                    .all(|(p, w)| p.load(Ordering::Relaxed) >= *w)
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("clients made no progress");
+        }
+    };
+    wait_progress(&[20; 16]).await;
     // In-place change: deny a digest.
     dir.write(
         "guard.toml",
@@ -303,6 +333,12 @@ async fn reloads_swap_atomically_and_refuse_broken_sets() {
         .as_bytes(),
     );
     let st = wait_for_policy_version(&gw.gateway, v0);
+    let after: Vec<u64> = progress
+        .iter()
+        .map(|p| p.load(Ordering::Relaxed) + 20)
+        .collect();
+    wait_progress(&after).await;
+    stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client");
     }
