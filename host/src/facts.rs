@@ -318,9 +318,8 @@ impl Upper {
         u
     }
 
-    fn as_str(&self) -> &str {
-        // Only ASCII letters changed case, so the bytes are still valid UTF-8.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -331,22 +330,21 @@ fn is(t: Option<&Tok<'_>>, kw: &str) -> bool {
 fn kind_of(first: &str, second: Option<&Tok<'_>>) -> StatementKind {
     use StatementKind as K;
     let k = Upper::of(first);
-    match k.as_str() {
-        "SELECT" | "WITH" | "VALUES" | "TABLE" => K::Select,
-        "INSERT" => K::Insert,
-        "UPDATE" => K::Update,
-        "DELETE" => K::Delete,
-        "REPLACE" => K::Replace,
-        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "ANALYZE" | "OPTIMIZE" | "REPAIR" => {
-            K::Ddl
-        }
-        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => K::Transaction,
-        "START" if is(second, "TRANSACTION") => K::Transaction,
-        "SET" => K::Set,
-        "USE" => K::Use,
-        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" => K::Show,
-        "CALL" => K::Call,
-        "LOAD" if is(second, "DATA") || is(second, "XML") => K::LoadData,
+    match k.as_bytes() {
+        b"SELECT" | b"WITH" | b"VALUES" | b"TABLE" => K::Select,
+        b"INSERT" => K::Insert,
+        b"UPDATE" => K::Update,
+        b"DELETE" => K::Delete,
+        b"REPLACE" => K::Replace,
+        b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"ANALYZE" | b"OPTIMIZE"
+        | b"REPAIR" => K::Ddl,
+        b"BEGIN" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT" | b"RELEASE" | b"XA" => K::Transaction,
+        b"START" if is(second, "TRANSACTION") => K::Transaction,
+        b"SET" => K::Set,
+        b"USE" => K::Use,
+        b"SHOW" | b"DESCRIBE" | b"DESC" | b"EXPLAIN" | b"HELP" => K::Show,
+        b"CALL" => K::Call,
+        b"LOAD" if is(second, "DATA") || is(second, "XML") => K::LoadData,
         _ => K::Other,
     }
 }
@@ -506,19 +504,21 @@ fn lx_peek_n<'a>(lx: &Lexer<'a>, n: usize) -> Vec<Tok<'a>> {
 
 fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
     let u = Upper::of(w);
-    match u.as_str() {
-        "USE" => f.changes_schema = true,
-        "LOCK" if is(second, "TABLES") || is(second, "TABLE") => f.pins.push(PinReason::LockTables),
-        "PREPARE" | "EXECUTE" | "DEALLOCATE" => f.pins.push(PinReason::TextPrepare),
-        "XA" => f.pins.push(PinReason::XaTransaction),
-        "HANDLER" => f.pins.push(PinReason::Handler),
-        "CREATE" => {
+    match u.as_bytes() {
+        b"USE" => f.changes_schema = true,
+        b"LOCK" if is(second, "TABLES") || is(second, "TABLE") => {
+            f.pins.push(PinReason::LockTables)
+        }
+        b"PREPARE" | b"EXECUTE" | b"DEALLOCATE" => f.pins.push(PinReason::TextPrepare),
+        b"XA" => f.pins.push(PinReason::XaTransaction),
+        b"HANDLER" => f.pins.push(PinReason::Handler),
+        b"CREATE" => {
             let next = lx_peek_n(lx, 3);
             if next.iter().any(|t| is(Some(t), "TEMPORARY")) {
                 f.pins.push(PinReason::TemporaryTable);
             }
         }
-        "KILL" => {
+        b"KILL" => {
             let next = lx_peek_n(lx, 2);
             let (query_only, id_tok) = match next.first() {
                 Some(Tok::Word(x)) if x.eq_ignore_ascii_case("QUERY") => (true, next.get(1)),
@@ -539,7 +539,7 @@ fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lex
                 }
             }
         }
-        "LOAD" => {
+        b"LOAD" => {
             let next = lx_peek_n(lx, 3);
             if next.iter().any(|t| is(Some(t), "LOCAL")) {
                 f.local_infile = true;
@@ -558,8 +558,8 @@ fn on_word(
     lx: &Lexer<'_>,
 ) {
     let u = Upper::of(w);
-    match u.as_str() {
-        "WHERE" => {
+    match u.as_bytes() {
+        b"WHERE" => {
             if matches!(
                 stmt.first,
                 Some(StatementKind::Update | StatementKind::Delete)
@@ -567,29 +567,29 @@ fn on_word(
                 f.has_where = true;
             }
         }
-        "SQL_CALC_FOUND_ROWS" => f.pins.push(PinReason::SqlCalcFoundRows),
-        "INTO" => {
+        b"SQL_CALC_FOUND_ROWS" => f.pins.push(PinReason::SqlCalcFoundRows),
+        b"INTO" => {
             stmt.into = true;
             // SELECT ... INTO @var / OUTFILE: not a pure read.
         }
-        "UPDATE" if is(prev, "FOR") => f.locking_read = true,
-        "SHARE" if is(prev, "FOR") || is(prev, "IN") => f.locking_read = true,
-        "GET_LOCK" => f.pins.push(PinReason::GetLock),
-        "LAST_INSERT_ID" | "ROW_COUNT" | "FOUND_ROWS" => {
+        b"UPDATE" if is(prev, "FOR") => f.locking_read = true,
+        b"SHARE" if is(prev, "FOR") || is(prev, "IN") => f.locking_read = true,
+        b"GET_LOCK" => f.pins.push(PinReason::GetLock),
+        b"LAST_INSERT_ID" | b"ROW_COUNT" | b"FOUND_ROWS" => {
             let next = lx_peek_n(lx, 2);
             if matches!(next.first(), Some(Tok::Punct(b'('))) {
                 f.needs_previous_connection = true;
             }
         }
-        "WARNINGS" | "ERRORS" if is(prev, "SHOW") => f.needs_previous_connection = true,
-        "CONNECTION_ID" => {
+        b"WARNINGS" | b"ERRORS" if is(prev, "SHOW") => f.needs_previous_connection = true,
+        b"CONNECTION_ID" => {
             if matches!(lx_peek_word(lx), Some(Tok::Punct(b'('))) {
                 f.mentions_connection_id = true;
             }
         }
-        "TEMPORARY" if is(prev, "CREATE") => f.pins.push(PinReason::TemporaryTable),
+        b"TEMPORARY" if is(prev, "CREATE") => f.pins.push(PinReason::TemporaryTable),
         _ => {
-            if is_table_context(prev, prev2) && !is_keyword(u.as_str()) {
+            if is_table_context(prev, prev2) && !is_keyword(u.as_bytes()) {
                 push_table(f, w, lx);
             }
         }
@@ -606,22 +606,22 @@ fn is_table_context(prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>) -> bool {
         || p(prev, "TABLES")
 }
 
-fn is_keyword(u: &str) -> bool {
+fn is_keyword(u: &[u8]) -> bool {
     matches!(
         u,
-        "SELECT"
-            | "LOW_PRIORITY"
-            | "IGNORE"
-            | "DUAL"
-            | "IF"
-            | "EXISTS"
-            | "NOT"
-            | "OUTFILE"
-            | "DUMPFILE"
-            | "LATERAL"
-            | "QUICK"
-            | "DELAYED"
-            | "HIGH_PRIORITY"
+        b"SELECT"
+            | b"LOW_PRIORITY"
+            | b"IGNORE"
+            | b"DUAL"
+            | b"IF"
+            | b"EXISTS"
+            | b"NOT"
+            | b"OUTFILE"
+            | b"DUMPFILE"
+            | b"LATERAL"
+            | b"QUICK"
+            | b"DELAYED"
+            | b"HIGH_PRIORITY"
     )
 }
 
@@ -666,8 +666,8 @@ fn scan_set_start(f: &mut QueryFacts, lx: &Lexer<'_>) {
 
 fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
     let u = Upper::of(w);
-    match u.as_str() {
-        "SESSION" | "LOCAL" => {
+    match u.as_bytes() {
+        b"SESSION" | b"LOCAL" => {
             // `SET SESSION x = ...`: the name is the next word; take it now.
             if let Some(Tok::Word(n)) = lx_peek_word(lx)
                 && !n.eq_ignore_ascii_case("TRANSACTION")
@@ -676,8 +676,8 @@ fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
                     .push(SetTarget::Session(n.to_ascii_lowercase()));
             }
         }
-        "GLOBAL" | "NAMES" | "CHARACTER" | "CHARSET" | "TRANSACTION" | "PASSWORD" | "ROLE"
-        | "STATEMENT" | "DEFAULT" => {}
+        b"GLOBAL" | b"NAMES" | b"CHARACTER" | b"CHARSET" | b"TRANSACTION" | b"PASSWORD"
+        | b"ROLE" | b"STATEMENT" | b"DEFAULT" => {}
         _ => f
             .set_targets
             .push(SetTarget::Session(w.to_ascii_lowercase())),
