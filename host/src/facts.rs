@@ -507,7 +507,7 @@ fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lex
     match u.as_bytes() {
         b"USE" => f.changes_schema = true,
         b"LOCK" if is(second, "TABLES") || is(second, "TABLE") => {
-            f.pins.push(PinReason::LockTables)
+            f.pins.push(PinReason::LockTables);
         }
         b"PREPARE" | b"EXECUTE" | b"DEALLOCATE" => f.pins.push(PinReason::TextPrepare),
         b"XA" => f.pins.push(PinReason::XaTransaction),
