@@ -75,6 +75,14 @@ fn bench(c: &mut Criterion) {
         });
     });
 
+    let facts = analyze(SQL);
+    c.bench_function("guard only/wasm", |b| {
+        b.iter(|| black_box(set.check(&facts, SQL, &session)))
+    });
+    c.bench_function("router only/wasm", |b| {
+        b.iter(|| black_box(set.route(&facts, &session, &fleet)))
+    });
+
     // The same rules natively: the plugin crates' own decision functions.
     let guard_settings: guard::Settings = sluice_policy_sdk_settings(&dir.join("guard.toml"));
     let router_settings: rw_split::Settings =
