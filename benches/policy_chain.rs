@@ -77,10 +77,10 @@ fn bench(c: &mut Criterion) {
 
     let facts = analyze(SQL);
     c.bench_function("guard only/wasm", |b| {
-        b.iter(|| black_box(set.check(&facts, SQL, &session)))
+        b.iter(|| black_box(set.check(&facts, SQL, &session)));
     });
     c.bench_function("router only/wasm", |b| {
-        b.iter(|| black_box(set.route(&facts, &session, &fleet)))
+        b.iter(|| black_box(set.route(&facts, &session, &fleet)));
     });
 
     // The same rules natively: the plugin crates' own decision functions.
