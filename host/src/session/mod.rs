@@ -344,6 +344,20 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// The redaction scope of a statement, when the active policies redact results.
+    fn redaction_scope(&self) -> Option<redact::RedactionScope> {
+        let policy = self.gw.policy_full();
+        policy.redacts().then(|| redact::RedactionScope {
+            policy,
+            user: self.user.clone(),
+            peer: self.peer.clone(),
+            database: self.state.schema.clone(),
+            connection_id: self.id,
+            in_transaction: self.in_txn,
+            tls: self.tls,
+        })
+    }
+
     /// What a policy sees of this session.
     fn info(&self) -> SessionInfo<'_> {
         SessionInfo {

@@ -12,7 +12,6 @@ use super::{Session, SessionError};
 use crate::backend::BackendConn;
 use crate::error::GatewayError;
 use crate::facts::{self, QueryFacts, SetTarget};
-use crate::phase::SessionInfo;
 use crate::phase::Verdict;
 use crate::protocol::constants::status;
 
@@ -68,29 +67,12 @@ impl Session {
             self.replay_last_insert_id(&mut conn, &facts).await?;
         }
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
-        let policy = self.gw.policy_full();
-        let (user, peer, db) = if policy.redacts() {
-            (
-                self.user.clone(),
-                self.peer.clone(),
-                self.state.schema.clone(),
-            )
-        } else {
-            Default::default()
-        };
-        let info = SessionInfo {
-            connection_id: self.id,
-            user: &user,
-            client_addr: &peer,
-            database: db.as_deref(),
-            in_transaction: self.in_txn,
-            tls: self.tls,
-        };
-        let redact = policy.redacts().then_some(super::redact::Redaction {
-            policy: &**policy,
-            facts: &facts,
-            session: &info,
-        });
+        let scope = self.redaction_scope();
+        let info = scope.as_ref().map(super::redact::RedactionScope::session);
+        let redact = scope
+            .as_ref()
+            .zip(info.as_ref())
+            .map(|(s, i)| s.redaction(&facts, i));
         let mode = RelayMode {
             redact,
             caps: self.caps,

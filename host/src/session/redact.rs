@@ -10,6 +10,43 @@ use sha2::{Digest, Sha256};
 use crate::facts::QueryFacts;
 use crate::phase::{ColumnAction, ColumnInfo, Policy, SessionInfo};
 
+/// What redaction needs for a whole statement, owned so it outlives the statement's awaits: the
+/// policy set the statement started with, and the session as the policy sees it.
+pub struct RedactionScope {
+    pub policy: std::sync::Arc<Box<dyn Policy>>,
+    pub user: String,
+    pub peer: String,
+    pub database: Option<String>,
+    pub connection_id: u32,
+    pub in_transaction: bool,
+    pub tls: bool,
+}
+
+impl RedactionScope {
+    pub fn session(&self) -> SessionInfo<'_> {
+        SessionInfo {
+            connection_id: self.connection_id,
+            user: &self.user,
+            client_addr: &self.peer,
+            database: self.database.as_deref(),
+            in_transaction: self.in_transaction,
+            tls: self.tls,
+        }
+    }
+
+    pub fn redaction<'a>(
+        &'a self,
+        facts: &'a QueryFacts,
+        session: &'a SessionInfo<'a>,
+    ) -> Redaction<'a> {
+        Redaction {
+            policy: &**self.policy,
+            facts,
+            session,
+        }
+    }
+}
+
 /// What the relay needs to redact a statement's results.
 #[derive(Clone, Copy)]
 pub struct Redaction<'a> {
