@@ -299,3 +299,23 @@ fn replicas_serve_reads_and_the_primary_writes() {
         assert_eq!(locking, 1);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_can_use_tls() {
+    let mut c = primary_only_config();
+    c.backends[0].tls = true;
+    // The test fleet's certificate is self-signed.
+    c.backends[0].tls_skip_verify = true;
+    let gw = TestGateway::start(c);
+    let mut conn = gw.app().await;
+    // Session status describes the backend connection the statement ran on.
+    let (_, cipher): (String, String) = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .expect("query")
+        .expect("row");
+    assert!(
+        !cipher.is_empty(),
+        "the backend connection is not encrypted"
+    );
+}

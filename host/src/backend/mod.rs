@@ -116,8 +116,11 @@ impl Backend {
             .stmt_cache_size(c.stmt_cache_size)
             .pool_opts(pool_opts);
         if c.tls {
-            opts = opts
-                .ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(c.tls_skip_verify));
+            opts = opts.ssl_opts(
+                SslOpts::default()
+                    .with_danger_accept_invalid_certs(c.tls_skip_verify)
+                    .with_danger_skip_domain_validation(c.tls_skip_verify),
+            );
         }
         opts
     }
