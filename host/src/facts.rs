@@ -299,21 +299,21 @@ impl<'a> Lexer<'a> {
 
 /// A word upper-cased on the stack (keywords are short; longer words match no keyword).
 struct Upper {
-    buf: [u8; 32],
+    buf: [u8; 24],
     len: usize,
 }
 
 impl Upper {
     fn of(w: &str) -> Self {
         let mut u = Self {
-            buf: [0; 32],
+            buf: [0; 24],
             len: 0,
         };
-        if w.len() <= u.buf.len() {
-            for (dst, b) in u.buf.iter_mut().zip(w.bytes()) {
-                *dst = b.to_ascii_uppercase();
-            }
-            u.len = w.len();
+        let b = w.as_bytes();
+        if b.len() <= u.buf.len() {
+            u.buf[..b.len()].copy_from_slice(b);
+            u.buf[..b.len()].make_ascii_uppercase();
+            u.len = b.len();
         }
         u
     }
@@ -695,8 +695,10 @@ fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
     match t {
         Tok::Word(w) => {
             if w.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_') && w.len() < 24 {
-                for c in w.chars() {
-                    d.push(c.to_ascii_uppercase());
+                let start = d.len();
+                d.push_str(w);
+                if let Some(tail) = d.get_mut(start..) {
+                    tail.make_ascii_uppercase();
                 }
             } else {
                 d.push_str(w);
