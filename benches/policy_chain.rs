@@ -90,7 +90,6 @@ fn bench(c: &mut Criterion) {
     let wit_fleet: Vec<rw_split::BackendStatus> = fleet
         .iter()
         .map(|b| rw_split::BackendStatus {
-            name: b.name.to_string(),
             role: if b.role == Role::Primary {
                 rw_split::Role::Primary
             } else {
@@ -98,34 +97,44 @@ fn bench(c: &mut Criterion) {
             },
             healthy: b.healthy,
             lag_ms: b.lag_ms,
-            in_use: b.in_use,
-            idle: b.idle,
             weight: b.weight,
-            latency_p50_us: 0,
         })
         .collect();
     c.bench_function("facts+guard+router/native", |b| {
         b.iter(|| {
             let facts = analyze(black_box(SQL));
             let statement = guard::Statement {
-                sql: SQL,
-                digest: &facts.digest,
                 kind: guard::StatementKind::Select,
                 read_only: facts.read_only,
                 has_where: facts.has_where,
                 multi_statement: facts.multi_statement,
+                length: SQL.len(),
+            };
+            let text = guard::Text {
+                digest: &facts.digest,
                 tables: &facts.tables,
                 user: session.user,
             };
-            let verdict = guard_settings.decide(&statement);
+            let verdict = guard_settings.decide(&statement, &text);
+            let hint = facts
+                .hints
+                .iter()
+                .find(|(k, _)| k == "route")
+                .map(|(_, v)| v.as_str());
             let read = rw_split::Read {
                 plain_read: facts.read_only && !facts.locking_read,
                 in_transaction: false,
-                route_hint: None,
+                route_hint: hint,
                 connection_id: 7,
             };
-            let route = rw_split::choose(&router_settings, 1, &read, &wit_fleet);
-            black_box((verdict, route))
+            let load = |i: usize| rw_split::BackendLoad {
+                in_use: fleet[i].in_use,
+                idle: fleet[i].idle,
+                latency_p50_us: 0,
+            };
+            let route = rw_split::choose(&router_settings, 1, &read, &wit_fleet, load);
+            black_box(&route);
+            black_box(verdict)
         });
     });
 }

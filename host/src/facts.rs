@@ -76,6 +76,9 @@ pub struct QueryFacts {
     pub tables: Vec<String>,
     pub multi_statement: bool,
     pub digest: String,
+    /// A keyed hash of `digest` (random keys per process, so shapes cannot be forged to
+    /// collide): the key of per-digest caches.
+    pub digest_hash: u64,
     pub hints: Vec<(String, String)>,
     /// Session effects over all statements in the packet.
     pub pins: Vec<PinReason>,
@@ -473,8 +476,18 @@ pub fn analyze(sql: &str) -> QueryFacts {
         && !f.multi_statement;
     f.pins.sort_unstable();
     f.pins.dedup();
+    f.digest_hash = digest_hash(&digest);
     f.digest = digest;
     f
+}
+
+/// The process-wide keyed hash of digests.
+pub fn digest_hash(digest: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(digest)
 }
 
 fn stmt_into(_f: &QueryFacts, s: &StmtScan) -> bool {

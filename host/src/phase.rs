@@ -66,8 +66,10 @@ pub struct BackendStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteDecision {
     Primary,
-    /// A named backend (a replica, usually).
-    Backend(String),
+    /// The backend at this index of the fleet the policy was shown.
+    Backend(usize),
+    /// The backend with this name in the configuration, if it is healthy (a hint names it).
+    Named(String),
 }
 
 /// What to do to one result column before the client sees it.
@@ -190,14 +192,17 @@ impl Policy for ConfigPolicy {
         {
             return RouteDecision::Primary;
         }
-        let replicas: Vec<&BackendStatus> = fleet
-            .iter()
-            .filter(|b| b.role == Role::Replica && b.healthy)
-            .collect();
-        if replicas.is_empty() {
+        let replica = |b: &&BackendStatus| b.role == Role::Replica && b.healthy;
+        let count = fleet.iter().filter(replica).count();
+        if count == 0 {
             return RouteDecision::Primary;
         }
-        let i = session.connection_id as usize % replicas.len();
-        RouteDecision::Backend(replicas[i].name.to_string())
+        let nth = session.connection_id as usize % count;
+        fleet
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| replica(b))
+            .nth(nth)
+            .map_or(RouteDecision::Primary, |(i, _)| RouteDecision::Backend(i))
     }
 }

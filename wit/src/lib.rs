@@ -6,6 +6,8 @@ pub mod guard {
     wasmtime::component::bindgen!({
         world: "guard",
         path: "wit",
+        // Routers get the fleet only when it changed: the host compares snapshots.
+        additional_derives: [PartialEq],
     });
 }
 
@@ -45,3 +47,5 @@ pub mod credentials {
 pub use guard::sluice::policy::host;
 /// The types every world shares.
 pub use guard::sluice::policy::types;
+/// What routers read of the fleet's live load.
+pub use router::sluice::policy::fleet;

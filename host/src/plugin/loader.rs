@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::manifest::{Kind, Manifest};
-use super::runtime::{Bound, Plugin, PluginEngine};
+use super::runtime::{Plugin, PluginEngine};
 use super::secrets::SecretSources;
-use super::set::{PolicySet, wit_facts, wit_session};
+use super::set::{Call, PolicySet};
 use crate::phase::{ConfigPolicy, SessionInfo};
 
 /// Why a directory could not become the active set.
@@ -112,18 +112,15 @@ fn smoke(p: &Plugin) -> Result<(), String> {
         in_transaction: false,
         tls: false,
     };
-    let q = wit_facts(&facts, "SELECT 1");
-    let s = wit_session(&session);
+    let call = Call {
+        facts: &facts,
+        sql: "SELECT 1",
+        session: &session,
+    };
     let outcome = match p.manifest.kind {
-        Kind::Guard => PolicySet::run_guard(p, &q, &s).map(drop),
-        Kind::Router => PolicySet::run_router(p, &q, &s, &[]).map(drop),
-        Kind::Redactor => p.call(|w| match &w.bound {
-            Bound::Redactor(b) => b
-                .sluice_policy_redaction()
-                .call_plan(&mut w.store, &q, &s, &[])
-                .map(drop),
-            _ => Err(wasmtime::Error::msg("kind mismatch")),
-        }),
+        Kind::Guard => PolicySet::run_guard(p, call).map(drop),
+        Kind::Router => PolicySet::run_router(p, call, &[]).map(drop),
+        Kind::Redactor => PolicySet::run_plan(p, call, &[]).map(drop),
         // Credentials run on a fresh instance per login; instantiating and configuring it is
         // the check (a resolve call could read secrets for a made-up user).
         Kind::Credentials => p.instantiate().map(drop),

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_wit::{credentials, guard, host, redactor, router, types};
-use wasmtime::component::{Component, HasSelf, Linker};
+use sluice_wit::{credentials, fleet, guard, host, redactor, router, types};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 use super::manifest::{Kind, Manifest};
 use super::secrets::SecretSources;
+use crate::facts::QueryFacts;
+use crate::phase::SessionInfo;
 
 /// The epoch ticks every millisecond; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);
@@ -34,12 +36,54 @@ pub enum CallError {
     Instantiate(String),
 }
 
-/// What a guest's store carries: its limits and what the host interface needs.
+/// What a guest's store carries: its limits, what the host interface needs, and the statement
+/// being decided.
 pub struct PluginState {
     policy: Arc<str>,
     secrets: Arc<SecretSources>,
     memory_cap: usize,
     memory_exceeded: bool,
+    /// What the `statement` and `session` resources read during a call.
+    pub context: CallContext,
+    /// The fleet a router instance was last given (`fleet-changed`).
+    pub fleet_seen: Option<Vec<types::BackendStatus>>,
+}
+
+/// The text parts of a statement and its session, copied into a store before a call. The store
+/// is reused across calls, so after the first the copies reuse its buffers (no allocation).
+#[derive(Debug, Default)]
+pub struct CallContext {
+    pub sql: String,
+    pub digest: String,
+    pub tables: Vec<String>,
+    pub hints: Vec<(String, String)>,
+    pub user: String,
+    pub client_addr: String,
+    pub database: Option<String>,
+    /// The fleet's load, for a router's `fleet.load`.
+    pub load: Vec<types::BackendLoad>,
+}
+
+impl CallContext {
+    /// Copies what the policy may read, reusing this context's buffers.
+    pub fn load(&mut self, facts: &QueryFacts, sql: &str, session: &SessionInfo<'_>) {
+        self.sql.clear();
+        self.sql.push_str(sql);
+        self.digest.clone_from(&facts.digest);
+        self.tables.clone_from(&facts.tables);
+        self.hints.clone_from(&facts.hints);
+        self.user.clear();
+        self.user.push_str(session.user);
+        self.client_addr.clear();
+        self.client_addr.push_str(session.client_addr);
+        match (&mut self.database, session.database) {
+            (Some(d), Some(s)) => {
+                d.clear();
+                d.push_str(s);
+            }
+            (d, s) => *d = s.map(str::to_string),
+        }
+    }
 }
 
 impl ResourceLimiter for PluginState {
@@ -85,6 +129,82 @@ impl host::Host for PluginState {
 
 impl types::Host for PluginState {}
 
+// The host passes each call borrowed handles with a fixed representation (`CallContext::HANDLE`)
+// instead of table entries: a store serves one call at a time, so the handle can only mean the
+// statement (or session) of the call in progress.
+impl types::HostStatement for PluginState {
+    fn sql(&mut self, _: Resource<types::Statement>) -> String {
+        self.context.sql.clone()
+    }
+
+    fn digest(&mut self, _: Resource<types::Statement>) -> String {
+        self.context.digest.clone()
+    }
+
+    fn tables(&mut self, _: Resource<types::Statement>) -> Vec<String> {
+        self.context.tables.clone()
+    }
+
+    fn table(&mut self, _: Resource<types::Statement>, index: u32) -> Option<String> {
+        let i = usize::try_from(index).ok()?;
+        self.context.tables.get(i).cloned()
+    }
+
+    fn hint(&mut self, _: Resource<types::Statement>, key: String) -> Option<String> {
+        self.context
+            .hints
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn hints(&mut self, _: Resource<types::Statement>) -> Vec<(String, String)> {
+        self.context.hints.clone()
+    }
+
+    fn drop(&mut self, _: Resource<types::Statement>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fleet::Host for PluginState {
+    fn load(&mut self, backend: u32) -> Option<types::BackendLoad> {
+        let i = usize::try_from(backend).ok()?;
+        self.context.load.get(i).copied()
+    }
+}
+
+impl types::HostSession for PluginState {
+    fn user(&mut self, _: Resource<types::Session>) -> String {
+        self.context.user.clone()
+    }
+
+    fn client_addr(&mut self, _: Resource<types::Session>) -> String {
+        self.context.client_addr.clone()
+    }
+
+    fn database(&mut self, _: Resource<types::Session>) -> Option<String> {
+        self.context.database.clone()
+    }
+
+    fn drop(&mut self, _: Resource<types::Session>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl CallContext {
+    /// The representation of the borrowed `statement` and `session` handles of every call.
+    const HANDLE: u32 = 0;
+
+    pub fn statement() -> Resource<types::Statement> {
+        Resource::new_borrow(Self::HANDLE)
+    }
+
+    pub fn session() -> Resource<types::Session> {
+        Resource::new_borrow(Self::HANDLE)
+    }
+}
+
 /// The process-wide engine, its epoch ticker and the compiled-component cache.
 pub struct PluginEngine {
     engine: Engine,
@@ -108,6 +228,8 @@ impl PluginEngine {
         host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
         types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        fleet::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
@@ -258,6 +380,8 @@ impl Plugin {
             memory_cap: usize::try_from(self.manifest.limits.memory_mib << 20)
                 .unwrap_or(usize::MAX),
             memory_exceeded: false,
+            context: CallContext::default(),
+            fleet_seen: None,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s);

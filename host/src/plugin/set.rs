@@ -11,7 +11,7 @@ use sluice_wit::{
 };
 
 use super::manifest::OnError;
-use super::runtime::{Bound, Plugin};
+use super::runtime::{Bound, CallContext, Plugin, Warm};
 use crate::config::{AuthPlugin, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
 use crate::phase::{
@@ -54,44 +54,65 @@ fn kind(k: StatementKind) -> types::StatementKind {
     }
 }
 
-/// The host's facts as the WIT record (converted once per statement for all policies).
+/// The scalar facts, passed to every policy by value (the text parts go through the `statement`
+/// resource, read from the store's [`CallContext`]).
 pub fn wit_facts(f: &QueryFacts, sql: &str) -> types::QueryFacts {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     types::QueryFacts {
-        sql: sql.to_string(),
-        digest: f.digest.clone(),
         kind: kind(f.kind),
         read_only: f.read_only,
         locking_read: f.locking_read,
         has_where: f.has_where,
-        tables: f.tables.clone(),
         multi_statement: f.multi_statement,
-        hints: f.hints.clone(),
+        length: count(sql.len()),
+        table_count: count(f.tables.len()),
+        hint_count: count(f.hints.len()),
+        digest_hash: f.digest_hash,
     }
 }
 
 pub fn wit_session(s: &SessionInfo<'_>) -> types::SessionInfo {
     types::SessionInfo {
         connection_id: u64::from(s.connection_id),
-        user: s.user.to_string(),
-        client_addr: s.client_addr.to_string(),
-        database: s.database.map(str::to_string),
         in_transaction: s.in_transaction,
         tls: s.tls,
     }
 }
 
+/// One statement as a policy call sees it: the host's facts, the text, the session.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub facts: &'a QueryFacts,
+    pub sql: &'a str,
+    pub session: &'a SessionInfo<'a>,
+}
+
+impl Call<'_> {
+    /// Gives the instance's store what its `statement` and `session` handles read.
+    fn load_into(&self, w: &mut Warm) {
+        w.store
+            .data_mut()
+            .context
+            .load(self.facts, self.sql, self.session);
+    }
+}
+
 fn wit_backend(b: &BackendStatus) -> types::BackendStatus {
     types::BackendStatus {
-        name: b.name.to_string(),
         role: match b.role {
             Role::Primary => types::Role::Primary,
             Role::Replica => types::Role::Replica,
         },
         healthy: b.healthy,
         lag_ms: b.lag_ms,
+        weight: b.weight,
+    }
+}
+
+fn wit_load(b: &BackendStatus) -> types::BackendLoad {
+    types::BackendLoad {
         in_use: b.in_use,
         idle: b.idle,
-        weight: b.weight,
         latency_p50_us: 0,
     }
 }
@@ -122,30 +143,86 @@ impl PolicySet {
             .chain(&self.credentials)
     }
 
-    /// Runs one guard on converted facts.
+    /// Runs one guard.
     pub fn run_guard(
         g: &Plugin,
-        q: &types::QueryFacts,
-        s: &types::SessionInfo,
+        call: Call<'_>,
     ) -> Result<safety::Verdict, super::runtime::CallError> {
-        g.call(|w| match &w.bound {
-            Bound::Guard(b) => b.sluice_policy_safety().call_check(&mut w.store, q, s),
-            _ => Err(mismatch()),
+        let q = wit_facts(call.facts, call.sql);
+        let s = wit_session(call.session);
+        g.call(|w| {
+            call.load_into(w);
+            match &w.bound {
+                Bound::Guard(b) => b.sluice_policy_safety().call_check(
+                    &mut w.store,
+                    q,
+                    CallContext::statement(),
+                    s,
+                    CallContext::session(),
+                ),
+                _ => Err(mismatch()),
+            }
         })
     }
 
-    /// Runs the router on converted facts.
+    /// Runs the router. The instance hears of the fleet's health only when it changed since
+    /// its last call; the load it reads through `fleet.load`.
     pub fn run_router(
         r: &Plugin,
-        q: &types::QueryFacts,
-        s: &types::SessionInfo,
-        fleet: &[types::BackendStatus],
+        call: Call<'_>,
+        fleet: &[BackendStatus],
     ) -> Result<routing::RouteDecision, super::runtime::CallError> {
-        r.call(|w| match &w.bound {
-            Bound::Router(b) => b
-                .sluice_policy_routing()
-                .call_route(&mut w.store, q, s, fleet),
-            _ => Err(mismatch()),
+        let q = wit_facts(call.facts, call.sql);
+        let s = wit_session(call.session);
+        r.call(|w| {
+            call.load_into(w);
+            let Bound::Router(b) = &w.bound else {
+                return Err(mismatch());
+            };
+            let data = w.store.data_mut();
+            data.context.load.clear();
+            data.context.load.extend(fleet.iter().map(wit_load));
+            let seen = data.fleet_seen.as_deref().is_some_and(|seen| {
+                seen.len() == fleet.len()
+                    && seen.iter().zip(fleet).all(|(a, b)| *a == wit_backend(b))
+            });
+            if !seen {
+                let now: Vec<types::BackendStatus> = fleet.iter().map(wit_backend).collect();
+                b.sluice_policy_routing()
+                    .call_fleet_changed(&mut w.store, &now)?;
+                w.store.data_mut().fleet_seen = Some(now);
+            }
+            b.sluice_policy_routing().call_route(
+                &mut w.store,
+                q,
+                CallContext::statement(),
+                s,
+                CallContext::session(),
+            )
+        })
+    }
+
+    /// Runs the redactor's plan for a result shape.
+    pub fn run_plan(
+        r: &Plugin,
+        call: Call<'_>,
+        columns: &[types::Column],
+    ) -> Result<Vec<redaction::Action>, super::runtime::CallError> {
+        let q = wit_facts(call.facts, call.sql);
+        let s = wit_session(call.session);
+        r.call(|w| {
+            call.load_into(w);
+            match &w.bound {
+                Bound::Redactor(b) => b.sluice_policy_redaction().call_plan(
+                    &mut w.store,
+                    q,
+                    CallContext::statement(),
+                    s,
+                    CallContext::session(),
+                    columns,
+                ),
+                _ => Err(mismatch()),
+            }
         })
     }
 }
@@ -198,11 +275,21 @@ impl Policy for PolicySet {
         if self.guards.is_empty() {
             return Verdict::Allow;
         }
-        let mut q = wit_facts(facts, sql);
-        let s = wit_session(session);
-        let mut rewritten: Option<String> = None;
+        let mut rewritten: Option<(QueryFacts, String)> = None;
         for g in &self.guards {
-            match Self::run_guard(g, &q, &s) {
+            let call = match &rewritten {
+                Some((f, sql)) => Call {
+                    facts: f,
+                    sql,
+                    session,
+                },
+                None => Call {
+                    facts,
+                    sql,
+                    session,
+                },
+            };
+            match Self::run_guard(g, call) {
                 Ok(safety::Verdict::Allow) => {}
                 Ok(safety::Verdict::Deny(d)) => {
                     return Verdict::Deny {
@@ -212,9 +299,7 @@ impl Policy for PolicySet {
                     };
                 }
                 Ok(safety::Verdict::Rewrite(new_sql)) => {
-                    let f = facts::analyze(&new_sql);
-                    q = wit_facts(&f, &new_sql);
-                    rewritten = Some(new_sql);
+                    rewritten = Some((facts::analyze(&new_sql), new_sql));
                 }
                 Err(e) => {
                     tracing::warn!(policy = g.name(), error = %e, "guard failed");
@@ -228,7 +313,7 @@ impl Policy for PolicySet {
                 }
             }
         }
-        rewritten.map_or(Verdict::Allow, Verdict::Rewrite)
+        rewritten.map_or(Verdict::Allow, |(_, sql)| Verdict::Rewrite(sql))
     }
 
     fn route(
@@ -240,12 +325,17 @@ impl Policy for PolicySet {
         let Some(r) = &self.router else {
             return self.builtin.route(facts, session, fleet);
         };
-        let q = wit_facts(facts, "");
-        let s = wit_session(session);
-        let f: Vec<types::BackendStatus> = fleet.iter().map(wit_backend).collect();
-        match Self::run_router(r, &q, &s, &f) {
+        let call = Call {
+            facts,
+            sql: "",
+            session,
+        };
+        match Self::run_router(r, call, fleet) {
             Ok(routing::RouteDecision::Primary) => RouteDecision::Primary,
-            Ok(routing::RouteDecision::Backend(name)) => RouteDecision::Backend(name),
+            Ok(routing::RouteDecision::Backend(i)) => {
+                RouteDecision::Backend(usize::try_from(i).unwrap_or(usize::MAX))
+            }
+            Ok(routing::RouteDecision::Named(name)) => RouteDecision::Named(name),
             Err(e) => {
                 tracing::warn!(policy = r.name(), error = %e, "router failed; using the primary");
                 RouteDecision::Primary
@@ -267,7 +357,7 @@ impl Policy for PolicySet {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            facts.digest.hash(&mut h);
+            facts.digest_hash.hash(&mut h);
             for c in columns {
                 (c.schema, c.org_table, c.org_name, c.name).hash(&mut h);
             }
@@ -281,8 +371,11 @@ impl Policy for PolicySet {
         {
             return Some(Arc::clone(p));
         }
-        let q = wit_facts(facts, "");
-        let s = wit_session(session);
+        let call = Call {
+            facts,
+            sql: "",
+            session,
+        };
         let cols: Vec<types::Column> = columns
             .iter()
             .map(|c| types::Column {
@@ -293,13 +386,7 @@ impl Policy for PolicySet {
                 org_name: c.org_name.to_string(),
             })
             .collect();
-        let planned = r.call(|w| match &w.bound {
-            Bound::Redactor(b) => {
-                b.sluice_policy_redaction()
-                    .call_plan(&mut w.store, &q, &s, &cols)
-            }
-            _ => Err(mismatch()),
-        });
+        let planned = Self::run_plan(r, call, &cols);
         let plan: Arc<[ColumnAction]> = match planned {
             Ok(actions) => (0..columns.len())
                 .map(|i| match actions.get(i) {

@@ -409,16 +409,16 @@ impl Session {
         if fleet.len() == 1 {
             return Arc::clone(fleet.primary());
         }
-        match self
+        let chosen = match self
             .gw
             .policy()
             .route(facts, &self.info(), &fleet.statuses())
         {
-            RouteDecision::Primary => Arc::clone(fleet.primary()),
-            RouteDecision::Backend(name) => {
-                Arc::clone(fleet.by_name(&name).unwrap_or_else(|| fleet.primary()))
-            }
-        }
+            RouteDecision::Primary => None,
+            RouteDecision::Backend(i) => fleet.backends().get(i),
+            RouteDecision::Named(name) => fleet.by_name(&name).filter(|b| b.status().healthy),
+        };
+        Arc::clone(chosen.unwrap_or_else(|| fleet.primary()))
     }
 
     /// Borrows a pooled connection and brings it to this session's state.

@@ -14,6 +14,8 @@
 
 extern crate alloc;
 
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -31,7 +33,8 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
+    Denial, Guest as Safety, QueryFacts, Session, SessionInfo, Statement as StatementHandle,
+    Verdict,
 };
 pub use bindings::sluice::policy::types::StatementKind;
 
@@ -80,20 +83,35 @@ pub enum Decision {
     Rewrite(String),
 }
 
-/// The facts the rules read.
-pub struct Statement<'a> {
-    pub sql: &'a str,
-    pub digest: &'a str,
+/// The facts the rules read that come by value.
+pub struct Statement {
     pub kind: StatementKind,
     pub read_only: bool,
     pub has_where: bool,
     pub multi_statement: bool,
-    pub tables: &'a [String],
-    pub user: &'a str,
+    /// The statement's length in bytes.
+    pub length: usize,
+}
+
+/// The text parts the rules read, fetched only when a configured rule needs them (in the
+/// component each is a call into the host that copies the text).
+pub trait StatementText {
+    fn digest(&self) -> Cow<'_, str>;
+    /// The table at `index`, `None` past the last.
+    fn table(&self, index: usize) -> Option<Cow<'_, str>>;
+    fn user(&self) -> Cow<'_, str>;
 }
 
 impl Settings {
-    pub fn decide(&self, s: &Statement<'_>) -> Decision {
+    pub fn decide(&self, s: &Statement, text: &impl StatementText) -> Decision {
+        match self.decide_flags(s, text) {
+            Decision::Allow => self.decide_text(text),
+            other => other,
+        }
+    }
+
+    /// The rules on the statement's kind, size and user.
+    pub fn decide_flags(&self, s: &Statement, text: &impl StatementText) -> Decision {
         let is_write = !s.read_only
             && !matches!(
                 s.kind,
@@ -102,11 +120,14 @@ impl Settings {
                     | StatementKind::Show
                     | StatementKind::Transaction
             );
-        if self.read_only_users.iter().any(|u| u == s.user) && is_write {
-            return Decision::Deny(
-                1290,
-                format!("user '{}' is read-only through this gateway", s.user),
-            );
+        if is_write && !self.read_only_users.is_empty() {
+            let user = text.user();
+            if self.read_only_users.iter().any(|u| *u == *user) {
+                return Decision::Deny(
+                    1290,
+                    format!("user '{user}' is read-only through this gateway"),
+                );
+            }
         }
         if self.deny_ddl && s.kind == StatementKind::Ddl {
             return Decision::Deny(
@@ -133,13 +154,12 @@ impl Settings {
                 ),
             );
         }
-        if self.max_statement_bytes > 0 && s.sql.len() > self.max_statement_bytes {
+        if self.max_statement_bytes > 0 && s.length > self.max_statement_bytes {
             return Decision::Deny(
                 1105,
                 format!(
                     "statement of {} bytes exceeds the limit of {} (guard: max-statement-bytes)",
-                    s.sql.len(),
-                    self.max_statement_bytes
+                    s.length, self.max_statement_bytes
                 ),
             );
         }
@@ -149,24 +169,34 @@ impl Settings {
                 String::from("multi-statements are not allowed (guard: deny-multi-statements)"),
             );
         }
-        if self.deny_digests.iter().any(|d| d == s.digest) {
-            return Decision::Deny(
-                1105,
-                format!(
-                    "statement denied by digest: {} (guard: deny-digests)",
-                    s.digest
-                ),
-            );
-        }
-        for t in s.tables {
-            if self.deny_tables.iter().any(|p| table_matches(p, t)) {
-                return Decision::Deny(
-                    1142,
-                    format!("access to table '{t}' is denied (guard: deny-tables)"),
-                );
+        Decision::Allow
+    }
+
+    /// The rules on tables and digests: a function of the digest alone (tables are matched
+    /// without regard to case, the way the digest folds it), so the component caches it.
+    pub fn decide_text(&self, text: &impl StatementText) -> Decision {
+        if !self.deny_tables.is_empty() {
+            let tables = (0..).map_while(|i| text.table(i));
+            for t in tables {
+                if self.deny_tables.iter().any(|p| table_matches(p, &t)) {
+                    return Decision::Deny(
+                        1142,
+                        format!("access to table '{t}' is denied (guard: deny-tables)"),
+                    );
+                }
             }
         }
-        if let Some(r) = self.rewrites.iter().find(|r| r.digest == s.digest) {
+        if self.deny_digests.is_empty() && self.rewrites.is_empty() {
+            return Decision::Allow;
+        }
+        let digest = text.digest();
+        if self.deny_digests.iter().any(|d| *d == *digest) {
+            return Decision::Deny(
+                1105,
+                format!("statement denied by digest: {digest} (guard: deny-digests)"),
+            );
+        }
+        if let Some(r) = self.rewrites.iter().find(|r| *r.digest == *digest) {
             return Decision::Rewrite(r.sql.clone());
         }
         Decision::Allow
@@ -186,33 +216,114 @@ fn table_matches(pattern: &str, table: &str) -> bool {
 
 struct Policy;
 
-static SETTINGS: sluice_policy_sdk::Global<Settings> = sluice_policy_sdk::Global::new();
+#[derive(Default)]
+struct State {
+    settings: Settings,
+    /// `decide_text` outcomes by `digest-hash`: the tables and digest of a statement shape are
+    /// read from the host once, not per statement.
+    by_digest: BTreeMap<u64, Decision>,
+}
+
+/// Digests remembered at most; the cache starts over beyond.
+const MAX_CACHED_DIGESTS: usize = 4096;
+
+static STATE: sluice_policy_sdk::Global<State> = sluice_policy_sdk::Global::new();
 
 impl Lifecycle for Policy {
     fn configure(settings: String) -> Result<(), String> {
         let s: Settings = sluice_policy_sdk::settings(&settings)?;
-        SETTINGS.with(|current| *current = s);
+        STATE.with(|st| {
+            st.settings = s;
+            st.by_digest.clear();
+        });
         Ok(())
     }
 }
 
 impl Safety for Policy {
-    fn check(q: QueryFacts, s: SessionInfo) -> Verdict {
-        let statement = Statement {
-            sql: &q.sql,
-            digest: &q.digest,
+    fn check(
+        q: QueryFacts,
+        statement: &StatementHandle,
+        _s: SessionInfo,
+        session: &Session,
+    ) -> Verdict {
+        let facts = Statement {
             kind: q.kind,
             read_only: q.read_only,
             has_where: q.has_where,
             multi_statement: q.multi_statement,
-            tables: &q.tables,
-            user: &s.user,
+            length: q.length as usize,
         };
-        match SETTINGS.with(|settings| settings.decide(&statement)) {
+        let text = Handles {
+            statement,
+            session,
+            table_count: q.table_count as usize,
+        };
+        let decision = STATE.with(|st| match st.settings.decide_flags(&facts, &text) {
+            Decision::Allow => {
+                if let Some(d) = st.by_digest.get(&q.digest_hash) {
+                    return d.clone();
+                }
+                let d = st.settings.decide_text(&text);
+                if st.by_digest.len() >= MAX_CACHED_DIGESTS {
+                    st.by_digest.clear();
+                }
+                st.by_digest.insert(q.digest_hash, d.clone());
+                d
+            }
+            other => other,
+        });
+        match decision {
             Decision::Allow => Verdict::Allow,
             Decision::Deny(code, message) => Verdict::Deny(Denial { code, message }),
             Decision::Rewrite(sql) => Verdict::Rewrite(sql),
         }
+    }
+}
+
+/// The text parts, read from the host through the call's handles.
+struct Handles<'a> {
+    statement: &'a StatementHandle,
+    session: &'a Session,
+    table_count: usize,
+}
+
+impl StatementText for Handles<'_> {
+    fn digest(&self) -> Cow<'_, str> {
+        Cow::Owned(self.statement.digest())
+    }
+
+    fn table(&self, index: usize) -> Option<Cow<'_, str>> {
+        if index >= self.table_count {
+            return None;
+        }
+        let i = u32::try_from(index).ok()?;
+        self.statement.table(i).map(Cow::Owned)
+    }
+
+    fn user(&self) -> Cow<'_, str> {
+        Cow::Owned(self.session.user())
+    }
+}
+
+/// The text parts as plain values (natively: tests, the benchmark's native baseline).
+pub struct Text<'a> {
+    pub digest: &'a str,
+    pub tables: &'a [String],
+    pub user: &'a str,
+}
+
+impl StatementText for Text<'_> {
+    fn digest(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.digest)
+    }
+
+    fn table(&self, index: usize) -> Option<Cow<'_, str>> {
+        self.tables.get(index).map(|t| Cow::Borrowed(t.as_str()))
+    }
+
+    fn user(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.user)
     }
 }
 
@@ -229,22 +340,42 @@ mod export {
 mod tests {
     use super::*;
 
+    /// A statement whose digest is its text.
+    struct Case<'a> {
+        facts: Statement,
+        text: Text<'a>,
+    }
+
     fn stmt<'a>(
         sql: &'a str,
         kind: StatementKind,
         has_where: bool,
         tables: &'a [String],
         user: &'a str,
-    ) -> Statement<'a> {
-        Statement {
-            sql,
-            digest: sql,
-            kind,
-            read_only: kind == StatementKind::Select,
-            has_where,
-            multi_statement: false,
-            tables,
-            user,
+    ) -> Case<'a> {
+        Case {
+            facts: Statement {
+                kind,
+                read_only: kind == StatementKind::Select,
+                has_where,
+                multi_statement: false,
+                length: sql.len(),
+            },
+            text: Text {
+                digest: sql,
+                tables,
+                user,
+            },
+        }
+    }
+
+    trait Decide {
+        fn decide_case(&self, c: &Case<'_>) -> Decision;
+    }
+
+    impl Decide for Settings {
+        fn decide_case(&self, c: &Case<'_>) -> Decision {
+            self.decide(&c.facts, &c.text)
         }
     }
 
@@ -257,7 +388,7 @@ mod tests {
         .expect("settings");
         let none: [String; 0] = [];
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "DROP TABLE t",
                 StatementKind::Ddl,
                 false,
@@ -267,7 +398,7 @@ mod tests {
             Decision::Deny(1227, _)
         ));
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "LOAD DATA INFILE 'x'",
                 StatementKind::LoadData,
                 false,
@@ -277,7 +408,7 @@ mod tests {
             Decision::Deny(1227, _)
         ));
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "DELETE FROM t",
                 StatementKind::Delete,
                 false,
@@ -287,7 +418,7 @@ mod tests {
             Decision::Deny(1175, _)
         ));
         assert_eq!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "DELETE FROM t WHERE a = 1",
                 StatementKind::Delete,
                 true,
@@ -297,7 +428,7 @@ mod tests {
             Decision::Allow
         );
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT 'a very long statement indeed, over forty'",
                 StatementKind::Select,
                 false,
@@ -308,7 +439,7 @@ mod tests {
         ));
         let secret = [String::from("app.secrets")];
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT 1",
                 StatementKind::Select,
                 false,
@@ -319,7 +450,7 @@ mod tests {
         ));
         let audit = [String::from("audit_log")];
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT 1",
                 StatementKind::Select,
                 false,
@@ -329,7 +460,7 @@ mod tests {
             Decision::Deny(1142, _)
         ));
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "INSERT INTO t VALUES (1)",
                 StatementKind::Insert,
                 false,
@@ -339,7 +470,7 @@ mod tests {
             Decision::Deny(1290, _)
         ));
         assert_eq!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT 1",
                 StatementKind::Select,
                 false,
@@ -349,7 +480,7 @@ mod tests {
             Decision::Allow
         );
         assert!(matches!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT SLEEP(?)",
                 StatementKind::Select,
                 false,
@@ -359,7 +490,7 @@ mod tests {
             Decision::Deny(1105, _)
         ));
         assert_eq!(
-            s.decide(&stmt(
+            s.decide_case(&stmt(
                 "SELECT ?",
                 StatementKind::Select,
                 false,

@@ -33,9 +33,9 @@ mod bindings {
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 pub use bindings::exports::sluice::policy::routing::BackendStatus;
 use bindings::exports::sluice::policy::routing::{
-    Guest as Routing, QueryFacts, RouteDecision, SessionInfo,
+    Guest as Routing, QueryFacts, RouteDecision, Session, SessionInfo, Statement,
 };
-pub use bindings::sluice::policy::types::Role;
+pub use bindings::sluice::policy::types::{BackendLoad, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +69,8 @@ struct State {
     settings: Settings,
     /// Statements routed so far (round-robin and weighted cycles).
     turn: u64,
+    /// The fleet as the host last described it (`fleet-changed`).
+    fleet: alloc::vec::Vec<BackendStatus>,
 }
 
 static STATE: sluice_policy_sdk::Global<State> = sluice_policy_sdk::Global::new();
@@ -81,65 +83,64 @@ pub struct Read<'a> {
     pub connection_id: u64,
 }
 
-/// Where to go: `None` is the primary, `Some(i)` the fleet entry i.
-pub fn choose(
+/// Where a statement goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice<'a> {
+    Primary,
+    /// The fleet entry at this index.
+    Replica(usize),
+    /// The backend a hint names (the host checks it exists and is healthy).
+    Named(&'a str),
+}
+
+/// Picks a backend. `load` gives a backend's live load; only the load-based strategies ask.
+pub fn choose<'a>(
     settings: &Settings,
     turn: u64,
-    q: &Read<'_>,
+    q: &Read<'a>,
     fleet: &[BackendStatus],
-) -> Option<usize> {
+    load: impl Fn(usize) -> BackendLoad,
+) -> Choice<'a> {
+    match q.route_hint {
+        Some("primary") => return Choice::Primary,
+        Some("replica") => {}
+        Some(name) => return Choice::Named(name),
+        None => {
+            if !q.plain_read || q.in_transaction {
+                return Choice::Primary;
+            }
+        }
+    }
     let usable = |b: &BackendStatus| {
         b.role == Role::Replica && b.healthy && b.lag_ms.is_some_and(|l| l <= settings.max_lag_ms)
     };
-    match q.route_hint {
-        Some("primary") => return None,
-        Some("replica") => {}
-        Some(name) => {
-            if let Some(i) = fleet.iter().position(|b| b.name == name && b.healthy) {
-                return Some(i);
-            }
-        }
-        None => {
-            if !q.plain_read || q.in_transaction {
-                return None;
-            }
-        }
+    // The usable replicas, as fleet indexes, without collecting them.
+    let candidates = || (0..fleet.len()).filter(|&i| usable(&fleet[i]));
+    let count = candidates().count() as u64;
+    if count == 0 {
+        return Choice::Primary;
     }
-    let candidates: alloc::vec::Vec<usize> =
-        (0..fleet.len()).filter(|&i| usable(&fleet[i])).collect();
-    if candidates.is_empty() {
-        return None;
-    }
+    let nth = |n: u64| candidates().nth(n as usize);
     let pick = match settings.strategy {
-        Strategy::Sticky => candidates[(q.connection_id % candidates.len() as u64) as usize],
-        Strategy::RoundRobin => candidates[(turn % candidates.len() as u64) as usize],
+        Strategy::Sticky => nth(q.connection_id % count),
+        Strategy::RoundRobin => nth(turn % count),
         Strategy::Weighted => {
-            let total: u64 = candidates
-                .iter()
-                .map(|&i| u64::from(fleet[i].weight.max(1)))
-                .sum();
+            let weight = |i: usize| u64::from(fleet[i].weight.max(1));
+            let total: u64 = candidates().map(weight).sum();
             let mut slot = turn % total;
-            let mut chosen = candidates[0];
-            for &i in &candidates {
-                let w = u64::from(fleet[i].weight.max(1));
+            candidates().find(|&i| {
+                let w = weight(i);
                 if slot < w {
-                    chosen = i;
-                    break;
+                    return true;
                 }
                 slot -= w;
-            }
-            chosen
+                false
+            })
         }
-        Strategy::LeastInUse => *candidates
-            .iter()
-            .min_by_key(|&&i| fleet[i].in_use)
-            .unwrap_or(&candidates[0]),
-        Strategy::LowestLatency => *candidates
-            .iter()
-            .min_by_key(|&&i| fleet[i].latency_p50_us)
-            .unwrap_or(&candidates[0]),
+        Strategy::LeastInUse => candidates().min_by_key(|&i| load(i).in_use),
+        Strategy::LowestLatency => candidates().min_by_key(|&i| load(i).latency_p50_us),
     };
-    Some(pick)
+    pick.map_or(Choice::Primary, Choice::Replica)
 }
 
 struct Policy;
@@ -153,29 +154,46 @@ impl Lifecycle for Policy {
 }
 
 impl Routing for Policy {
+    fn fleet_changed(fleet: alloc::vec::Vec<BackendStatus>) {
+        STATE.with(|st| st.fleet = fleet);
+    }
+
     fn route(
         q: QueryFacts,
+        statement: &Statement,
         s: SessionInfo,
-        fleet: alloc::vec::Vec<BackendStatus>,
+        _session: &Session,
     ) -> RouteDecision {
-        let hint = q
-            .hints
-            .iter()
-            .find(|(k, _)| k == "route")
-            .map(|(_, v)| v.as_str());
+        // Only a statement with hints pays for a call into the host.
+        let hint = if q.hint_count > 0 {
+            statement.hint("route")
+        } else {
+            None
+        };
         let read = Read {
             plain_read: q.read_only && !q.locking_read,
             in_transaction: s.in_transaction,
-            route_hint: hint,
+            route_hint: hint.as_deref(),
             connection_id: s.connection_id,
         };
         let chosen = STATE.with(|st| {
             st.turn = st.turn.wrapping_add(1);
-            choose(&st.settings, st.turn, &read, &fleet)
+            let load = |i: usize| {
+                u32::try_from(i)
+                    .ok()
+                    .and_then(bindings::sluice::policy::fleet::load)
+                    .unwrap_or(BackendLoad {
+                        in_use: u32::MAX,
+                        idle: 0,
+                        latency_p50_us: u32::MAX,
+                    })
+            };
+            choose(&st.settings, st.turn, &read, &st.fleet, load)
         });
         match chosen {
-            Some(i) => RouteDecision::Backend(fleet[i].name.clone()),
-            None => RouteDecision::Primary,
+            Choice::Primary => RouteDecision::Primary,
+            Choice::Replica(i) => RouteDecision::Backend(u32::try_from(i).unwrap_or(u32::MAX)),
+            Choice::Named(name) => RouteDecision::Named(String::from(name)),
         }
     }
 }
@@ -193,32 +211,30 @@ mod export {
 mod tests {
     use super::*;
 
-    fn backend(
-        name: &str,
-        role: Role,
-        healthy: bool,
-        lag: Option<u32>,
-        in_use: u32,
-        weight: u32,
-        latency: u32,
-    ) -> BackendStatus {
+    fn backend(role: Role, healthy: bool, lag: Option<u32>, weight: u32) -> BackendStatus {
         BackendStatus {
-            name: name.into(),
             role,
             healthy,
             lag_ms: lag,
+            weight,
+        }
+    }
+
+    /// The fleet's load: r1 busier and slower than r2.
+    fn load(i: usize) -> BackendLoad {
+        let (in_use, latency_p50_us) = [(0, 100), (5, 300), (1, 200)][i];
+        BackendLoad {
             in_use,
             idle: 0,
-            weight,
-            latency_p50_us: latency,
+            latency_p50_us,
         }
     }
 
     fn fleet() -> alloc::vec::Vec<BackendStatus> {
         alloc::vec![
-            backend("primary", Role::Primary, true, None, 0, 1, 100),
-            backend("r1", Role::Replica, true, Some(10), 5, 1, 300),
-            backend("r2", Role::Replica, true, Some(20), 1, 3, 200),
+            backend(Role::Primary, true, None, 1),
+            backend(Role::Replica, true, Some(10), 1),
+            backend(Role::Replica, true, Some(20), 3),
         ]
     }
 
@@ -243,9 +259,10 @@ mod tests {
                     plain_read: false,
                     ..read(1)
                 },
-                &f
+                &f,
+                load
             ),
-            None
+            Choice::Primary
         );
         assert_eq!(
             choose(
@@ -255,9 +272,10 @@ mod tests {
                     in_transaction: true,
                     ..read(1)
                 },
-                &f
+                &f,
+                load
             ),
-            None
+            Choice::Primary
         );
         assert_eq!(
             choose(
@@ -267,9 +285,10 @@ mod tests {
                     route_hint: Some("primary"),
                     ..read(1)
                 },
-                &f
+                &f,
+                load
             ),
-            None
+            Choice::Primary
         );
         assert_eq!(
             choose(
@@ -280,9 +299,10 @@ mod tests {
                     plain_read: false,
                     ..read(1)
                 },
-                &f
+                &f,
+                load
             ),
-            Some(2)
+            Choice::Named("r2")
         );
     }
 
@@ -294,14 +314,18 @@ mod tests {
         };
         let f = fleet();
         for id in 0..4 {
-            assert_eq!(choose(&s, 0, &read(id), &f), Some(1), "r2 lags 20 ms > 15");
+            assert_eq!(
+                choose(&s, 0, &read(id), &f, load),
+                Choice::Replica(1),
+                "r2 lags 20 ms > 15"
+            );
         }
         let mut f = fleet();
         f[1].lag_ms = None; // replication stopped
         f[2].healthy = false;
         assert_eq!(
-            choose(&s, 0, &read(1), &f),
-            None,
+            choose(&s, 0, &read(1), &f, load),
+            Choice::Primary,
             "no usable replica: primary"
         );
     }
@@ -311,27 +335,30 @@ mod tests {
         let f = fleet();
         let mut s = Settings::default();
         assert_ne!(
-            choose(&s, 0, &read(1), &f),
-            choose(&s, 0, &read(2), &f),
+            choose(&s, 0, &read(1), &f, load),
+            choose(&s, 0, &read(2), &f, load),
             "sticky spreads sessions"
         );
         assert_eq!(
-            choose(&s, 0, &read(1), &f),
-            choose(&s, 9, &read(1), &f),
+            choose(&s, 0, &read(1), &f, load),
+            choose(&s, 9, &read(1), &f, load),
             "and keeps each"
         );
         s.strategy = Strategy::RoundRobin;
-        assert_ne!(choose(&s, 0, &read(1), &f), choose(&s, 1, &read(1), &f));
+        assert_ne!(
+            choose(&s, 0, &read(1), &f, load),
+            choose(&s, 1, &read(1), &f, load)
+        );
         s.strategy = Strategy::Weighted;
-        let picks: alloc::vec::Vec<_> = (0..4).map(|t| choose(&s, t, &read(1), &f)).collect();
+        let picks: alloc::vec::Vec<_> = (0..4).map(|t| choose(&s, t, &read(1), &f, load)).collect();
         assert_eq!(
-            picks.iter().filter(|p| **p == Some(2)).count(),
+            picks.iter().filter(|p| **p == Choice::Replica(2)).count(),
             3,
             "weight 3 of 4: {picks:?}"
         );
         s.strategy = Strategy::LeastInUse;
-        assert_eq!(choose(&s, 0, &read(1), &f), Some(2));
+        assert_eq!(choose(&s, 0, &read(1), &f, load), Choice::Replica(2));
         s.strategy = Strategy::LowestLatency;
-        assert_eq!(choose(&s, 0, &read(1), &f), Some(2));
+        assert_eq!(choose(&s, 0, &read(1), &f, load), Choice::Replica(2));
     }
 }

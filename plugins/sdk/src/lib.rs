@@ -15,6 +15,11 @@
 extern crate alloc;
 
 pub use serde;
+
+/// The policy contract this SDK was built against. Including it makes cargo rebuild the SDK, and
+/// so every policy crate, when `wit/` changes: `wit_bindgen::generate!` reads the file without
+/// telling cargo.
+pub const POLICY_WIT: &str = include_str!("../../../wit/wit/policy.wit");
 pub use serde_json;
 pub use wit_bindgen;
 
