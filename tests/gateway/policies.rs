@@ -531,4 +531,21 @@ detect = ["note"]
         );
         assert_eq!(balance, None, "{protocol}: a masked number is withheld");
     }
+
+    // A `custom` column over many rows: its cells go to the policy a batch at a time; every row
+    // must come back with its own cell, NULLs in place, across batch boundaries.
+    let many = "SELECT seq, IF(seq % 3 = 0, NULL, CONCAT('mail u', seq, '@example.com')) AS note \
+                FROM seq_1_to_150 WHERE seq <= ? ORDER BY seq";
+    let expected = |seq: i64| {
+        (seq % 3 != 0).then(|| format!("mail {}@example.com", "*".repeat(format!("u{seq}").len())))
+    };
+    let text: Vec<(i64, Option<String>)> =
+        c.query(many.replace('?', "150")).await.expect("text rows");
+    let binary: Vec<(i64, Option<String>)> = c.exec(many, (150,)).await.expect("binary rows");
+    for (protocol, rows) in [("text", text), ("binary", binary)] {
+        assert_eq!(rows.len(), 150, "{protocol}");
+        for (seq, note) in rows {
+            assert_eq!(note, expected(seq), "{protocol}: row {seq}");
+        }
+    }
 }

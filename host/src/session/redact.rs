@@ -1,6 +1,7 @@
 //! Applying a redaction plan to rows, natively: the policy decided once per result shape what to
-//! do with each column; here every row is changed accordingly, without calling the policy (except
-//! for `Custom` columns, whose cells it transforms).
+//! do with each column; here every row is changed accordingly, without calling the policy. Cells
+//! of `Custom` columns go to the policy's `transform` a batch of rows at a time, as one flat
+//! buffer per column (one call per column per batch, not per cell).
 
 use mysql_async::Value;
 use mysql_common::constants::ColumnType;
@@ -137,13 +138,9 @@ fn hash(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Applies `plan` to one row.
-pub fn apply(
-    plan: &[ColumnAction],
-    columns: &[Column],
-    values: &mut [Option<Value>],
-    policy: &dyn Policy,
-) {
+/// Applies the native actions of `plan` to one row (`Custom` columns are left to
+/// [`transform_batch`]).
+pub fn apply(plan: &[ColumnAction], columns: &[Column], values: &mut [Option<Value>]) {
     for (i, (action, value)) in plan.iter().zip(values.iter_mut()).enumerate() {
         let Some(column) = columns.get(i) else { break };
         let bytes = match value {
@@ -157,20 +154,80 @@ pub fn apply(
             }
         };
         match *action {
-            ColumnAction::Keep => {}
+            ColumnAction::Keep | ColumnAction::Custom => {}
             ColumnAction::Null => *value = None,
             ColumnAction::Mask => *bytes = mask(bytes, 0),
             ColumnAction::KeepLast(n) => *bytes = mask(bytes, n as usize),
             ColumnAction::Hash => *bytes = hash(bytes),
-            ColumnAction::Custom => {
-                let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
-                match policy.transform(i as u32, std::mem::take(bytes), vec![len]) {
-                    Some((cells, lengths)) if lengths.first().is_some_and(|l| *l >= 0) => {
-                        *bytes = cells;
-                    }
-                    _ => *value = None,
-                }
+        }
+    }
+}
+
+/// Rows held back at most before their `Custom` cells are transformed and the rows sent.
+pub const BATCH_ROWS: usize = 64;
+/// Bytes of `Custom` cells held back at most (a few large cells make a batch too).
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Whether any column of `plan` needs the policy's `transform`.
+pub fn has_custom(plan: &[ColumnAction]) -> bool {
+    plan.contains(&ColumnAction::Custom)
+}
+
+/// The bytes of a row's `Custom` text cells (what a batch holds back).
+pub fn custom_bytes(plan: &[ColumnAction], values: &[Option<Value>]) -> usize {
+    plan.iter()
+        .zip(values)
+        .filter(|(a, _)| **a == ColumnAction::Custom)
+        .map(|(_, v)| match v {
+            Some(Value::Bytes(b)) => b.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Transforms the `Custom` text cells of a batch of rows in place: per column, the non-NULL
+/// cells back to back with their lengths, in one call. A failed call, or an answer of the wrong
+/// shape, withholds those cells (NULL): fail closed.
+pub fn transform_batch(
+    plan: &[ColumnAction],
+    columns: &[Column],
+    rows: &mut [Vec<Option<Value>>],
+    policy: &dyn Policy,
+) {
+    for (i, _) in plan
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a == ColumnAction::Custom)
+    {
+        if !columns.get(i).is_some_and(is_text) {
+            continue;
+        }
+        let mut cells = Vec::new();
+        let mut lengths = Vec::new();
+        let mut members = Vec::new();
+        for (r, row) in rows.iter_mut().enumerate() {
+            if let Some(Some(Value::Bytes(b))) = row.get_mut(i) {
+                cells.extend_from_slice(b);
+                lengths.push(i32::try_from(b.len()).unwrap_or(i32::MAX));
+                members.push(r);
             }
+        }
+        if members.is_empty() {
+            continue;
+        }
+        let column = u32::try_from(i).unwrap_or(u32::MAX);
+        let out = policy
+            .transform(column, cells, lengths)
+            .filter(|(_, lens)| lens.len() == members.len());
+        let mut offset = 0usize;
+        for (k, &r) in members.iter().enumerate() {
+            let cell = out.as_ref().and_then(|(bytes, lens)| {
+                let len = usize::try_from(lens[k]).ok()?;
+                let piece = bytes.get(offset..offset + len)?;
+                offset += len;
+                Some(piece.to_vec())
+            });
+            rows[r][i] = cell.map(Value::Bytes);
         }
     }
 }
@@ -178,6 +235,98 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy whose transform upper-cases cells, counting its calls; or answers one cell short.
+    struct Upper {
+        calls: std::sync::atomic::AtomicUsize,
+        short: bool,
+    }
+
+    impl Policy for Upper {
+        fn resolve_credentials(
+            &self,
+            _: &crate::phase::ClientIdentity,
+        ) -> Option<crate::phase::Grant> {
+            None
+        }
+
+        fn route(
+            &self,
+            _: &QueryFacts,
+            _: &SessionInfo<'_>,
+            _: &[crate::phase::BackendStatus],
+        ) -> crate::phase::RouteDecision {
+            crate::phase::RouteDecision::Primary
+        }
+
+        fn transform(
+            &self,
+            _column: u32,
+            cells: Vec<u8>,
+            mut lengths: Vec<i32>,
+        ) -> Option<(Vec<u8>, Vec<i32>)> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.short {
+                lengths.pop();
+            }
+            Some((cells.to_ascii_uppercase(), lengths))
+        }
+    }
+
+    fn rows() -> Vec<Vec<Option<Value>>> {
+        (0..5)
+            .map(|i| {
+                let note = match i {
+                    1 => Some(Value::NULL),
+                    3 => None,
+                    _ => Some(Value::Bytes(format!("cell {i}").into_bytes())),
+                };
+                vec![Some(Value::Int(i)), note]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn custom_cells_are_transformed_in_one_call_per_column() {
+        let columns = [
+            Column::new(ColumnType::MYSQL_TYPE_LONGLONG),
+            Column::new(ColumnType::MYSQL_TYPE_VAR_STRING),
+        ];
+        let plan = [ColumnAction::Keep, ColumnAction::Custom];
+        let policy = Upper {
+            calls: 0.into(),
+            short: false,
+        };
+        let mut batch = rows();
+        transform_batch(&plan, &columns, &mut batch, &policy);
+        assert_eq!(policy.calls.into_inner(), 1);
+        let notes: Vec<_> = batch.iter().map(|r| r[1].clone()).collect();
+        assert_eq!(
+            notes,
+            vec![
+                Some(Value::Bytes(b"CELL 0".to_vec())),
+                Some(Value::NULL),
+                Some(Value::Bytes(b"CELL 2".to_vec())),
+                None,
+                Some(Value::Bytes(b"CELL 4".to_vec())),
+            ]
+        );
+        assert_eq!(batch[4][0], Some(Value::Int(4)), "other columns untouched");
+
+        // An answer of the wrong shape withholds the column's cells.
+        let policy = Upper {
+            calls: 0.into(),
+            short: true,
+        };
+        let mut batch = rows();
+        transform_batch(&plan, &columns, &mut batch, &policy);
+        assert!(
+            batch
+                .iter()
+                .all(|r| matches!(r[1], None | Some(Value::NULL)))
+        );
+    }
 
     #[test]
     fn masks_keep_last_and_hash() {

@@ -5,9 +5,10 @@
 //! of any size passes in bounded memory.
 
 use mysql_async::prelude::Protocol;
-use mysql_async::{Column, Conn, QueryResult};
+use mysql_async::{Column, Conn, QueryResult, Value};
 
 use super::SessionError;
+use super::redact;
 use crate::error::GatewayError;
 use crate::frontend::io::ClientIo;
 use crate::phase::ColumnAction;
@@ -104,19 +105,29 @@ pub async fn relay_sets<P: Protocol>(
         }
         let plan = mode.redact.and_then(|r| r.plan(&columns));
         write_columns(stream, &columns, mode, plan.as_deref());
+        // Rows held back while a `custom` column's cells wait for one transform call.
+        let mut batch = plan
+            .as_deref()
+            .filter(|p| redact::has_custom(p))
+            .map(|_| RowBatch::default());
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
             let mut values = row.unwrap_raw();
-            if let (Some(plan), Some(r)) = (&plan, mode.redact) {
-                super::redact::apply(plan, &columns, &mut values, r.policy);
+            if let Some(plan) = &plan {
+                redact::apply(plan, &columns, &mut values);
             }
-            let (mark, buf) = stream.begin();
-            if mode.binary {
-                encode_binary_row(buf, &columns, &values);
+            if let (Some(b), Some(plan), Some(r)) = (&mut batch, &plan, mode.redact) {
+                if b.push(plan, values) {
+                    b.flush(stream, plan, &columns, mode.binary, r.policy)
+                        .await?;
+                }
             } else {
-                encode_text_row(buf, &values);
+                write_row(stream, &columns, mode.binary, &values);
+                stream.flush_if_full().await?;
             }
-            stream.finish(mark);
-            stream.flush_if_full().await?;
+        }
+        if let (Some(b), Some(plan), Some(r)) = (&mut batch, &plan, mode.redact) {
+            b.flush(stream, plan, &columns, mode.binary, r.policy)
+                .await?;
         }
         // The set ended; the driver has already read the next result's header, if any.
         let more = if result.columns().is_some() {
@@ -135,6 +146,55 @@ pub async fn relay_sets<P: Protocol>(
             return Ok(LastResult::ResultSet);
         }
         write_terminator(stream, deprecate_eof, result.warnings(), more_status);
+    }
+}
+
+fn write_row(
+    stream: &mut PacketStream<ClientIo>,
+    columns: &[Column],
+    binary: bool,
+    values: &[Option<Value>],
+) {
+    let (mark, buf) = stream.begin();
+    if binary {
+        encode_binary_row(buf, columns, values);
+    } else {
+        encode_text_row(buf, values);
+    }
+    stream.finish(mark);
+}
+
+/// Redacted rows waiting for their `custom` cells' transform (bounded by rows and bytes).
+#[derive(Default)]
+struct RowBatch {
+    rows: Vec<Vec<Option<Value>>>,
+    bytes: usize,
+}
+
+impl RowBatch {
+    /// Holds a row back; `true` when the batch is full and must be flushed.
+    fn push(&mut self, plan: &[ColumnAction], values: Vec<Option<Value>>) -> bool {
+        self.bytes += redact::custom_bytes(plan, &values);
+        self.rows.push(values);
+        self.rows.len() >= redact::BATCH_ROWS || self.bytes >= redact::BATCH_BYTES
+    }
+
+    /// Transforms the held rows' `custom` cells in one call per column and sends the rows.
+    async fn flush(
+        &mut self,
+        stream: &mut PacketStream<ClientIo>,
+        plan: &[ColumnAction],
+        columns: &[Column],
+        binary: bool,
+        policy: &dyn crate::phase::Policy,
+    ) -> Result<(), SessionError> {
+        redact::transform_batch(plan, columns, &mut self.rows, policy);
+        for values in self.rows.drain(..) {
+            write_row(stream, columns, binary, &values);
+            stream.flush_if_full().await?;
+        }
+        self.bytes = 0;
+        Ok(())
     }
 }
 
