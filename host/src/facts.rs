@@ -96,7 +96,8 @@ pub struct QueryFacts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok<'a> {
-    Word(&'a str),
+    /// A word and its keyword key ([`key`]).
+    Word(&'a str, u128),
     Quoted(&'a str),
     Str,
     Num,
@@ -209,6 +210,22 @@ impl<'a> Lexer<'a> {
         j
     }
 
+    /// Like `word_end`, and whether the word is plain: ASCII letters and `_` only.
+    fn plain_word_end(&self, from: usize) -> (usize, bool) {
+        let mut j = from;
+        let mut plain = true;
+        while let Some(&c) = self.b.get(j) {
+            if c.is_ascii_alphabetic() || c == b'_' {
+            } else if c.is_ascii_digit() || c == b'$' || c >= 0x80 {
+                plain = false;
+            } else {
+                break;
+            }
+            j += 1;
+        }
+        (j, plain)
+    }
+
     fn next_tok(&mut self) -> Option<Tok<'a>> {
         self.skip_trivia();
         let c = self.peek(0);
@@ -273,7 +290,7 @@ impl<'a> Lexer<'a> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => {
                 // x'0A' / b'01' / N'..' / _utf8'..' literals
-                let end = self.word_end(self.i);
+                let (end, plain) = self.plain_word_end(self.i);
                 if self.b.get(end) == Some(&b'\'') {
                     let w = &self.s[self.i..end];
                     if w.eq_ignore_ascii_case("x")
@@ -287,8 +304,14 @@ impl<'a> Lexer<'a> {
                     }
                 }
                 let w = &self.s[self.i..end];
+                // Only plain words (letters and `_`) can be keywords.
+                let k = if plain {
+                    key_at(self.b, self.i, end)
+                } else {
+                    LONG
+                };
                 self.i = end;
-                Tok::Word(w)
+                Tok::Word(w, k)
             }
             _ => {
                 // Step over one whole character so slicing stays on char boundaries.
@@ -300,54 +323,98 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// A word upper-cased on the stack (keywords are short; longer words match no keyword).
-struct Upper {
-    buf: [u8; 24],
-    len: usize,
-}
-
-impl Upper {
-    fn of(w: &str) -> Self {
-        let mut u = Self {
-            buf: [0; 24],
-            len: 0,
-        };
-        let b = w.as_bytes();
-        if b.len() <= u.buf.len() {
-            u.buf[..b.len()].copy_from_slice(b);
-            u.buf[..b.len()].make_ascii_uppercase();
-            u.len = b.len();
-        }
-        u
+/// A word's keyword key: its bytes, ASCII letters upper-cased, packed into an integer, so that
+/// testing a word against a keyword is one integer compare. Clearing bit 5 upper-cases letters;
+/// it also changes digits, `$` and non-ASCII bytes, but no keyword has those, so a word matches a
+/// keyword's key only if it is that keyword. Words over 16 bytes, and words that are not plain
+/// (digits, `$`, non-ASCII), get `LONG`, which no keyword has.
+const fn key_of(b: &[u8]) -> u128 {
+    if b.len() > 16 {
+        return LONG;
     }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < b.len() {
+        k |= ((b[i] & !0x20) as u128) << (8 * i);
+        i += 1;
     }
+    k
 }
 
-fn is(t: Option<&Tok<'_>>, kw: &str) -> bool {
-    matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+/// The key of the word `sql[start..end]`: one 16-byte load from the statement where it has 16
+/// bytes left (no copy), the bytes past the word masked off.
+fn key_at(sql: &[u8], start: usize, end: usize) -> u128 {
+    const UPPER: u128 = !0x2020_2020_2020_2020_2020_2020_2020_2020;
+    let len = end - start;
+    if len > 16 {
+        return LONG;
+    }
+    let word = if let Some(chunk) = sql.get(start..start + 16) {
+        let mut buf = [0u8; 16];
+        buf.copy_from_slice(chunk);
+        u128::from_le_bytes(buf)
+    } else {
+        let mut buf = [0u8; 16];
+        buf[..len].copy_from_slice(&sql[start..end]);
+        u128::from_le_bytes(buf)
+    };
+    let mask = if len == 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * len)) - 1
+    };
+    word & mask & UPPER
 }
 
-fn kind_of(first: &str, second: Option<&Tok<'_>>) -> StatementKind {
+const LONG: u128 = u128::MAX;
+
+/// Keyword keys, named after their keywords.
+macro_rules! keywords {
+    ($($name:ident)*) => { $(pub const $name: u128 = super::key_of(stringify!($name).as_bytes());)* };
+}
+
+#[allow(clippy::doc_markdown)]
+mod kw {
+    keywords!(
+        ALTER ANALYZE BEGIN CALL CHARACTER CHARSET COMMIT CONNECTION CONNECTION_ID CREATE DATA
+        DEALLOCATE DEFAULT DELAYED DELETE DESC DESCRIBE DROP DUAL DUMPFILE ERRORS EXECUTE EXISTS
+        EXPLAIN FOR FOUND_ROWS FROM GET_LOCK GLOBAL HANDLER HELP HIGH_PRIORITY IF IGNORE IN INSERT
+        INTO JOIN KILL LAST_INSERT_ID LATERAL LOAD LOCAL LOCK LOW_PRIORITY NAMES NOT OPTIMIZE
+        OUTFILE PASSWORD PREPARE QUERY QUICK RELEASE RENAME REPAIR REPLACE ROLE ROLLBACK ROW_COUNT
+        SAVEPOINT SELECT SESSION SET SHARE SHOW START STATEMENT TABLE TABLES TEMPORARY TRANSACTION
+        TRUNCATE UPDATE USE VALUES WARNINGS WHERE WITH XA XML
+    );
+}
+
+fn is(t: Option<&Tok<'_>>, keyword: u128) -> bool {
+    matches!(t, Some(Tok::Word(_, k)) if *k == keyword)
+}
+
+fn kind_of(first: u128, second: Option<&Tok<'_>>) -> StatementKind {
     use StatementKind as K;
-    let k = Upper::of(first);
-    match k.as_bytes() {
-        b"SELECT" | b"WITH" | b"VALUES" | b"TABLE" => K::Select,
-        b"INSERT" => K::Insert,
-        b"UPDATE" => K::Update,
-        b"DELETE" => K::Delete,
-        b"REPLACE" => K::Replace,
-        b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"RENAME" | b"ANALYZE" | b"OPTIMIZE"
-        | b"REPAIR" => K::Ddl,
-        b"BEGIN" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT" | b"RELEASE" | b"XA" => K::Transaction,
-        b"START" if is(second, "TRANSACTION") => K::Transaction,
-        b"SET" => K::Set,
-        b"USE" => K::Use,
-        b"SHOW" | b"DESCRIBE" | b"DESC" | b"EXPLAIN" | b"HELP" => K::Show,
-        b"CALL" => K::Call,
-        b"LOAD" if is(second, "DATA") || is(second, "XML") => K::LoadData,
+    match first {
+        kw::SELECT | kw::WITH | kw::VALUES | kw::TABLE => K::Select,
+        kw::INSERT => K::Insert,
+        kw::UPDATE => K::Update,
+        kw::DELETE => K::Delete,
+        kw::REPLACE => K::Replace,
+        kw::CREATE
+        | kw::ALTER
+        | kw::DROP
+        | kw::TRUNCATE
+        | kw::RENAME
+        | kw::ANALYZE
+        | kw::OPTIMIZE
+        | kw::REPAIR => K::Ddl,
+        kw::BEGIN | kw::COMMIT | kw::ROLLBACK | kw::SAVEPOINT | kw::RELEASE | kw::XA => {
+            K::Transaction
+        }
+        kw::START if is(second, kw::TRANSACTION) => K::Transaction,
+        kw::SET => K::Set,
+        kw::USE => K::Use,
+        kw::SHOW | kw::DESCRIBE | kw::DESC | kw::EXPLAIN | kw::HELP => K::Show,
+        kw::CALL => K::Call,
+        kw::LOAD if is(second, kw::DATA) || is(second, kw::XML) => K::LoadData,
         _ => K::Other,
     }
 }
@@ -364,7 +431,8 @@ struct StmtScan {
 pub fn analyze(sql: &str) -> QueryFacts {
     let mut f = QueryFacts::default();
     let mut lx = Lexer::new(sql);
-    let mut digest = String::with_capacity(sql.len().min(1024));
+    // Room for a word's 16-byte store past the end (see `push_digest`).
+    let mut digest: Vec<u8> = Vec::with_capacity(sql.len() + 16);
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
     let mut stmt = StmtScan::default();
@@ -393,28 +461,36 @@ pub fn analyze(sql: &str) -> QueryFacts {
             statements += 1;
         }
         match t {
-            Tok::Word(w) => {
+            Tok::Word(w, key) => {
                 stmt.words += 1;
                 if stmt.words == 1 {
                     let second = lx_peek_word(&lx);
-                    let k = kind_of(w, second.as_ref());
+                    let k = kind_of(key, second.as_ref());
                     stmt.first = Some(k);
                     if !first_kind_set {
                         f.kind = k;
                         first_kind_set = true;
                     }
-                    on_first_word(&mut f, w, second.as_ref(), &lx);
+                    on_first_word(&mut f, key, second.as_ref(), &lx);
                     in_set = k == StatementKind::Set;
                     set_expect_name = in_set;
                     if in_set {
                         scan_set_start(&mut f, &lx);
                     }
                 } else {
-                    on_word(&mut f, w, prev.as_ref(), prev2.as_ref(), &mut stmt, &lx);
+                    on_word(
+                        &mut f,
+                        w,
+                        key,
+                        prev.as_ref(),
+                        prev2.as_ref(),
+                        &mut stmt,
+                        &lx,
+                    );
                 }
                 if in_set && set_expect_name && paren_depth == 0 && stmt.words > 1 {
                     set_expect_name = false;
-                    record_set_target(&mut f, w, &lx);
+                    record_set_target(&mut f, w, key, &lx);
                 }
             }
             Tok::Quoted(name) => {
@@ -476,8 +552,9 @@ pub fn analyze(sql: &str) -> QueryFacts {
         && !f.multi_statement;
     f.pins.sort_unstable();
     f.pins.dedup();
-    f.digest_hash = digest_hash(&digest);
-    f.digest = digest;
+    f.digest = String::from_utf8(digest)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    f.digest_hash = digest_hash(&f.digest);
     f
 }
 
@@ -515,27 +592,26 @@ fn lx_peek_n<'a>(lx: &Lexer<'a>, n: usize) -> Vec<Tok<'a>> {
     (0..n).map_while(|_| copy.next_tok()).collect()
 }
 
-fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
-    let u = Upper::of(w);
-    match u.as_bytes() {
-        b"USE" => f.changes_schema = true,
-        b"LOCK" if is(second, "TABLES") || is(second, "TABLE") => {
+fn on_first_word(f: &mut QueryFacts, k: u128, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
+    match k {
+        kw::USE => f.changes_schema = true,
+        kw::LOCK if is(second, kw::TABLES) || is(second, kw::TABLE) => {
             f.pins.push(PinReason::LockTables);
         }
-        b"PREPARE" | b"EXECUTE" | b"DEALLOCATE" => f.pins.push(PinReason::TextPrepare),
-        b"XA" => f.pins.push(PinReason::XaTransaction),
-        b"HANDLER" => f.pins.push(PinReason::Handler),
-        b"CREATE" => {
+        kw::PREPARE | kw::EXECUTE | kw::DEALLOCATE => f.pins.push(PinReason::TextPrepare),
+        kw::XA => f.pins.push(PinReason::XaTransaction),
+        kw::HANDLER => f.pins.push(PinReason::Handler),
+        kw::CREATE => {
             let next = lx_peek_n(lx, 3);
-            if next.iter().any(|t| is(Some(t), "TEMPORARY")) {
+            if next.iter().any(|t| is(Some(t), kw::TEMPORARY)) {
                 f.pins.push(PinReason::TemporaryTable);
             }
         }
-        b"KILL" => {
+        kw::KILL => {
             let next = lx_peek_n(lx, 2);
             let (query_only, id_tok) = match next.first() {
-                Some(Tok::Word(x)) if x.eq_ignore_ascii_case("QUERY") => (true, next.get(1)),
-                Some(Tok::Word(x)) if x.eq_ignore_ascii_case("CONNECTION") => (false, next.get(1)),
+                Some(Tok::Word(_, kw::QUERY)) => (true, next.get(1)),
+                Some(Tok::Word(_, kw::CONNECTION)) => (false, next.get(1)),
                 other => (false, other),
             };
             if matches!(id_tok, Some(Tok::Num)) {
@@ -552,9 +628,9 @@ fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lex
                 }
             }
         }
-        b"LOAD" => {
+        kw::LOAD => {
             let next = lx_peek_n(lx, 3);
-            if next.iter().any(|t| is(Some(t), "LOCAL")) {
+            if next.iter().any(|t| is(Some(t), kw::LOCAL)) {
                 f.local_infile = true;
             }
         }
@@ -565,14 +641,14 @@ fn on_first_word(f: &mut QueryFacts, w: &str, second: Option<&Tok<'_>>, lx: &Lex
 fn on_word(
     f: &mut QueryFacts,
     w: &str,
+    k: u128,
     prev: Option<&Tok<'_>>,
     prev2: Option<&Tok<'_>>,
     stmt: &mut StmtScan,
     lx: &Lexer<'_>,
 ) {
-    let u = Upper::of(w);
-    match u.as_bytes() {
-        b"WHERE" => {
+    match k {
+        kw::WHERE => {
             if matches!(
                 stmt.first,
                 Some(StatementKind::Update | StatementKind::Delete)
@@ -580,29 +656,31 @@ fn on_word(
                 f.has_where = true;
             }
         }
-        b"SQL_CALC_FOUND_ROWS" => f.pins.push(PinReason::SqlCalcFoundRows),
-        b"INTO" => {
+        LONG if w.eq_ignore_ascii_case("SQL_CALC_FOUND_ROWS") => {
+            f.pins.push(PinReason::SqlCalcFoundRows);
+        }
+        kw::INTO => {
             stmt.into = true;
             // SELECT ... INTO @var / OUTFILE: not a pure read.
         }
-        b"UPDATE" if is(prev, "FOR") => f.locking_read = true,
-        b"SHARE" if is(prev, "FOR") || is(prev, "IN") => f.locking_read = true,
-        b"GET_LOCK" => f.pins.push(PinReason::GetLock),
-        b"LAST_INSERT_ID" | b"ROW_COUNT" | b"FOUND_ROWS" => {
+        kw::UPDATE if is(prev, kw::FOR) => f.locking_read = true,
+        kw::SHARE if is(prev, kw::FOR) || is(prev, kw::IN) => f.locking_read = true,
+        kw::GET_LOCK => f.pins.push(PinReason::GetLock),
+        kw::LAST_INSERT_ID | kw::ROW_COUNT | kw::FOUND_ROWS => {
             let next = lx_peek_n(lx, 2);
             if matches!(next.first(), Some(Tok::Punct(b'('))) {
                 f.needs_previous_connection = true;
             }
         }
-        b"WARNINGS" | b"ERRORS" if is(prev, "SHOW") => f.needs_previous_connection = true,
-        b"CONNECTION_ID" => {
+        kw::WARNINGS | kw::ERRORS if is(prev, kw::SHOW) => f.needs_previous_connection = true,
+        kw::CONNECTION_ID => {
             if matches!(lx_peek_word(lx), Some(Tok::Punct(b'('))) {
                 f.mentions_connection_id = true;
             }
         }
-        b"TEMPORARY" if is(prev, "CREATE") => f.pins.push(PinReason::TemporaryTable),
+        kw::TEMPORARY if is(prev, kw::CREATE) => f.pins.push(PinReason::TemporaryTable),
         _ => {
-            if is_table_context(prev, prev2) && !is_keyword(u.as_bytes()) {
+            if is_table_context(prev, prev2) && !is_keyword(k) {
                 push_table(f, w, lx);
             }
         }
@@ -610,31 +688,31 @@ fn on_word(
 }
 
 fn is_table_context(prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>) -> bool {
-    let p = |t: Option<&Tok<'_>>, kw: &str| is(t, kw);
-    p(prev, "FROM")
-        || p(prev, "JOIN")
-        || p(prev, "INTO")
-        || p(prev, "UPDATE")
-        || (p(prev, "TABLE") && !p(prev2, "LOCK"))
-        || p(prev, "TABLES")
+    let p = is;
+    p(prev, kw::FROM)
+        || p(prev, kw::JOIN)
+        || p(prev, kw::INTO)
+        || p(prev, kw::UPDATE)
+        || (p(prev, kw::TABLE) && !p(prev2, kw::LOCK))
+        || p(prev, kw::TABLES)
 }
 
-fn is_keyword(u: &[u8]) -> bool {
+fn is_keyword(u: u128) -> bool {
     matches!(
         u,
-        b"SELECT"
-            | b"LOW_PRIORITY"
-            | b"IGNORE"
-            | b"DUAL"
-            | b"IF"
-            | b"EXISTS"
-            | b"NOT"
-            | b"OUTFILE"
-            | b"DUMPFILE"
-            | b"LATERAL"
-            | b"QUICK"
-            | b"DELAYED"
-            | b"HIGH_PRIORITY"
+        kw::SELECT
+            | kw::LOW_PRIORITY
+            | kw::IGNORE
+            | kw::DUAL
+            | kw::IF
+            | kw::EXISTS
+            | kw::NOT
+            | kw::OUTFILE
+            | kw::DUMPFILE
+            | kw::LATERAL
+            | kw::QUICK
+            | kw::DELAYED
+            | kw::HIGH_PRIORITY
     )
 }
 
@@ -660,84 +738,99 @@ fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
 /// The start of a SET statement: NAMES / CHARACTER SET / TRANSACTION forms.
 fn scan_set_start(f: &mut QueryFacts, lx: &Lexer<'_>) {
     let next = lx_peek_n(lx, 3);
-    let w = |i: usize, kw: &str| is(next.get(i), kw);
-    if w(0, "NAMES") || (w(0, "CHARACTER") && w(1, "SET")) || w(0, "CHARSET") {
+    let w = |i: usize, keyword: u128| is(next.get(i), keyword);
+    if w(0, kw::NAMES) || (w(0, kw::CHARACTER) && w(1, kw::SET)) || w(0, kw::CHARSET) {
         f.set_targets.push(SetTarget::Names);
-    } else if w(0, "TRANSACTION") {
+    } else if w(0, kw::TRANSACTION) {
         f.pins.push(PinReason::NextTransactionCharacteristics);
-    } else if (w(0, "SESSION") || w(0, "LOCAL")) && w(1, "TRANSACTION") {
+    } else if (w(0, kw::SESSION) || w(0, kw::LOCAL)) && w(1, kw::TRANSACTION) {
         f.set_targets
             .push(SetTarget::Session("tx_isolation".into()));
         f.set_targets
             .push(SetTarget::Session("tx_read_only".into()));
-    } else if w(0, "GLOBAL") {
+    } else if w(0, kw::GLOBAL) {
         // Global changes are not session state; nothing to replay.
-    } else if w(0, "PASSWORD") || w(0, "ROLE") || w(0, "STATEMENT") || w(0, "DEFAULT") {
+    } else if w(0, kw::PASSWORD) || w(0, kw::ROLE) || w(0, kw::STATEMENT) || w(0, kw::DEFAULT) {
         f.pins.push(PinReason::UnparsedSet);
     }
 }
 
-fn record_set_target(f: &mut QueryFacts, w: &str, lx: &Lexer<'_>) {
-    let u = Upper::of(w);
-    match u.as_bytes() {
-        b"SESSION" | b"LOCAL" => {
+fn record_set_target(f: &mut QueryFacts, w: &str, k: u128, lx: &Lexer<'_>) {
+    match k {
+        kw::SESSION | kw::LOCAL => {
             // `SET SESSION x = ...`: the name is the next word; take it now.
-            if let Some(Tok::Word(n)) = lx_peek_word(lx)
-                && !n.eq_ignore_ascii_case("TRANSACTION")
+            if let Some(Tok::Word(n, k)) = lx_peek_word(lx)
+                && k != kw::TRANSACTION
             {
                 f.set_targets
                     .push(SetTarget::Session(n.to_ascii_lowercase()));
             }
         }
-        b"GLOBAL" | b"NAMES" | b"CHARACTER" | b"CHARSET" | b"TRANSACTION" | b"PASSWORD"
-        | b"ROLE" | b"STATEMENT" | b"DEFAULT" => {}
+        kw::GLOBAL
+        | kw::NAMES
+        | kw::CHARACTER
+        | kw::CHARSET
+        | kw::TRANSACTION
+        | kw::PASSWORD
+        | kw::ROLE
+        | kw::STATEMENT
+        | kw::DEFAULT => {}
         _ => f
             .set_targets
             .push(SetTarget::Session(w.to_ascii_lowercase())),
     }
 }
 
-fn push_digest(d: &mut String, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
+/// Appends a token to the digest. The digest is built as bytes from pieces of the (valid UTF-8)
+/// statement cut at character boundaries and ASCII, so it stays valid UTF-8.
+fn push_digest(d: &mut Vec<u8>, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
     let glued = matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
         || matches!(prev, Some(Tok::Punct(b'(' | b'.')))
-        || (matches!(t, Tok::Punct(b'(')) && matches!(prev, Some(Tok::Word(_))));
+        || (matches!(t, Tok::Punct(b'(')) && matches!(prev, Some(Tok::Word(..))));
     let needs_space = !d.is_empty() && !glued;
     if needs_space {
-        d.push(' ');
+        d.push(b' ');
     }
     match t {
-        Tok::Word(w) => {
+        Tok::Word(w, k) if *k != LONG => {
+            // A plain word of up to 16 bytes: its key is the word upper-cased. Copy all 16
+            // bytes (one fixed-size store) and keep the word's length.
+            let len = d.len() + w.len();
+            d.extend_from_slice(&k.to_le_bytes());
+            d.truncate(len);
+        }
+        Tok::Word(w, _) => {
+            let start = d.len();
+            d.extend_from_slice(w.as_bytes());
             if w.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_') && w.len() < 24 {
-                let start = d.len();
-                d.push_str(w);
-                if let Some(tail) = d.get_mut(start..) {
-                    tail.make_ascii_uppercase();
-                }
-            } else {
-                d.push_str(w);
+                d[start..].make_ascii_uppercase();
             }
         }
         Tok::Quoted(w) => {
-            d.push('`');
-            d.push_str(w);
-            d.push('`');
+            d.push(b'`');
+            d.extend_from_slice(w.as_bytes());
+            d.push(b'`');
         }
         Tok::Str | Tok::Num | Tok::Placeholder => {
             // Fold `-` of a negative number into the literal.
-            if matches!(prev, Some(Tok::Punct(b'-'))) && d.ends_with("- ") {
+            if matches!(prev, Some(Tok::Punct(b'-'))) && d.ends_with(b"- ") {
                 d.truncate(d.len() - 2);
-                if !(d.is_empty() || d.ends_with([' ', '(', '.'])) {
-                    d.push(' ');
+                if !(d.is_empty() || matches!(d.last(), Some(b' ' | b'(' | b'.'))) {
+                    d.push(b' ');
                 }
             }
-            d.push('?');
+            d.push(b'?');
         }
-        Tok::UserVar => d.push_str("@?"),
+        Tok::UserVar => d.extend_from_slice(b"@?"),
         Tok::SysVar(n) => {
-            d.push_str("@@");
-            d.push_str(n);
+            d.extend_from_slice(b"@@");
+            d.extend_from_slice(n.as_bytes());
         }
-        Tok::Punct(c) => d.push(char::from(*c).to_ascii_uppercase()),
+        Tok::Punct(c) => {
+            let mut buf = [0u8; 4];
+            let ch = char::from(*c).to_ascii_uppercase();
+            d.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        }
     }
 }
 
