@@ -237,6 +237,30 @@ async fn sandbox_turns_misbehaviour_into_the_on_error_outcome() {
 }
 
 #[test]
+fn a_loaded_policy_has_warm_instances_before_its_first_statement() {
+    let dir = PolicyDir::new("prewarm");
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "").as_bytes(),
+    );
+    let engine = sluice::plugin::runtime::PluginEngine::new().expect("engine");
+    let config = sluice::config::Config::from_toml(
+        "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
+    )
+    .expect("config");
+    let set = sluice::plugin::loader::load_dir(
+        &engine,
+        &dir.path,
+        sluice::phase::ConfigPolicy::new(config),
+        &Arc::new(sluice::plugin::secrets::SecretSources::default()),
+    )
+    .expect("loads");
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    assert_eq!(set.guards[0].warm_instances(), threads.min(32));
+}
+
+#[test]
 fn plugins_that_import_wasi_are_refused_at_load() {
     let dir = PolicyDir::new("wasi-import");
     dir.plugin("wasi-import", "escape.wasm");

@@ -98,6 +98,14 @@ pub fn load_plugin(
     let plugin = Plugin::link(engine, manifest, &component, Arc::clone(secrets))
         .map_err(|r| err(&file, format!("plugin: {r}")))?;
     smoke(&plugin).map_err(|r| err(&file, r))?;
+    if plugin.manifest.kind != Kind::Credentials {
+        // Policy calls are synchronous on the runtime's threads, so at most that many run at
+        // once: with that many warm instances no statement instantiates.
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        plugin
+            .prewarm(threads)
+            .map_err(|e| err(&file, format!("could not start instances: {e}")))?;
+    }
     Ok(plugin)
 }
 

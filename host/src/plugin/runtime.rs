@@ -421,6 +421,28 @@ impl Plugin {
         }
     }
 
+    /// Fills the warm pool up to `n` instances (at most `limits.instances`), so that the first
+    /// statements after a load find instances ready instead of instantiating.
+    pub fn prewarm(&self, n: usize) -> Result<(), CallError> {
+        let n = n.min(self.manifest.limits.instances);
+        while self.warm_instances() < n {
+            let warm = self.instantiate()?;
+            self.pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(warm);
+        }
+        Ok(())
+    }
+
+    /// Instances waiting in the pool.
+    pub fn warm_instances(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Runs `f` on a warm instance under the deadline. A failure discards the instance.
     pub fn call<R>(
         &self,
