@@ -59,6 +59,32 @@ impl Bound {
     }
 }
 
+/// Loads the configured policy directory the way the gateway would (compile, link, configure,
+/// smoke-call every policy) without serving: the active set's names ("name (kind)"), or the
+/// file and reason that would refuse it. `Ok(None)` when no policy directory is in use.
+pub fn check_policies(config: &Config) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(dir) = config
+        .policies
+        .dir
+        .as_ref()
+        .filter(|_| config.policies.enabled)
+    else {
+        return Ok(None);
+    };
+    let engine = plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?;
+    let secrets = Arc::new(plugin::secrets::SecretSources {
+        env_prefix: config.secrets.env_prefix.clone(),
+        dir: config.secrets.dir.clone(),
+    });
+    let set = plugin::loader::load_dir(&engine, dir, ConfigPolicy::new(config.clone()), &secrets)
+        .map_err(|e| anyhow::anyhow!("policies: {e}"))?;
+    Ok(Some(
+        set.plugins()
+            .map(|p| format!("{} ({})", p.name(), p.manifest.kind.name()))
+            .collect(),
+    ))
+}
+
 /// Binds the listener and builds the gateway: the built-in policy, plus the policy directory's
 /// policies when `policies.dir` is set (a directory that does not load refuses the start).
 pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Bound> {

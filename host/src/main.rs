@@ -1,4 +1,5 @@
-//! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration.
+//! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration and
+//! loads its policy directory the way `serve` would.
 
 use std::path::PathBuf;
 
@@ -25,7 +26,8 @@ enum Cmd {
         #[arg(long, default_value = "config/sluice.toml")]
         config: PathBuf,
     },
-    /// Load and validate a configuration, then exit.
+    /// Validate a configuration and load its policy directory (compile, configure, smoke-call every
+    /// policy) without serving; exit 2 naming the file and reason on failure.
     CheckConfig {
         #[arg(long, default_value = "config/sluice.toml")]
         config: PathBuf,
@@ -35,21 +37,30 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} backends, {} users)",
-                    config.display(),
-                    c.backends.len(),
-                    c.users.len()
-                );
-                std::process::ExitCode::SUCCESS
+        Cmd::CheckConfig { config: path } => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            println!(
+                "{}: ok ({} backends, {} users)",
+                path.display(),
+                config.backends.len(),
+                config.users.len()
+            );
+            match sluice::check_policies(&config) {
+                Ok(Some(names)) => println!("policies: ok ({})", names.join(", ")),
+                Ok(None) => println!("policies: none (the built-in policy serves)"),
+                Err(e) => {
+                    eprintln!("invalid {e:#}");
+                    return std::process::ExitCode::from(2);
+                }
             }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                std::process::ExitCode::from(2)
-            }
-        },
+            std::process::ExitCode::SUCCESS
+        }
         Cmd::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

@@ -42,6 +42,40 @@ fn check_config_accepts_the_default_and_names_the_bad_key() {
         "{err}"
     );
 
+    // The policy directory is loaded too: a broken policy fails the check, naming its file.
+    let policies = crate::harness::PolicyDir::new("check-config");
+    policies.plugin("guard", "guard.wasm");
+    policies.write(
+        "guard.toml",
+        b"name = \"guard\"\nkind = \"guard\"\nplugin = \"guard.wasm\"\n[settings]\ndeny-everything = true\n",
+    );
+    let with_policies = |dir: &std::path::Path| {
+        sluice()
+            .args(["check-config", "--config"])
+            .arg(repo_root().join("config/sluice.toml"))
+            .env("SLUICE_POLICIES__DIR", dir)
+            .output()
+            .expect("run")
+    };
+    let out = with_policies(&policies.path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guard.toml") && err.contains("deny-everything"),
+        "{err}"
+    );
+    policies.write(
+        "guard.toml",
+        b"name = \"guard\"\nkind = \"guard\"\nplugin = \"guard.wasm\"\n",
+    );
+    let out = with_policies(&policies.path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policies: ok (guard (guard))"));
+
     // An environment variable overrides the file, and is validated too.
     let out = sluice()
         .args(["check-config", "--config"])
