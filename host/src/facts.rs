@@ -88,6 +88,8 @@ pub struct QueryFacts {
     /// statement: state of the backend connection that ran it.
     pub needs_previous_connection: bool,
     pub mentions_connection_id: bool,
+    /// Calls `ROW_COUNT()`.
+    pub mentions_row_count: bool,
     /// `KILL [QUERY|CONNECTION] n`: (query_only, n).
     pub kill: Option<(bool, u64)>,
     /// LOAD DATA LOCAL INFILE (the client would stream a file).
@@ -670,6 +672,7 @@ fn on_word(
             let next = lx_peek_n(lx, 2);
             if matches!(next.first(), Some(Tok::Punct(b'('))) {
                 f.needs_previous_connection = true;
+                f.mentions_row_count |= k == kw::ROW_COUNT;
             }
         }
         kw::WARNINGS | kw::ERRORS if is(prev, kw::SHOW) => f.needs_previous_connection = true,
@@ -919,6 +922,8 @@ mod tests {
         assert!(analyze("SELECT LAST_INSERT_ID()").needs_previous_connection);
         assert!(analyze("SHOW WARNINGS").needs_previous_connection);
         assert!(analyze("SELECT CONNECTION_ID()").mentions_connection_id);
+        assert!(analyze("SELECT row_count ()").mentions_row_count);
+        assert!(!analyze("SELECT row_count FROM t").mentions_row_count);
         assert_eq!(analyze("KILL QUERY 42").kill, Some((true, 42)));
         assert_eq!(analyze("KILL 7").kill, Some((false, 7)));
         assert!(analyze("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").local_infile);

@@ -256,6 +256,42 @@ async fn last_insert_id_and_row_count_follow_the_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_answers_for_the_session_after_its_connection_went_back() {
+    let f = fleet();
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.rc (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    );
+    f.create_user("rc", "rc-secret");
+    // One backend connection: another client's statement takes it from `a`.
+    let gw = TestGateway::start(single_backend(0, "rc", "rc-secret", 1));
+    let mut a = gw.app().await;
+    let mut other = gw.app().await;
+    a.query_drop("INSERT INTO rc (v) VALUES (1), (1), (1)")
+        .await
+        .expect("insert");
+    a.query_drop("UPDATE rc SET v = v + 1 WHERE v = 1")
+        .await
+        .expect("update");
+    assert_eq!(a.affected_rows(), 3);
+    // The only connection goes to `other` (pressure takes it from `a`), which runs a SELECT on it:
+    // that connection's own ROW_COUNT() is now -1.
+    let one: Option<i64> = other.query_first("SELECT 1").await.expect("other");
+    assert_eq!(one, Some(1));
+    let row: Option<mysql_async::Row> = a.query_first("SELECT ROW_COUNT()").await.expect("rc");
+    let row = row.expect("a row");
+    assert_eq!(
+        row.get::<i64, _>(0),
+        Some(3),
+        "the session's last statement"
+    );
+    assert_eq!(row.columns_ref()[0].name_str(), "ROW_COUNT()");
+    // After a result set it is -1, as on the server.
+    let rc: Option<i64> = a.query_first("SELECT ROW_COUNT()").await.expect("rc");
+    assert_eq!(rc, Some(-1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_stay_bounded_on_the_backend() {
     // A server of its own: Prepared_stmt_count is server-wide.
     let f = crate::harness::solo_server();

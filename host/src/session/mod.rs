@@ -103,6 +103,9 @@ pub struct Session {
     /// Status flags of the last reply (the client's view).
     last_status: u16,
     last_insert_id: u64,
+    /// `ROW_COUNT()` after the last statement (answered by the gateway when that statement's
+    /// connection went back to the pool).
+    last_row_count: i64,
     stmts: Statements,
 }
 
@@ -135,6 +138,7 @@ impl Session {
             multi_statements: a.capabilities & cap::MULTI_STATEMENTS != 0,
             last_status: status::AUTOCOMMIT,
             last_insert_id: 0,
+            last_row_count: -1,
             stmts: Statements::new(gw.config.frontend.max_allowed_packet),
             gw,
         }
@@ -504,6 +508,7 @@ impl Session {
         self.in_txn = false;
         self.stmts.clear();
         self.last_insert_id = 0;
+        self.last_row_count = -1;
         let mut fresh = ReplayState::default();
         fresh.schema.clone_from(&self.state.schema);
         self.state = Arc::new(fresh);

@@ -176,7 +176,7 @@ impl Session {
             caps: self.caps,
             binary: true,
             base_status: self.last_status,
-            rename: None,
+            rename: &[],
         };
         let outcome = async {
             let stmt = conn

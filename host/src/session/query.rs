@@ -56,15 +56,31 @@ impl Session {
                 sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
             }
         }
-        let id_expr = format!("CAST({} AS UNSIGNED)", self.id);
-        if facts.mentions_connection_id {
-            sql_to_run = std::borrow::Cow::Owned(replace_connection_id(&sql_to_run, &id_expr));
+        let id_expr = facts
+            .mentions_connection_id
+            .then(|| format!("CAST({} AS UNSIGNED)", self.id));
+        if let Some(e) = &id_expr {
+            sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"connection_id", e));
         }
         self.pins.extend(facts.pins.iter().copied());
 
         let (mut conn, reused) = self.connection_for(&facts).await?;
         if !reused {
             self.replay_last_insert_id(&mut conn, &facts).await?;
+        }
+        // On another connection than the previous statement's, ROW_COUNT() would answer for
+        // that connection's last statement: the gateway puts in the session's.
+        let row_count_expr = (!reused && facts.mentions_row_count)
+            .then(|| format!("CAST({} AS SIGNED)", self.last_row_count));
+        if let Some(e) = &row_count_expr {
+            sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"row_count", e));
+        }
+        let mut renames: Vec<(&str, &str)> = Vec::new();
+        if let Some(e) = &id_expr {
+            renames.push((e.as_str(), "CONNECTION_ID()"));
+        }
+        if let Some(e) = &row_count_expr {
+            renames.push((e.as_str(), "ROW_COUNT()"));
         }
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
@@ -78,9 +94,7 @@ impl Session {
             caps: self.caps,
             binary: false,
             base_status: self.last_status,
-            rename: facts
-                .mentions_connection_id
-                .then_some((id_expr.as_str(), "CONNECTION_ID()")),
+            rename: &renames,
         };
         let before = self.stream.packets_out();
         let mut outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
@@ -169,6 +183,7 @@ impl Session {
         if outcome.last_insert_id > 0 {
             self.last_insert_id = outcome.last_insert_id;
         }
+        self.last_row_count = outcome.row_count;
         if !facts.set_targets.is_empty() || facts.changes_schema {
             self.read_back_state(&mut conn, facts).await?;
         }
@@ -306,16 +321,17 @@ fn is_plain_name(n: &str) -> bool {
 }
 
 /// Replaces `CONNECTION_ID()` (any case, optional spaces) with the gateway's id.
-fn replace_connection_id(sql: &[u8], id: &str) -> Vec<u8> {
-    const NAME: &[u8] = b"connection_id";
+/// `sql` with every call `name()` (any case, spaces allowed before and inside the parentheses)
+/// replaced by `expr`.
+fn replace_call(sql: &[u8], name: &[u8], expr: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len());
     let mut i = 0;
     while i < sql.len() {
-        if sql.len() - i >= NAME.len()
-            && sql[i..i + NAME.len()].eq_ignore_ascii_case(NAME)
+        if sql.len() - i >= name.len()
+            && sql[i..i + name.len()].eq_ignore_ascii_case(name)
             && (i == 0 || !is_ident(sql[i - 1]))
         {
-            let mut j = i + NAME.len();
+            let mut j = i + name.len();
             while j < sql.len() && sql[j].is_ascii_whitespace() {
                 j += 1;
             }
@@ -325,7 +341,7 @@ fn replace_connection_id(sql: &[u8], id: &str) -> Vec<u8> {
                     k += 1;
                 }
                 if sql.get(k) == Some(&b')') {
-                    out.extend_from_slice(id.as_bytes());
+                    out.extend_from_slice(expr.as_bytes());
                     i = k + 1;
                     continue;
                 }
@@ -348,15 +364,15 @@ mod tests {
     #[test]
     fn connection_id_is_replaced() {
         assert_eq!(
-            replace_connection_id(b"SELECT CONNECTION_ID()", "42"),
+            replace_call(b"SELECT CONNECTION_ID()", b"connection_id", "42"),
             b"SELECT 42"
         );
         assert_eq!(
-            replace_connection_id(b"select connection_id ( ) + 1", "7"),
+            replace_call(b"select connection_id ( ) + 1", b"connection_id", "7"),
             b"select 7 + 1"
         );
         assert_eq!(
-            replace_connection_id(b"SELECT my_connection_id()", "7"),
+            replace_call(b"SELECT my_connection_id()", b"connection_id", "7"),
             b"SELECT my_connection_id()"
         );
     }

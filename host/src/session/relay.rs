@@ -28,7 +28,7 @@ pub struct RelayMode<'a> {
     /// Status flags for results before the last (the last takes the backend's own).
     pub base_status: u16,
     /// A column name to present under another name (`CONNECTION_ID()` substitution).
-    pub rename: Option<(&'a str, &'a str)>,
+    pub rename: &'a [(&'a str, &'a str)],
     /// Redact results (when a redactor policy is active).
     pub redact: Option<super::redact::Redaction<'a>>,
 }
@@ -45,6 +45,9 @@ pub enum LastResult {
 pub struct Outcome {
     pub status: u16,
     pub affected_rows: u64,
+    /// What `ROW_COUNT()` returns after this statement: the affected rows of a final OK, -1 after
+    /// a result set.
+    pub row_count: i64,
     pub last_insert_id: u64,
     pub warnings: u16,
 }
@@ -209,10 +212,11 @@ fn write_columns(
     stream.finish(mark);
     for (i, c) in columns.iter().enumerate() {
         let (mark, buf) = stream.begin();
-        let name = match mode.rename {
-            Some((from, to)) if c.name_ref() == from.as_bytes() => to.as_bytes(),
-            _ => c.name_ref(),
-        };
+        let name = mode
+            .rename
+            .iter()
+            .find(|(from, _)| c.name_ref() == from.as_bytes())
+            .map_or(c.name_ref(), |(_, to)| to.as_bytes());
         let mut flags = c.flags();
         if plan
             .and_then(|p| p.get(i))
@@ -316,6 +320,11 @@ pub fn finish(
             affected_rows
         } else {
             0
+        },
+        row_count: if last == LastResult::Ok {
+            i64::try_from(affected_rows).unwrap_or(i64::MAX)
+        } else {
+            -1
         },
         last_insert_id,
         warnings,
