@@ -101,6 +101,8 @@ enum Tok<'a> {
     /// A word and its keyword key ([`key`]).
     Word(&'a str, u128),
     Quoted(&'a str),
+    /// `"..."`: a string, or an identifier under `ANSI_QUOTES` (decided by where it stands).
+    DoubleQuoted(&'a str),
     Str,
     Num,
     UserVar,
@@ -235,10 +237,11 @@ impl<'a> Lexer<'a> {
             return None;
         }
         Some(match c {
-            b'\'' | b'"' => {
+            b'\'' => {
                 self.quoted(c);
                 Tok::Str
             }
+            b'"' => Tok::DoubleQuoted(self.quoted(b'"')),
             b'`' => Tok::Quoted(self.quoted(b'`')),
             b'?' => {
                 self.i += 1;
@@ -445,6 +448,18 @@ pub fn analyze(sql: &str) -> QueryFacts {
     let mut paren_depth = 0i32;
 
     while let Some(t) = lx.next_tok() {
+        // A double-quoted name where only a name can stand (after FROM, JOIN... or a `.`) is an
+        // identifier under ANSI_QUOTES (and a syntax error otherwise): a table a guard must see.
+        let t = match t {
+            Tok::DoubleQuoted(name)
+                if is_table_context(prev.as_ref(), prev2.as_ref())
+                    || matches!(prev, Some(Tok::Punct(b'.'))) =>
+            {
+                Tok::Quoted(name)
+            }
+            Tok::DoubleQuoted(_) => Tok::Str,
+            other => other,
+        };
         // Digest: literals -> ?, one space between tokens, words upper-cased (identifiers too:
         // statements that differ only in case share a digest).
         push_digest(&mut digest, &t, prev.as_ref());
@@ -720,19 +735,14 @@ fn is_keyword(u: u128) -> bool {
 }
 
 fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
-    // schema.table: join with the following `.name`.
-    let mut full = name.to_string();
-    let rest = &lx.s[lx.i..];
-    if let Some(after) = rest.strip_prefix('.') {
-        let t: String = after
-            .trim_start_matches('`')
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
-            .collect();
-        if !t.is_empty() {
-            full = format!("{name}.{t}");
-        }
-    }
+    // schema.table: join with the following `.name` (a word, `quoted` or "double-quoted").
+    let full = match lx_peek_n(lx, 2).as_slice() {
+        [
+            Tok::Punct(b'.'),
+            Tok::Word(t, _) | Tok::Quoted(t) | Tok::DoubleQuoted(t),
+        ] => format!("{name}.{t}"),
+        _ => name.to_string(),
+    };
     if !f.tables.contains(&full) && f.tables.len() < 64 {
         f.tables.push(full);
     }
@@ -814,7 +824,7 @@ fn push_digest(d: &mut Vec<u8>, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
             d.extend_from_slice(w.as_bytes());
             d.push(b'`');
         }
-        Tok::Str | Tok::Num | Tok::Placeholder => {
+        Tok::Str | Tok::DoubleQuoted(_) | Tok::Num | Tok::Placeholder => {
             // Fold `-` of a negative number into the literal.
             if matches!(prev, Some(Tok::Punct(b'-'))) && d.ends_with(b"- ") {
                 d.truncate(d.len() - 2);
@@ -866,6 +876,33 @@ mod tests {
         assert!(!analyze("DELETE FROM t").has_where);
         assert!(analyze("SELECT 1; SELECT 2").multi_statement);
         assert!(!analyze("SELECT 1;").multi_statement);
+    }
+
+    #[test]
+    fn tables_in_any_quoting() {
+        for sql in [
+            "SELECT * FROM mysql.user",
+            "SELECT * FROM `mysql`.`user`",
+            "SELECT * FROM \"mysql\".\"user\"",
+            "SELECT * FROM mysql . user",
+            "SELECT * FROM mysql.\"user\" WHERE a = \"x\"",
+        ] {
+            assert_eq!(analyze(sql).tables, vec!["mysql.user".to_string()], "{sql}");
+        }
+        assert_eq!(
+            analyze("SELECT * FROM `my db`.`odd table`").tables,
+            vec!["my db.odd table".to_string()]
+        );
+        // A double-quoted name keeps its text in the digest (it is not a literal), so per-digest
+        // caches tell the tables apart; a double-quoted string elsewhere is a literal.
+        assert_ne!(
+            analyze("SELECT * FROM \"mysql\".\"user\"").digest,
+            analyze("SELECT * FROM \"app\".\"user\"").digest
+        );
+        assert_eq!(
+            analyze("SELECT \"a\" FROM t").digest,
+            analyze("SELECT 'b' FROM t").digest
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ fn server_err(e: &Error) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guard_denies_each_rule_with_its_message() {
+    let f = crate::harness::fleet();
+    f.sql(0, "CREATE TABLE IF NOT EXISTS app.open_keys (k INT)");
+    f.wait_replicas();
     let dir = PolicyDir::new("guard-rules");
     dir.plugin("guard", "guard.wasm");
     dir.write(
@@ -41,12 +44,23 @@ async fn guard_denies_each_rule_with_its_message() {
     );
     let gw = TestGateway::start(dir.config());
     let mut c = gw.app().await;
+    // The same shape with an allowed table first: the guard caches its table rules by digest.
+    c.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+        .await
+        .expect("ansi quotes");
+    c.query_drop("SELECT * FROM \"app\".\"open_keys\"")
+        .await
+        .expect("an allowed table");
     let cases: &[(&str, u16, &str)] = &[
         ("DROP TABLE t", 1227, "DDL is not allowed"),
         ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", 1227, "LOAD DATA"),
         ("DELETE FROM t", 1175, "without a WHERE"),
         ("SELECT 1; SELECT 2", 1105, "multi-statements"),
         ("SELECT * FROM app.secret_keys", 1142, "secret_keys"),
+        // Quoted every way a client can (backticks; double quotes under ANSI_QUOTES), and after
+        // the same shape with an allowed table was cached by digest.
+        ("SELECT * FROM `app`.`secret_keys`", 1142, "secret_keys"),
+        ("SELECT * FROM \"app\".\"secret_keys\"", 1142, "secret_keys"),
         ("SELECT SLEEP(5)", 1105, "digest"),
     ];
     for (sql, code, text) in cases {
