@@ -736,11 +736,16 @@ fn is_keyword(u: u128) -> bool {
 
 fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
     // schema.table: join with the following `.name` (a word, `quoted` or "double-quoted").
-    let full = match lx_peek_n(lx, 2).as_slice() {
-        [
-            Tok::Punct(b'.'),
-            Tok::Word(t, _) | Tok::Quoted(t) | Tok::DoubleQuoted(t),
-        ] => format!("{name}.{t}"),
+    let mut ahead = Lexer {
+        s: lx.s,
+        b: lx.b,
+        i: lx.i,
+        hints: Vec::new(),
+    };
+    let full = match (ahead.next_tok(), ahead.next_tok()) {
+        (Some(Tok::Punct(b'.')), Some(Tok::Word(t, _) | Tok::Quoted(t) | Tok::DoubleQuoted(t))) => {
+            format!("{name}.{t}")
+        }
         _ => name.to_string(),
     };
     if !f.tables.contains(&full) && f.tables.len() < 64 {
