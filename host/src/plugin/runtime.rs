@@ -332,7 +332,7 @@ impl Plugin {
         let instance_pre = engine.linker.instantiate_pre(component).map_err(|e| {
             let e = format!("{e:#}");
             if e.contains("wasi:") {
-                format!("imports an interface the sandbox does not offer (only sluice:policy/host is available): {e}")
+                format!("imports an interface the sandbox does not offer (only sluice:policy/host, sluice:policy/types and sluice:policy/fleet are available): {e}")
             } else {
                 format!("cannot be linked: {e}")
             }
