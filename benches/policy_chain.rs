@@ -52,7 +52,10 @@ fn bench(c: &mut Criterion) {
         &engine,
         &dir,
         ConfigPolicy::new(config),
-        &Arc::new(SecretSources::default()),
+        &Arc::new(SecretSources {
+            env_prefix: None,
+            dir: Some(root.join("config/secrets")),
+        }),
     )
     .expect("policies/ loads");
     assert!(!set.guards.is_empty() && set.router.is_some());
@@ -87,6 +90,22 @@ fn bench(c: &mut Criterion) {
             fresh.digest_hash = fresh.digest_hash.wrapping_add(1);
             black_box(set.check(&fresh, SQL, &session))
         });
+    });
+    // A login: the credentials policy on a fresh instance (secrets never stay in a warm one),
+    // reading the demo's secret file through `host.secret`.
+    let client = sluice::phase::ClientIdentity {
+        user: "app".into(),
+        client_addr: "127.0.0.1".into(),
+        database: Some("app".into()),
+        tls: false,
+        attributes: Vec::new(),
+    };
+    assert!(
+        set.resolve_credentials(&client).is_some(),
+        "the demo user resolves"
+    );
+    c.bench_function("credentials per login/wasm (fresh instance)", |b| {
+        b.iter(|| black_box(set.resolve_credentials(&client)));
     });
     c.bench_function("router only/wasm", |b| {
         b.iter(|| black_box(set.route(&facts, &session, &fleet)));

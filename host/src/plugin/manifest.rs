@@ -10,8 +10,8 @@
 //!                           # credentials), primary (router)
 //! [limits]
 //! deadline-ms = 5           # per call
-//! memory-mib = 16           # per instance
-//! instances = 32            # warm instances kept
+//! memory-mib = 16           # per instance (1-1024)
+//! instances = 32            # warm instances kept (1-128)
 //! [settings]                # handed to the plugin's configure() as JSON
 //! deny-ddl = true
 //! ```
@@ -131,8 +131,12 @@ impl Manifest {
         if raw.limits.deadline_ms == 0 || raw.limits.deadline_ms > 10_000 {
             return Err("key `limits.deadline-ms`: must be between 1 and 10000".into());
         }
-        if raw.limits.memory_mib == 0 || raw.limits.memory_mib > 4096 {
-            return Err("key `limits.memory-mib`: must be between 1 and 4096".into());
+        if raw.limits.memory_mib == 0 || raw.limits.memory_mib > 1024 {
+            return Err("key `limits.memory-mib`: must be between 1 and 1024".into());
+        }
+        // Every policy's instances come from one engine-wide pool of slots.
+        if raw.limits.instances == 0 || raw.limits.instances > 128 {
+            return Err("key `limits.instances`: must be between 1 and 128".into());
         }
         let dir = file.parent().unwrap_or_else(|| Path::new("."));
         let settings_json =
@@ -192,5 +196,18 @@ mod tests {
         )
         .expect_err("bad");
         assert!(e.contains("deadline-ms"), "{e}");
+        for (limit, key) in [
+            ("memory-mib = 2048", "memory-mib"),
+            ("instances = 1000", "instances"),
+        ] {
+            let e = Manifest::parse(
+                &format!(
+                    "name = \"g\"\nkind = \"guard\"\nplugin = \"g.wasm\"\n[limits]\n{limit}\n"
+                ),
+                Path::new("g.toml"),
+            )
+            .expect_err("over the engine's pool");
+            assert!(e.contains(key), "{e}");
+        }
     }
 }
