@@ -71,9 +71,11 @@ impl Safety for Policy {
                 core::hint::black_box(&q);
             },
             Mode::MemoryBomb => {
+                // Grow memory without touching it, so the cap (not the deadline) stops it
+                // however slow page faults are on a loaded machine.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(alloc::vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(1 << 20));
                     core::hint::black_box(&hoard);
                 }
             }
