@@ -122,7 +122,17 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(up, "sluice did not start listening");
     let (ok, out, err) = cli(addr, "app", "app-secret", &["app"], "SELECT @@port");
     assert!(ok, "{err}");
-    assert_eq!(out, f.port.to_string());
+    if out != f.port.to_string() {
+        let _ = child.kill();
+        let mut log = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut log);
+        }
+        panic!(
+            "SELECT @@port: {out}, expected {}; gateway log:\n{log}",
+            f.port
+        );
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

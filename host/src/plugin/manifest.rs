@@ -9,7 +9,7 @@
 //! on-error = "deny"         # deny | allow | primary; default: deny (guard, redactor,
 //!                           # credentials), primary (router)
 //! [limits]
-//! deadline-ms = 5           # per call
+//! deadline-ms = 50          # per call, wall clock: stops a runaway guest
 //! memory-mib = 16           # per instance (1-1024)
 //! instances = 32            # warm instances kept (1-128)
 //! [settings]                # handed to the plugin's configure() as JSON
@@ -63,7 +63,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            deadline_ms: 5,
+            deadline_ms: 50,
             memory_mib: 16,
             instances: 32,
         }
