@@ -76,6 +76,20 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// Buffers above this size are dropped after a call, so a warm instance that once saw a
+    /// 16 MiB INSERT does not keep 16 MiB for good.
+    const KEEP_BYTES: usize = 64 << 10;
+
+    /// Lets go of what a call left behind that is larger than a statement usually is.
+    fn trim(&mut self) {
+        if self.sql.capacity() > Self::KEEP_BYTES {
+            self.sql = String::new();
+        }
+        if self.digest.capacity() > Self::KEEP_BYTES {
+            self.digest = String::new();
+        }
+    }
+
     /// Copies what the policy may read, reusing this context's buffers.
     pub fn load(&mut self, facts: &QueryFacts, sql: &str, session: &SessionInfo<'_>) {
         self.sql.clear();
@@ -486,6 +500,7 @@ impl Plugin {
         match f(&mut warm) {
             Ok(r) => {
                 warm.calls += 1;
+                warm.store.data_mut().context.trim();
                 let mut pool = self
                     .pool
                     .lock()
@@ -526,5 +541,32 @@ impl Plugin {
                 .unwrap_or_default()
                 .to_string(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_statement_is_not_kept_by_the_instance() {
+        let session = SessionInfo {
+            connection_id: 1,
+            user: "app",
+            client_addr: "127.0.0.1",
+            database: None,
+            in_transaction: false,
+            tls: false,
+        };
+        let mut ctx = CallContext::default();
+        let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(1 << 20));
+        ctx.load(&crate::facts::analyze(&big), &big, &session);
+        assert_eq!(ctx.sql.len(), big.len());
+        ctx.trim();
+        assert_eq!(ctx.sql.capacity(), 0);
+        // A usual statement keeps its buffer for the next call.
+        ctx.load(&crate::facts::analyze("SELECT 1"), "SELECT 1", &session);
+        ctx.trim();
+        assert!(ctx.sql.capacity() >= "SELECT 1".len());
     }
 }

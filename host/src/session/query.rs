@@ -320,7 +320,6 @@ fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Replaces `CONNECTION_ID()` (any case, optional spaces) with the gateway's id.
 /// `sql` with every call `name()` (any case, spaces allowed before and inside the parentheses)
 /// replaced by `expr`.
 fn replace_call(sql: &[u8], name: &[u8], expr: &str) -> Vec<u8> {
