@@ -10,8 +10,9 @@ use sluice_wit::{
     credentials::exports::sluice::policy::identity, guard::exports::sluice::policy::safety,
 };
 
+use super::context::CallContext;
 use super::manifest::OnError;
-use super::runtime::{Bound, CallContext, Plugin, Warm};
+use super::runtime::{Bound, Plugin, Warm};
 use crate::config::{AuthPlugin, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
 use crate::phase::{

@@ -1,0 +1,182 @@
+//! What a policy can read while it decides: the statement and session of the call in progress,
+//! copied into the instance's store before the call (`CallContext`), and the host side of the
+//! WIT's imports (`host`, the `statement` and `session` resources, `fleet`).
+//!
+//! The host passes each call borrowed handles with a fixed representation
+//! (`CallContext::HANDLE`) instead of resource-table entries: a store serves one call at a time,
+//! so a handle can only mean the statement (or session) of the call in progress.
+
+use sluice_wit::{fleet, host, types};
+use wasmtime::component::Resource;
+
+use super::runtime::PluginState;
+use crate::facts::QueryFacts;
+use crate::phase::SessionInfo;
+
+/// The text parts of a statement and its session, copied into a store before a call. The store
+/// is reused across calls, so after the first the copies reuse its buffers (no allocation).
+#[derive(Debug, Default)]
+pub struct CallContext {
+    pub sql: String,
+    pub digest: String,
+    pub tables: Vec<String>,
+    pub hints: Vec<(String, String)>,
+    pub user: String,
+    pub client_addr: String,
+    pub database: Option<String>,
+    /// The fleet's load, for a router's `fleet.load`.
+    pub load: Vec<types::BackendLoad>,
+}
+
+impl CallContext {
+    /// The representation of the borrowed `statement` and `session` handles of every call.
+    const HANDLE: u32 = 0;
+
+    pub fn statement() -> Resource<types::Statement> {
+        Resource::new_borrow(Self::HANDLE)
+    }
+
+    pub fn session() -> Resource<types::Session> {
+        Resource::new_borrow(Self::HANDLE)
+    }
+
+    /// Buffers above this size are dropped after a call, so a warm instance that once saw a
+    /// 16 MiB INSERT does not keep 16 MiB for good.
+    const KEEP_BYTES: usize = 64 << 10;
+
+    /// Lets go of what a call left behind that is larger than a statement usually is.
+    pub(super) fn trim(&mut self) {
+        if self.sql.capacity() > Self::KEEP_BYTES {
+            self.sql = String::new();
+        }
+        if self.digest.capacity() > Self::KEEP_BYTES {
+            self.digest = String::new();
+        }
+    }
+
+    /// Copies what the policy may read, reusing this context's buffers.
+    pub fn load(&mut self, facts: &QueryFacts, sql: &str, session: &SessionInfo<'_>) {
+        self.sql.clear();
+        self.sql.push_str(sql);
+        self.digest.clone_from(&facts.digest);
+        self.tables.clone_from(&facts.tables);
+        self.hints.clone_from(&facts.hints);
+        self.user.clear();
+        self.user.push_str(session.user);
+        self.client_addr.clear();
+        self.client_addr.push_str(session.client_addr);
+        match (&mut self.database, session.database) {
+            (Some(d), Some(s)) => {
+                d.clear();
+                d.push_str(s);
+            }
+            (d, s) => *d = s.map(str::to_string),
+        }
+    }
+}
+
+impl host::Host for PluginState {
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.secrets.get(&name)
+    }
+
+    fn log(&mut self, level: host::Level, message: String) {
+        let policy = &*self.policy;
+        match level {
+            host::Level::Trace => tracing::trace!(policy, "{message}"),
+            host::Level::Debug => tracing::debug!(policy, "{message}"),
+            host::Level::Info => tracing::info!(policy, "{message}"),
+            host::Level::Warn => tracing::warn!(policy, "{message}"),
+            host::Level::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl types::HostStatement for PluginState {
+    fn sql(&mut self, _: Resource<types::Statement>) -> String {
+        self.context.sql.clone()
+    }
+
+    fn digest(&mut self, _: Resource<types::Statement>) -> String {
+        self.context.digest.clone()
+    }
+
+    fn tables(&mut self, _: Resource<types::Statement>) -> Vec<String> {
+        self.context.tables.clone()
+    }
+
+    fn table(&mut self, _: Resource<types::Statement>, index: u32) -> Option<String> {
+        let i = usize::try_from(index).ok()?;
+        self.context.tables.get(i).cloned()
+    }
+
+    fn hint(&mut self, _: Resource<types::Statement>, key: String) -> Option<String> {
+        self.context
+            .hints
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn hints(&mut self, _: Resource<types::Statement>) -> Vec<(String, String)> {
+        self.context.hints.clone()
+    }
+
+    fn drop(&mut self, _: Resource<types::Statement>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fleet::Host for PluginState {
+    fn load(&mut self, backend: u32) -> Option<types::BackendLoad> {
+        let i = usize::try_from(backend).ok()?;
+        self.context.load.get(i).copied()
+    }
+}
+
+impl types::HostSession for PluginState {
+    fn user(&mut self, _: Resource<types::Session>) -> String {
+        self.context.user.clone()
+    }
+
+    fn client_addr(&mut self, _: Resource<types::Session>) -> String {
+        self.context.client_addr.clone()
+    }
+
+    fn database(&mut self, _: Resource<types::Session>) -> Option<String> {
+        self.context.database.clone()
+    }
+
+    fn drop(&mut self, _: Resource<types::Session>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_statement_is_not_kept_by_the_instance() {
+        let session = SessionInfo {
+            connection_id: 1,
+            user: "app",
+            client_addr: "127.0.0.1",
+            database: None,
+            in_transaction: false,
+            tls: false,
+        };
+        let mut ctx = CallContext::default();
+        let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(1 << 20));
+        ctx.load(&crate::facts::analyze(&big), &big, &session);
+        assert_eq!(ctx.sql.len(), big.len());
+        ctx.trim();
+        assert_eq!(ctx.sql.capacity(), 0);
+        // A usual statement keeps its buffer for the next call.
+        ctx.load(&crate::facts::analyze("SELECT 1"), "SELECT 1", &session);
+        ctx.trim();
+        assert!(ctx.sql.capacity() >= "SELECT 1".len());
+    }
+}
