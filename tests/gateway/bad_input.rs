@@ -181,22 +181,30 @@ fn bad_commands_get_errors_and_the_session_goes_on() {
         0,
         "CREATE TABLE IF NOT EXISTS app.fl_t (a INT, b VARCHAR(3))",
     );
-    let mut columns = 0;
-    r.send(0, b"\x04fl_t\0");
-    loop {
-        let p = r.recv().expect("field list");
-        if p[0] == 0xFE && p.len() < 9 {
-            break;
+    let mut field_list = |wildcard: &[u8]| {
+        let mut columns = 0;
+        r.send(0, &[b"\x04fl_t\0".as_slice(), wildcard].concat());
+        loop {
+            let p = r.recv().expect("field list");
+            if p[0] == 0xFE && p.len() < 9 {
+                break;
+            }
+            assert_ne!(
+                p[0],
+                0xFF,
+                "field list failed: {}",
+                String::from_utf8_lossy(&p)
+            );
+            columns += 1;
         }
-        assert_ne!(
-            p[0],
-            0xFF,
-            "field list failed: {}",
-            String::from_utf8_lossy(&p)
-        );
-        columns += 1;
-    }
-    assert_eq!(columns, 2);
+        columns
+    };
+    assert_eq!(field_list(b""), 2);
+    // The wildcard is a LIKE pattern, as the server reads it.
+    assert_eq!(field_list(b"b%"), 1);
+    assert_eq!(field_list(b"B"), 1);
+    assert_eq!(field_list(b"_"), 2);
+    assert_eq!(field_list(b"x%"), 0);
     // A query still works.
     let reply = r.command(b"\x03SELECT 1").expect("query");
     assert_eq!(reply, vec![1], "column count packet");

@@ -297,9 +297,9 @@ impl Session {
                 return Err(GatewayError::from_backend(&name, e).into());
             }
         };
-        let pattern = wildcard.trim_end_matches('\0');
+        let pattern = wildcard.trim_end_matches('\0').as_bytes();
         for c in columns.iter().flat_map(|c| c.iter()) {
-            if !pattern.is_empty() && pattern != "%" && c.name_str() != pattern {
+            if !pattern.is_empty() && !like(pattern, c.name_ref()) {
                 continue;
             }
             let (mark, buf) = self.stream.begin();
@@ -314,6 +314,67 @@ impl Session {
         self.stream.flush().await?;
         Ok(())
     }
+}
+
+/// SQL `LIKE` as COM_FIELD_LIST's column wildcard uses it: `%` any run, `_` one character, `\`
+/// escapes; ASCII case-insensitive, as column names are. Linear backtracking on the last `%`,
+/// so a pattern of many `%` costs no more than one.
+fn like(pattern: &[u8], text: &[u8]) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tok {
+        Any,
+        One,
+        Lit(u8),
+    }
+    let mut toks = Vec::with_capacity(pattern.len());
+    let mut i = 0;
+    while i < pattern.len() {
+        toks.push(match pattern[i] {
+            b'%' => Tok::Any,
+            b'_' => Tok::One,
+            b'\\' if i + 1 < pattern.len() => {
+                i += 1;
+                Tok::Lit(pattern[i])
+            }
+            c => Tok::Lit(c),
+        });
+        i += 1;
+    }
+    // The width of the UTF-8 character starting at text[at].
+    let width = |at: usize| match text[at] {
+        0xF0.. => 4,
+        0xE0.. => 3,
+        0xC0.. => 2,
+        _ => 1,
+    };
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match toks.get(p) {
+            Some(Tok::Any) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(Tok::One) => {
+                p += 1;
+                t = (t + width(t)).min(text.len());
+            }
+            Some(Tok::Lit(c)) if c.eq_ignore_ascii_case(&text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    let next = (st + width(st)).min(text.len());
+                    star = Some((sp, next));
+                    p = sp + 1;
+                    t = next;
+                }
+                None => return false,
+            },
+        }
+    }
+    toks[p.min(toks.len())..].iter().all(|t| *t == Tok::Any)
 }
 
 fn is_plain_name(n: &str) -> bool {
@@ -359,6 +420,35 @@ fn is_ident(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_list_wildcards_are_like_patterns() {
+        for (pattern, name, want) in [
+            ("%", "anything", true),
+            ("b%", "balance", true),
+            ("B%", "balance", true),
+            ("b%", "abc", false),
+            ("_", "a", true),
+            ("_", "ab", false),
+            ("_", "é", true),
+            ("a_c", "abc", true),
+            ("%c", "abc", true),
+            ("%x%", "abc", false),
+            ("a\\%", "a%", true),
+            ("a\\%", "ab", false),
+            (
+                "%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%z",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                like(pattern.as_bytes(), name.as_bytes()),
+                want,
+                "{pattern} / {name}"
+            );
+        }
+    }
 
     #[test]
     fn connection_id_is_replaced() {
