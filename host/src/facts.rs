@@ -202,19 +202,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn word_end(&self, from: usize) -> usize {
-        let mut j = from;
-        while j < self.b.len()
-            && (self.b[j].is_ascii_alphanumeric()
-                || self.b[j] == b'_'
-                || self.b[j] == b'$'
-                || self.b[j] >= 0x80)
-        {
-            j += 1;
-        }
-        j
+        self.plain_word_end(from).0
     }
 
-    /// Like `word_end`, and whether the word is plain: ASCII letters and `_` only.
+    /// The end of the word at `from` (letters, digits, `_`, `$`, non-ASCII), and whether the
+    /// word is plain: ASCII letters and `_` only.
     fn plain_word_end(&self, from: usize) -> (usize, bool) {
         let mut j = from;
         let mut plain = true;
@@ -354,21 +346,18 @@ fn key_at(sql: &[u8], start: usize, end: usize) -> u128 {
     if len > 16 {
         return LONG;
     }
-    let word = if let Some(chunk) = sql.get(start..start + 16) {
-        let mut buf = [0u8; 16];
-        buf.copy_from_slice(chunk);
-        u128::from_le_bytes(buf)
-    } else {
-        let mut buf = [0u8; 16];
-        buf[..len].copy_from_slice(&sql[start..end]);
-        u128::from_le_bytes(buf)
+    let Some(chunk) = sql.get(start..start + 16) else {
+        // Near the end of the statement: byte by byte.
+        return key_of(&sql[start..end]);
     };
+    let mut buf = [0u8; 16];
+    buf.copy_from_slice(chunk);
     let mask = if len == 16 {
         u128::MAX
     } else {
         (1u128 << (8 * len)) - 1
     };
-    word & mask & UPPER
+    u128::from_le_bytes(buf) & mask & UPPER
 }
 
 const LONG: u128 = u128::MAX;
@@ -588,25 +577,24 @@ fn stmt_into(_f: &QueryFacts, s: &StmtScan) -> bool {
     s.into && s.first == Some(StatementKind::Select)
 }
 
-/// The next token's word, without consuming it.
-fn lx_peek_word<'a>(lx: &Lexer<'a>) -> Option<Tok<'a>> {
-    let mut copy = Lexer {
+/// A lexer at the same place, to look ahead without consuming.
+fn lx_ahead<'a>(lx: &Lexer<'a>) -> Lexer<'a> {
+    Lexer {
         s: lx.s,
         b: lx.b,
         i: lx.i,
         hints: Vec::new(),
-    };
-    copy.next_tok()
+    }
+}
+
+/// The next token's word, without consuming it.
+fn lx_peek_word<'a>(lx: &Lexer<'a>) -> Option<Tok<'a>> {
+    lx_ahead(lx).next_tok()
 }
 
 fn lx_peek_n<'a>(lx: &Lexer<'a>, n: usize) -> Vec<Tok<'a>> {
-    let mut copy = Lexer {
-        s: lx.s,
-        b: lx.b,
-        i: lx.i,
-        hints: Vec::new(),
-    };
-    (0..n).map_while(|_| copy.next_tok()).collect()
+    let mut ahead = lx_ahead(lx);
+    (0..n).map_while(|_| ahead.next_tok()).collect()
 }
 
 fn on_first_word(f: &mut QueryFacts, k: u128, second: Option<&Tok<'_>>, lx: &Lexer<'_>) {
@@ -684,8 +672,7 @@ fn on_word(
         kw::SHARE if is(prev, kw::FOR) || is(prev, kw::IN) => f.locking_read = true,
         kw::GET_LOCK => f.pins.push(PinReason::GetLock),
         kw::LAST_INSERT_ID | kw::ROW_COUNT | kw::FOUND_ROWS => {
-            let next = lx_peek_n(lx, 2);
-            if matches!(next.first(), Some(Tok::Punct(b'('))) {
+            if matches!(lx_peek_word(lx), Some(Tok::Punct(b'('))) {
                 f.needs_previous_connection = true;
                 f.mentions_row_count |= k == kw::ROW_COUNT;
             }
@@ -706,13 +693,12 @@ fn on_word(
 }
 
 fn is_table_context(prev: Option<&Tok<'_>>, prev2: Option<&Tok<'_>>) -> bool {
-    let p = is;
-    p(prev, kw::FROM)
-        || p(prev, kw::JOIN)
-        || p(prev, kw::INTO)
-        || p(prev, kw::UPDATE)
-        || (p(prev, kw::TABLE) && !p(prev2, kw::LOCK))
-        || p(prev, kw::TABLES)
+    is(prev, kw::FROM)
+        || is(prev, kw::JOIN)
+        || is(prev, kw::INTO)
+        || is(prev, kw::UPDATE)
+        || (is(prev, kw::TABLE) && !is(prev2, kw::LOCK))
+        || is(prev, kw::TABLES)
 }
 
 fn is_keyword(u: u128) -> bool {
@@ -736,12 +722,7 @@ fn is_keyword(u: u128) -> bool {
 
 fn push_table(f: &mut QueryFacts, name: &str, lx: &Lexer<'_>) {
     // schema.table: join with the following `.name` (a word, `quoted` or "double-quoted").
-    let mut ahead = Lexer {
-        s: lx.s,
-        b: lx.b,
-        i: lx.i,
-        hints: Vec::new(),
-    };
+    let mut ahead = lx_ahead(lx);
     let full = match (ahead.next_tok(), ahead.next_tok()) {
         (Some(Tok::Punct(b'.')), Some(Tok::Word(t, _) | Tok::Quoted(t) | Tok::DoubleQuoted(t))) => {
             format!("{name}.{t}")

@@ -59,23 +59,24 @@ impl Bound {
     }
 }
 
+/// The policy directory in use: configured and enabled.
+fn policy_dir(config: &Config) -> Option<&std::path::Path> {
+    config
+        .policies
+        .dir
+        .as_deref()
+        .filter(|_| config.policies.enabled)
+}
+
 /// Loads the configured policy directory the way the gateway would (compile, link, configure,
 /// smoke-call every policy) without serving: the active set's names ("name (kind)"), or the
 /// file and reason that would refuse it. `Ok(None)` when no policy directory is in use.
 pub fn check_policies(config: &Config) -> anyhow::Result<Option<Vec<String>>> {
-    let Some(dir) = config
-        .policies
-        .dir
-        .as_ref()
-        .filter(|_| config.policies.enabled)
-    else {
+    let Some(dir) = policy_dir(config) else {
         return Ok(None);
     };
     let engine = plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?;
-    let secrets = Arc::new(plugin::secrets::SecretSources {
-        env_prefix: config.secrets.env_prefix.clone(),
-        dir: config.secrets.dir.clone(),
-    });
+    let secrets = Arc::new(plugin::secrets::SecretSources::from_config(&config.secrets));
     let set = plugin::loader::load_dir(&engine, dir, ConfigPolicy::new(config.clone()), &secrets)
         .map_err(|e| anyhow::anyhow!("policies: {e}"))?;
     Ok(Some(
@@ -109,20 +110,12 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         }
     }
     let (mut reloader, mut watcher) = (None, None);
-    if let Some(dir) = config
-        .policies
-        .dir
-        .as_ref()
-        .filter(|_| config.policies.enabled)
-    {
+    if let Some(dir) = policy_dir(&config) {
         let r = plugin::watch::Reloader {
             gw: Arc::clone(&gateway),
             engine: plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?,
-            dir: dir.clone(),
-            secrets: Arc::new(plugin::secrets::SecretSources {
-                env_prefix: config.secrets.env_prefix.clone(),
-                dir: config.secrets.dir.clone(),
-            }),
+            dir: dir.to_path_buf(),
+            secrets: Arc::new(plugin::secrets::SecretSources::from_config(&config.secrets)),
         };
         r.reload()
             .await

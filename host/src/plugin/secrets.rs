@@ -17,6 +17,14 @@ pub struct SecretSources {
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 impl SecretSources {
+    /// The sources the configuration's `[secrets]` allows.
+    pub fn from_config(c: &crate::config::SecretsConfig) -> Self {
+        Self {
+            env_prefix: c.env_prefix.clone(),
+            dir: c.dir.clone(),
+        }
+    }
+
     /// A secret by name; `None` when the name is not plain, absent, or no source allows it.
     pub fn get(&self, name: &str) -> Option<String> {
         let plain = !name.is_empty()

@@ -12,7 +12,7 @@ use sluice_wit::{
 
 use super::context::CallContext;
 use super::manifest::OnError;
-use super::runtime::{Bound, Plugin, Warm};
+use super::runtime::{Bound, CallError, Plugin, Warm};
 use crate::config::{AuthPlugin, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
 use crate::phase::{
@@ -89,12 +89,22 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Gives the instance's store what its `statement` and `session` handles read.
-    fn load_into(&self, w: &mut Warm) {
-        w.store
-            .data_mut()
-            .context
-            .load(self.facts, self.sql, self.session);
+    /// Runs `f` on a warm instance of `p` whose store holds this statement (what its
+    /// `statement` and `session` handles read); `f` gets the facts and session passed by value.
+    fn on<R>(
+        self,
+        p: &Plugin,
+        f: impl FnOnce(&mut Warm, types::QueryFacts, types::SessionInfo) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let q = wit_facts(self.facts, self.sql);
+        let s = wit_session(self.session);
+        p.call(|w| {
+            w.store
+                .data_mut()
+                .context
+                .load(self.facts, self.sql, self.session);
+            f(w, q, s)
+        })
     }
 }
 
@@ -145,24 +155,16 @@ impl PolicySet {
     }
 
     /// Runs one guard.
-    pub fn run_guard(
-        g: &Plugin,
-        call: Call<'_>,
-    ) -> Result<safety::Verdict, super::runtime::CallError> {
-        let q = wit_facts(call.facts, call.sql);
-        let s = wit_session(call.session);
-        g.call(|w| {
-            call.load_into(w);
-            match &w.bound {
-                Bound::Guard(b) => b.sluice_policy_safety().call_check(
-                    &mut w.store,
-                    q,
-                    CallContext::statement(),
-                    s,
-                    CallContext::session(),
-                ),
-                _ => Err(mismatch()),
-            }
+    pub fn run_guard(g: &Plugin, call: Call<'_>) -> Result<safety::Verdict, CallError> {
+        call.on(g, |w, q, s| match &w.bound {
+            Bound::Guard(b) => b.sluice_policy_safety().call_check(
+                &mut w.store,
+                q,
+                CallContext::statement(),
+                s,
+                CallContext::session(),
+            ),
+            _ => Err(mismatch()),
         })
     }
 
@@ -172,11 +174,8 @@ impl PolicySet {
         r: &Plugin,
         call: Call<'_>,
         fleet: &[BackendStatus],
-    ) -> Result<routing::RouteDecision, super::runtime::CallError> {
-        let q = wit_facts(call.facts, call.sql);
-        let s = wit_session(call.session);
-        r.call(|w| {
-            call.load_into(w);
+    ) -> Result<routing::RouteDecision, CallError> {
+        call.on(r, |w, q, s| {
             let Bound::Router(b) = &w.bound else {
                 return Err(mismatch());
             };
@@ -208,22 +207,17 @@ impl PolicySet {
         r: &Plugin,
         call: Call<'_>,
         columns: &[types::Column],
-    ) -> Result<Vec<redaction::Action>, super::runtime::CallError> {
-        let q = wit_facts(call.facts, call.sql);
-        let s = wit_session(call.session);
-        r.call(|w| {
-            call.load_into(w);
-            match &w.bound {
-                Bound::Redactor(b) => b.sluice_policy_redaction().call_plan(
-                    &mut w.store,
-                    q,
-                    CallContext::statement(),
-                    s,
-                    CallContext::session(),
-                    columns,
-                ),
-                _ => Err(mismatch()),
-            }
+    ) -> Result<Vec<redaction::Action>, CallError> {
+        call.on(r, |w, q, s| match &w.bound {
+            Bound::Redactor(b) => b.sluice_policy_redaction().call_plan(
+                &mut w.store,
+                q,
+                CallContext::statement(),
+                s,
+                CallContext::session(),
+                columns,
+            ),
+            _ => Err(mismatch()),
         })
     }
 }
@@ -278,19 +272,18 @@ impl Policy for PolicySet {
         }
         let mut rewritten: Option<(QueryFacts, String)> = None;
         for g in &self.guards {
-            let call = match &rewritten {
-                Some((f, sql)) => Call {
-                    facts: f,
-                    sql,
-                    session,
-                },
-                None => Call {
+            // A rewrite by an earlier guard is what the next one sees.
+            let (facts, sql) = rewritten
+                .as_ref()
+                .map_or((facts, sql), |(f, s)| (f, s.as_str()));
+            match Self::run_guard(
+                g,
+                Call {
                     facts,
                     sql,
                     session,
                 },
-            };
-            match Self::run_guard(g, call) {
+            ) {
                 Ok(safety::Verdict::Allow) => {}
                 Ok(safety::Verdict::Deny(d)) => {
                     return Verdict::Deny {

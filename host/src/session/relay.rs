@@ -112,25 +112,24 @@ pub async fn relay_sets<P: Protocol>(
         let mut batch = plan
             .as_deref()
             .filter(|p| redact::has_custom(p))
-            .map(|_| RowBatch::default());
+            .zip(mode.redact)
+            .map(|(plan, r)| RowBatch::new(plan, r.policy));
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
             let mut values = row.unwrap_raw();
             if let Some(plan) = &plan {
                 redact::apply(plan, &columns, &mut values);
             }
-            if let (Some(b), Some(plan), Some(r)) = (&mut batch, &plan, mode.redact) {
-                if b.push(plan, values) {
-                    b.flush(stream, plan, &columns, mode.binary, r.policy)
-                        .await?;
+            if let Some(b) = &mut batch {
+                if b.push(values) {
+                    b.flush(stream, &columns, mode.binary).await?;
                 }
             } else {
                 write_row(stream, &columns, mode.binary, &values);
                 stream.flush_if_full().await?;
             }
         }
-        if let (Some(b), Some(plan), Some(r)) = (&mut batch, &plan, mode.redact) {
-            b.flush(stream, plan, &columns, mode.binary, r.policy)
-                .await?;
+        if let Some(b) = &mut batch {
+            b.flush(stream, &columns, mode.binary).await?;
         }
         // The set ended; the driver has already read the next result's header, if any.
         let more = if result.columns().is_some() {
@@ -168,16 +167,26 @@ fn write_row(
 }
 
 /// Redacted rows waiting for their `custom` cells' transform (bounded by rows and bytes).
-#[derive(Default)]
-struct RowBatch {
+struct RowBatch<'a> {
+    plan: &'a [ColumnAction],
+    policy: &'a dyn crate::phase::Policy,
     rows: Vec<Vec<Option<Value>>>,
     bytes: usize,
 }
 
-impl RowBatch {
+impl<'a> RowBatch<'a> {
+    fn new(plan: &'a [ColumnAction], policy: &'a dyn crate::phase::Policy) -> Self {
+        Self {
+            plan,
+            policy,
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+
     /// Holds a row back; `true` when the batch is full and must be flushed.
-    fn push(&mut self, plan: &[ColumnAction], values: Vec<Option<Value>>) -> bool {
-        self.bytes += redact::custom_bytes(plan, &values);
+    fn push(&mut self, values: Vec<Option<Value>>) -> bool {
+        self.bytes += redact::custom_bytes(self.plan, &values);
         self.rows.push(values);
         self.rows.len() >= redact::BATCH_ROWS || self.bytes >= redact::BATCH_BYTES
     }
@@ -186,12 +195,10 @@ impl RowBatch {
     async fn flush(
         &mut self,
         stream: &mut PacketStream<ClientIo>,
-        plan: &[ColumnAction],
         columns: &[Column],
         binary: bool,
-        policy: &dyn crate::phase::Policy,
     ) -> Result<(), SessionError> {
-        redact::transform_batch(plan, columns, &mut self.rows, policy);
+        redact::transform_batch(self.plan, columns, &mut self.rows, self.policy);
         for values in self.rows.drain(..) {
             write_row(stream, columns, binary, &values);
             stream.flush_if_full().await?;

@@ -369,13 +369,9 @@ mod tests {
         }
     }
 
-    trait Decide {
-        fn decide_case(&self, c: &Case<'_>) -> Decision;
-    }
-
-    impl Decide for Settings {
-        fn decide_case(&self, c: &Case<'_>) -> Decision {
-            self.decide(&c.facts, &c.text)
+    impl Case<'_> {
+        fn decided_by(&self, s: &Settings) -> Decision {
+            s.decide(&self.facts, &self.text)
         }
     }
 
@@ -388,115 +384,84 @@ mod tests {
         .expect("settings");
         let none: [String; 0] = [];
         assert!(matches!(
-            s.decide_case(&stmt(
-                "DROP TABLE t",
-                StatementKind::Ddl,
-                false,
-                &none,
-                "app"
-            )),
+            stmt("DROP TABLE t", StatementKind::Ddl, false, &none, "app").decided_by(&s),
             Decision::Deny(1227, _)
         ));
         assert!(matches!(
-            s.decide_case(&stmt(
+            stmt(
                 "LOAD DATA INFILE 'x'",
                 StatementKind::LoadData,
                 false,
                 &none,
                 "app"
-            )),
+            )
+            .decided_by(&s),
             Decision::Deny(1227, _)
         ));
         assert!(matches!(
-            s.decide_case(&stmt(
-                "DELETE FROM t",
-                StatementKind::Delete,
-                false,
-                &none,
-                "app"
-            )),
+            stmt("DELETE FROM t", StatementKind::Delete, false, &none, "app").decided_by(&s),
             Decision::Deny(1175, _)
         ));
         assert_eq!(
-            s.decide_case(&stmt(
+            stmt(
                 "DELETE FROM t WHERE a = 1",
                 StatementKind::Delete,
                 true,
                 &none,
                 "app"
-            )),
+            )
+            .decided_by(&s),
             Decision::Allow
         );
         assert!(matches!(
-            s.decide_case(&stmt(
+            stmt(
                 "SELECT 'a very long statement indeed, over forty'",
                 StatementKind::Select,
                 false,
                 &none,
                 "app"
-            )),
+            )
+            .decided_by(&s),
             Decision::Deny(1105, _)
         ));
         let secret = [String::from("app.secrets")];
         assert!(matches!(
-            s.decide_case(&stmt(
-                "SELECT 1",
-                StatementKind::Select,
-                false,
-                &secret,
-                "app"
-            )),
+            stmt("SELECT 1", StatementKind::Select, false, &secret, "app").decided_by(&s),
             Decision::Deny(1142, _)
         ));
         let audit = [String::from("audit_log")];
         assert!(matches!(
-            s.decide_case(&stmt(
-                "SELECT 1",
-                StatementKind::Select,
-                false,
-                &audit,
-                "app"
-            )),
+            stmt("SELECT 1", StatementKind::Select, false, &audit, "app").decided_by(&s),
             Decision::Deny(1142, _)
         ));
         assert!(matches!(
-            s.decide_case(&stmt(
+            stmt(
                 "INSERT INTO t VALUES (1)",
                 StatementKind::Insert,
                 false,
                 &none,
                 "reporter"
-            )),
+            )
+            .decided_by(&s),
             Decision::Deny(1290, _)
         ));
         assert_eq!(
-            s.decide_case(&stmt(
-                "SELECT 1",
-                StatementKind::Select,
-                false,
-                &none,
-                "reporter"
-            )),
+            stmt("SELECT 1", StatementKind::Select, false, &none, "reporter").decided_by(&s),
             Decision::Allow
         );
         assert!(matches!(
-            s.decide_case(&stmt(
+            stmt(
                 "SELECT SLEEP(?)",
                 StatementKind::Select,
                 false,
                 &none,
                 "app"
-            )),
+            )
+            .decided_by(&s),
             Decision::Deny(1105, _)
         ));
         assert_eq!(
-            s.decide_case(&stmt(
-                "SELECT ?",
-                StatementKind::Select,
-                false,
-                &none,
-                "app"
-            )),
+            stmt("SELECT ?", StatementKind::Select, false, &none, "app").decided_by(&s),
             Decision::Rewrite("SELECT 2".into())
         );
     }
