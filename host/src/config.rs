@@ -120,6 +120,10 @@ pub struct FrontendConfig {
     /// When true, each user's first caching_sha2_password login needs full authentication (over
     /// TLS), like a freshly started MySQL server; later ones take the fast path.
     pub sha2_cold_cache: bool,
+    /// Seconds a client may hold an open transaction without sending anything (0: no limit).
+    /// Past it the gateway rolls the transaction back, frees the backend connection, and tells
+    /// the client when it next speaks (ProxySQL's `max_transaction_idle_time`).
+    pub transaction_idle_timeout_secs: u64,
     pub tls: TlsConfig,
 }
 
@@ -135,6 +139,7 @@ impl Default for FrontendConfig {
             affinity_ms: 500,
             server_version: "10.11.6-MariaDB-sluice".into(),
             sha2_cold_cache: false,
+            transaction_idle_timeout_secs: 14_400,
             tls: TlsConfig::default(),
         }
     }
@@ -215,7 +220,12 @@ pub struct UserConfig {
     pub backend_password: Option<String>,
     /// Connections this user may hold at once (0: no limit).
     pub max_connections: usize,
+    /// The backend group (cluster) this user's statements run on; absent: the default group.
+    pub backend_group: Option<String>,
 }
+
+/// The group of backends that do not name one, and of users whose grant names none.
+pub const DEFAULT_GROUP: &str = "default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -230,9 +240,20 @@ pub struct BackendConfig {
     pub name: String,
     pub address: String,
     pub role: Role,
+    /// The cluster this backend belongs to (a primary and its replicas). Users are mapped to a
+    /// group by their grant; one gateway can front several tenants' clusters.
+    pub group: String,
     pub weight: u32,
+    /// Connections kept open at least, and at most (all accounts together).
     pub pool_min: usize,
     pub pool_max: usize,
+    /// Milliseconds a statement waits for a connection when all `pool-max` are in use; past it
+    /// the client gets ERR 9001 (HY000) and the session goes on.
+    pub acquire_timeout_ms: u64,
+    /// Milliseconds a new backend connection may take to connect and authenticate.
+    pub connect_timeout_ms: u64,
+    /// A connection idle for longer than this (ms) is pinged before it is lent.
+    pub validate_after_ms: u64,
     pub idle_timeout_secs: u64,
     pub max_lifetime_secs: u64,
     /// Prepared statements kept per backend connection; the bound on backend statements.
@@ -249,9 +270,13 @@ impl Default for BackendConfig {
             name: String::new(),
             address: String::new(),
             role: Role::Primary,
+            group: DEFAULT_GROUP.into(),
             weight: 1,
             pool_min: 0,
             pool_max: 64,
+            acquire_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            validate_after_ms: 1_000,
             idle_timeout_secs: 60,
             max_lifetime_secs: 3600,
             stmt_cache_size: 128,
@@ -400,12 +425,31 @@ impl Config {
             if b.weight == 0 {
                 return Err(invalid(key("weight"), "must be at least 1"));
             }
+            if b.group.is_empty() {
+                return Err(invalid(key("group"), "must not be empty"));
+            }
+            if b.acquire_timeout_ms == 0 || b.connect_timeout_ms == 0 {
+                return Err(invalid(
+                    key("acquire-timeout-ms"),
+                    "acquire-timeout-ms and connect-timeout-ms must be at least 1",
+                ));
+            }
         }
-        if !self.backends.iter().any(|b| b.role == Role::Primary) {
-            return Err(invalid(
-                "backends".into(),
-                "one backend must have role = \"primary\"",
-            ));
+        for (i, b) in self.backends.iter().enumerate() {
+            let primaries = self
+                .backends
+                .iter()
+                .filter(|o| o.group == b.group && o.role == Role::Primary)
+                .count();
+            if primaries != 1 {
+                return Err(invalid(
+                    format!("backends[{i}].group"),
+                    &format!(
+                        "backend group '{}' must have exactly one backend with role = \"primary\" (it has {primaries})",
+                        b.group
+                    ),
+                ));
+            }
         }
         let mut users = std::collections::HashSet::new();
         for (i, u) in self.users.iter_mut().enumerate() {
@@ -415,6 +459,14 @@ impl Config {
             }
             if !users.insert(u.name.clone()) {
                 return Err(invalid(key("name"), "duplicate user"));
+            }
+            if let Some(g) = &u.backend_group
+                && !self.backends.iter().any(|b| &b.group == g)
+            {
+                return Err(invalid(
+                    key("backend-group"),
+                    &format!("no backend is in group '{g}'"),
+                ));
             }
             let sources = usize::from(u.password.is_some())
                 + usize::from(u.password_env.is_some())
@@ -492,6 +544,25 @@ mod tests {
             .expect_err("invalid")
             .to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn every_group_needs_one_primary() {
+        let two = format!(
+            "{MIN}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3310\"\nrole = \"replica\"\ngroup = \"tenant\"\n"
+        );
+        let e = Config::from_toml(&two).expect_err("invalid").to_string();
+        assert!(
+            e.contains("backends[1].group") && e.contains("'tenant'"),
+            "{e}"
+        );
+        let ok = two.replace("role = \"replica\"", "role = \"primary\"");
+        let c = Config::from_toml(&ok).expect("valid");
+        assert_eq!(c.backends[0].group, DEFAULT_GROUP);
+        let bad =
+            format!("{ok}\n[[users]]\nname = \"u\"\npassword = \"p\"\nbackend-group = \"nope\"\n");
+        let e = Config::from_toml(&bad).expect_err("invalid").to_string();
+        assert!(e.contains("users[0].backend-group"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum GatewayError {
     FullAuthNeedsTls { user: String },
     #[error("Access denied for user '{user}': this gateway requires TLS (connect with --ssl)")]
     TlsRequired { user: String },
+    #[error("Access denied for user '{user}': its backend group '{group}' is not configured")]
+    UnknownBackendGroup { user: String, group: String },
     #[error("Too many connections")]
     TooManyConnections,
     #[error("User '{user}' has exceeded the 'max_user_connections' resource ({limit})")]
@@ -39,6 +41,20 @@ pub enum GatewayError {
     BackendUnavailable { backend: String, reason: String },
     #[error("Lost connection to backend '{backend}' during query: {reason}")]
     BackendLost { backend: String, reason: String },
+    /// Every pooled connection of a backend stayed in use for the whole acquire timeout.
+    #[error(
+        "Timed out after {waited_ms} ms waiting for a connection to backend '{backend}': all {max} (pool-max) are in use; the statement did not run"
+    )]
+    PoolTimeout {
+        backend: String,
+        waited_ms: u64,
+        max: usize,
+    },
+    /// The session's transaction sat idle past `transaction-idle-timeout-secs`.
+    #[error(
+        "The gateway rolled back this session's transaction: it was idle for more than {secs} s (transaction-idle-timeout-secs); session state bound to its connection (temporary tables, user variables, locks) is gone too. The statement did not run"
+    )]
+    TransactionIdleTimeout { secs: u64 },
     #[error("Unknown prepared statement handler ({id}) given to {command}")]
     UnknownStatement { id: u32, command: &'static str },
     #[error("Unknown thread id: {0}")]
@@ -78,7 +94,8 @@ impl GatewayError {
         match self {
             Self::AccessDenied { .. }
             | Self::FullAuthNeedsTls { .. }
-            | Self::TlsRequired { .. } => (1045, "28000"),
+            | Self::TlsRequired { .. }
+            | Self::UnknownBackendGroup { .. } => (1045, "28000"),
             Self::TooManyConnections => (1040, "08004"),
             Self::TooManyUserConnections { .. } => (1226, "42000"),
             Self::UnknownCommand(_) => (1047, "08S01"),
@@ -87,6 +104,10 @@ impl GatewayError {
             Self::Server { code, state, .. } => (*code, state.as_str()),
             Self::BackendUnavailable { .. } => (2003, "HY000"),
             Self::BackendLost { .. } => (2013, "HY000"),
+            // Gateway codes (documented in docs/errors.md). 9001 as ProxySQL answers a
+            // connection wait that ran out; not 1040/08004, which client pools read as a dead server.
+            Self::PoolTimeout { .. } => (9001, "HY000"),
+            Self::TransactionIdleTimeout { .. } => (9002, "HY000"),
             Self::UnknownStatement { .. } => (1243, "HY000"),
             Self::NoSuchThread(_) => (1094, "HY000"),
             Self::NotThreadOwner(_) => (1095, "HY000"),
@@ -106,6 +127,7 @@ impl GatewayError {
             Self::AccessDenied { .. }
                 | Self::FullAuthNeedsTls { .. }
                 | Self::TlsRequired { .. }
+                | Self::UnknownBackendGroup { .. }
                 | Self::TooManyConnections
                 | Self::TooManyUserConnections { .. }
                 | Self::PacketTooLarge { .. }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 
-use crate::backend::{Account, Backend, Fleet};
 use crate::config::Config;
 use crate::facts::PinReason;
 use crate::phase::Policy;
 use crate::plugin::loader::LoadError;
+use crate::pool::{Account, Backend, Fleet};
 use crate::session::Hold;
 
 /// What a session holds right now, for operators (and tests): why it keeps a backend connection.

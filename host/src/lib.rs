@@ -3,11 +3,10 @@
 //! The flow, from `main` to a packet on the wire: [`config`] loads the settings; [`serve`] binds
 //! the listener and builds the shared [`gateway::Gateway`]; [`frontend`] accepts a client and runs
 //! the connection phase ([`frontend::connect`]); [`session`] serves its commands, asking the
-//! [`phase::Policy`] what may run and where, borrowing connections from [`backend`] pools and
+//! [`phase::Policy`] what may run and where, borrowing connections from the gateway's own [`pool`]s and
 //! relaying results through [`protocol`].
 
 pub mod auth;
-pub mod backend;
 pub mod config;
 pub mod error;
 pub mod facts;
@@ -15,7 +14,9 @@ pub mod frontend;
 pub mod gateway;
 pub mod phase;
 pub mod plugin;
+pub mod pool;
 pub mod protocol;
+pub mod replay;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -100,9 +101,10 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         })?;
     let builtin = plugin::set::PolicySet::builtin(ConfigPolicy::new(config.clone()));
     let gateway = Arc::new(Gateway::new(config.clone(), Box::new(builtin), shutdown));
-    if let Some(m) = &config.monitor {
-        for b in gateway.fleet.backends() {
-            tokio::spawn(backend::monitor::run(
+    for b in gateway.fleet.backends() {
+        tokio::spawn(pool::maintain::run(Arc::clone(b), gateway.shutdown.clone()));
+        if let Some(m) = &config.monitor {
+            tokio::spawn(pool::monitor::run(
                 Arc::clone(b),
                 m.clone(),
                 gateway.shutdown.clone(),

@@ -25,6 +25,8 @@ pub struct Grant {
     pub backend_password: String,
     /// Connections the user may hold at once (0: no limit).
     pub max_connections: usize,
+    /// The backend group the user's statements run on (`None`: the default group).
+    pub backend_group: Option<String>,
 }
 
 /// What a policy knows about the session a statement runs in.
@@ -171,6 +173,7 @@ impl Policy for ConfigPolicy {
                 .clone()
                 .unwrap_or_else(|| u.password().to_string()),
             max_connections: u.max_connections,
+            backend_group: u.backend_group.clone(),
         })
     }
 

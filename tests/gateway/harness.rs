@@ -20,6 +20,7 @@ pub fn repo_root() -> PathBuf {
 pub struct Fleet {
     pub port: u16,
     pub replicas: u16,
+    dir: PathBuf,
 }
 
 static FLEET: OnceLock<Fleet> = OnceLock::new();
@@ -53,6 +54,11 @@ pub fn start_private_fleet(name: &str) -> Fleet {
     start_fleet(name, 2)
 }
 
+/// A server (no replicas) for one test alone.
+pub fn start_private_server(name: &str) -> Fleet {
+    start_fleet(name, 0)
+}
+
 fn start_fleet(name: &str, replicas: u16) -> Fleet {
     let salt = name.bytes().map(u64::from).sum::<u64>();
     let port = free_port_block(replicas + 1, salt);
@@ -71,10 +77,39 @@ fn start_fleet(name: &str, replicas: u16) -> Fleet {
         "fleet up failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Fleet { port, replicas }
+    Fleet {
+        port,
+        replicas,
+        dir,
+    }
 }
 
 impl Fleet {
+    /// Stops node `node` (0: the primary) the way an operator would (SIGTERM, waits for exit).
+    pub fn stop_node(&self, node: u16) {
+        self.fleet_command("stop", node);
+    }
+
+    /// Starts node `node` again; returns once it answers.
+    pub fn start_node(&self, node: u16) {
+        self.fleet_command("start", node);
+    }
+
+    fn fleet_command(&self, verb: &str, node: u16) {
+        let out = Command::new(repo_root().join("scripts/fleet"))
+            .args([verb, &node.to_string()])
+            .env("FLEET_DIR", &self.dir)
+            .env("FLEET_PORT", self.port.to_string())
+            .env("FLEET_REPLICAS", self.replicas.to_string())
+            .output()
+            .expect("run scripts/fleet");
+        assert!(
+            out.status.success(),
+            "fleet {verb} {node} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs SQL on a fleet node as the admin account; returns tab-separated output.
     pub fn sql(&self, node: u16, sql: &str) -> String {
         let out = Command::new("mariadb")
@@ -147,7 +182,11 @@ pub fn client_opts(addr: SocketAddr, user: &str, pass: &str, db: Option<&str>) -
 /// The default test configuration: the fleet behind a gateway on a free port, self-signed TLS,
 /// the `app` user.
 pub fn base_config() -> Config {
-    let f = fleet();
+    config_for(fleet())
+}
+
+/// The same as [`base_config`] in front of fleet `f`.
+pub fn config_for(f: &Fleet) -> Config {
     let toml = format!(
         r#"
         [frontend]

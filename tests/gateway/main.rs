@@ -9,3 +9,4 @@ mod conformance;
 mod harness;
 mod multiplex;
 mod policies;
+mod pool;

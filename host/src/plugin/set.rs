@@ -251,6 +251,7 @@ impl Policy for PolicySet {
                 backend_user: g.backend_user,
                 backend_password: g.backend_password,
                 max_connections: g.max_connections as usize,
+                backend_group: g.backend_group,
             }),
             Ok(Err(reason)) => {
                 tracing::info!(policy = p.name(), user = %client.user, %reason, "login refused by policy");

@@ -13,7 +13,6 @@ pub mod prepared;
 pub mod query;
 pub mod redact;
 pub mod relay;
-pub mod state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,20 +21,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 
-use crate::backend::{Account, Backend, BackendConn};
 use crate::error::GatewayError;
 use crate::facts::{PinReason, QueryFacts};
 use crate::frontend::connect::{Authenticated, authenticate, refuse};
 use crate::frontend::io::ClientIo;
 use crate::gateway::{Gateway, SessionEntry};
 use crate::phase::{ClientIdentity, Grant, RouteDecision, SessionInfo};
+use crate::pool::{Account, Backend, BackendConn, Group};
 use crate::protocol::command::Command;
 use crate::protocol::constants::{cap, status};
 use crate::protocol::handshake::HandshakeResponse;
 use crate::protocol::reply::{ErrPacket, OkPacket, encode_eof};
 use crate::protocol::{PacketError, PacketStream};
+use crate::replay::ReplayState;
 use prepared::Statements;
-use state::ReplayState;
 
 /// At most this much of a refused packet is read and discarded before closing.
 const DRAIN_LIMIT: usize = 32 << 20;
@@ -91,6 +90,10 @@ pub struct Session {
     tls: bool,
     grant: Grant,
     account: Arc<Account>,
+    /// The backend group (cluster) this session's statements run on.
+    group: Arc<Group>,
+    /// The gateway rolled back an idle transaction; the client hears of it when it next speaks.
+    transaction_timed_out: bool,
     state: Arc<ReplayState>,
     held: Option<Held>,
     /// The backend's pressure epoch when the connection was parked.
@@ -110,7 +113,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(a: Authenticated, gw: Arc<Gateway>, id: u32) -> Self {
+    fn new(a: Authenticated, gw: Arc<Gateway>, id: u32, group: Arc<Group>) -> Self {
         let entry = gw.register(id, &a.hello.user);
         let account = Arc::new(Account {
             user: a.grant.backend_user.clone(),
@@ -129,6 +132,8 @@ impl Session {
             tls: a.tls,
             grant: a.grant,
             account,
+            group,
+            transaction_timed_out: false,
             state: Arc::new(state),
             held: None,
             park_epoch: 0,
@@ -160,7 +165,17 @@ impl Session {
             .await;
             return;
         }
-        let mut s = Self::new(a, gw, id);
+        let Some(group) = gw.fleet.group(a.grant.backend_group.as_deref()).cloned() else {
+            let e = GatewayError::UnknownBackendGroup {
+                user: a.hello.user.clone(),
+                group: a.grant.backend_group.clone().unwrap_or_default(),
+            };
+            tracing::warn!(user = %a.hello.user, error = %e, "login refused");
+            let mut stream = a.stream;
+            let _ = refuse(&mut stream, e).await;
+            return;
+        };
+        let mut s = Self::new(a, gw, id, group);
         let ready = match s.confirm_database().await {
             Ok(()) => s.send_ok(0, 0).await.is_ok(),
             Err(SessionError::Reply(e)) => {
@@ -179,7 +194,7 @@ impl Session {
         if self.state.schema.is_none() {
             return Ok(());
         }
-        let primary = Arc::clone(self.gw.fleet.primary());
+        let primary = Arc::clone(self.group.primary());
         let conn = self.borrow(&primary).await?;
         drop(conn);
         Ok(())
@@ -189,6 +204,15 @@ impl Session {
         loop {
             match self.next_command().await {
                 Ok(Some(packet)) => {
+                    if std::mem::take(&mut self.transaction_timed_out) {
+                        let e = GatewayError::TransactionIdleTimeout {
+                            secs: self.gw.config.frontend.transaction_idle_timeout_secs,
+                        };
+                        if self.send_err(&e).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let cmd = match Command::decode(&packet, self.caps) {
                         Ok(c) => c,
                         Err(e) => {
@@ -260,6 +284,16 @@ impl Session {
                 }) => Some(Arc::clone(&conn.backend)),
                 _ => None,
             };
+            let txn_idle =
+                Duration::from_secs(self.gw.config.frontend.transaction_idle_timeout_secs);
+            let in_txn_hold = !txn_idle.is_zero()
+                && matches!(
+                    self.held,
+                    Some(Held {
+                        why: Hold::Transaction,
+                        ..
+                    })
+                );
             // Register for the pool's call before checking whether it already came.
             let pressure = parked_on.as_ref().map(|b| b.pressure.notified());
             tokio::pin!(pressure);
@@ -273,7 +307,13 @@ impl Session {
                 self.release_parked();
                 continue;
             }
-            let wait = if parked_on.is_some() { affinity } else { idle };
+            let wait = if parked_on.is_some() {
+                affinity
+            } else if in_txn_hold {
+                txn_idle.min(idle)
+            } else {
+                idle
+            };
             tokio::select! {
                 r = self.stream.wait_for_data() => {
                     match r {
@@ -285,6 +325,10 @@ impl Session {
                 () = tokio::time::sleep(wait) => {
                     if parked_on.is_some() {
                         self.release_parked();
+                        continue;
+                    }
+                    if in_txn_hold && txn_idle <= idle {
+                        self.abandon_idle_transaction().await;
                         continue;
                     }
                     tracing::debug!(id = self.id, "idle timeout");
@@ -380,14 +424,27 @@ impl Session {
         &mut self,
         facts: &QueryFacts,
     ) -> Result<(BackendConn, bool), SessionError> {
-        let held = self.held.take();
-        if let Some(h) = &held
-            && (h.why != Hold::Parked || facts.needs_previous_connection)
-        {
-            return Ok((held.map(|h| h.conn).expect("checked above"), true));
+        let mut parked = None;
+        if let Some(h) = self.held.take() {
+            if h.why != Hold::Parked {
+                return Ok((h.conn, true));
+            }
+            // A parked connection opened before its backend went down is not used again, nor one
+            // on a draining backend unless the statement needs the previous connection.
+            let usable = h.conn.is_current()
+                && (facts.needs_previous_connection || !h.conn.backend.is_draining());
+            if usable && facts.needs_previous_connection {
+                return Ok((h.conn, true));
+            }
+            if usable {
+                parked = Some(h);
+            } else {
+                drop(h);
+                self.publish_view();
+            }
         }
         let backend = self.route(facts);
-        if let Some(h) = held {
+        if let Some(h) = parked {
             if Arc::ptr_eq(&h.conn.backend, &backend) {
                 return Ok((h.conn, true));
             }
@@ -397,10 +454,10 @@ impl Session {
         }
         let conn = match self.borrow(&backend).await {
             Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
-                if !Arc::ptr_eq(&backend, self.gw.fleet.primary()) =>
+                if !Arc::ptr_eq(&backend, self.group.primary()) =>
             {
-                // A replica is down: serve from the primary rather than fail the read.
-                let primary = Arc::clone(self.gw.fleet.primary());
+                // A replica is down or draining: serve from the primary rather than fail the read.
+                let primary = Arc::clone(self.group.primary());
                 self.borrow(&primary).await
             }
             other => other,
@@ -409,7 +466,7 @@ impl Session {
     }
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
-        let fleet = &self.gw.fleet;
+        let fleet = &self.group;
         if fleet.len() == 1 {
             return Arc::clone(fleet.primary());
         }
@@ -427,27 +484,27 @@ impl Session {
 
     /// Borrows a pooled connection and brings it to this session's state.
     async fn borrow(&mut self, backend: &Arc<Backend>) -> Result<BackendConn, SessionError> {
-        let mut conn = backend.get(&self.account).await?;
-        let thread = conn.thread_id();
-        let applied = if let Some(a) = backend.applied_state(thread) {
-            a
+        let mut conn = backend.acquire(&self.account).await?;
+        let applied = if let Some(a) = conn.applied() {
+            Arc::clone(a)
         } else {
             // Unknown history: start from the server's defaults.
-            conn.conn()
-                .reset()
-                .await
-                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            if let Err(e) = conn.conn().reset().await {
+                let e = GatewayError::from_backend(backend.name(), e);
+                conn.discard();
+                return Err(e.into());
+            }
             Arc::new(ReplayState::default())
         };
         if !Arc::ptr_eq(&applied, &self.state) {
             if let Some(sql) = self.state.diff_from(&applied) {
-                backend.set_applied_state(thread, None);
+                conn.set_applied(None);
                 conn.conn()
                     .query_drop(sql)
                     .await
                     .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
             }
-            backend.set_applied_state(thread, Some(Arc::clone(&self.state)));
+            conn.set_applied(Some(Arc::clone(&self.state)));
         }
         Ok(conn)
     }
@@ -522,16 +579,30 @@ impl Session {
         if let Some(mut h) = self.held.take()
             && h.why != Hold::Parked
         {
-            let thread = h.conn.thread_id();
-            h.conn.backend.set_applied_state(thread, None);
+            h.conn.set_applied(None);
             if h.conn.conn().reset().await.is_err() {
                 h.conn.discard();
                 return;
             }
-            h.conn
-                .backend
-                .set_applied_state(thread, Some(Arc::new(ReplayState::default())));
+            h.conn.set_applied(Some(Arc::new(ReplayState::default())));
         }
+    }
+
+    /// `transaction-idle-timeout-secs` ran out: roll the transaction back (a reset, which also
+    /// ends pinned state), give the connection back, and tell the client when it next speaks.
+    async fn abandon_idle_transaction(&mut self) {
+        tracing::info!(
+            id = self.id,
+            user = %self.user,
+            secs = self.gw.config.frontend.transaction_idle_timeout_secs,
+            "idle transaction rolled back"
+        );
+        self.release_dirty().await;
+        self.pins.clear();
+        self.in_txn = false;
+        self.last_status &= !status::IN_TRANS;
+        self.transaction_timed_out = true;
+        self.publish_view();
     }
 
     async fn finish(&mut self) {
@@ -579,6 +650,16 @@ impl Session {
                     password: grant.backend_password.clone(),
                     found_rows: self.account.found_rows,
                 });
+                let Some(group) = self.gw.fleet.group(grant.backend_group.as_deref()).cloned()
+                else {
+                    let e = GatewayError::UnknownBackendGroup {
+                        user: cu.user.clone(),
+                        group: grant.backend_group.clone().unwrap_or_default(),
+                    };
+                    let _ = self.send_err(&e).await;
+                    return Ok(Flow::Quit);
+                };
+                self.group = group;
                 self.grant = grant;
                 self.user = cu.user;
                 let mut state = ReplayState::default();

@@ -7,13 +7,13 @@ use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 
 use super::relay::{self, Outcome, RelayMode};
-use super::state::NAMES_VARS;
 use super::{Session, SessionError};
-use crate::backend::BackendConn;
 use crate::error::GatewayError;
 use crate::facts::{self, QueryFacts, SetTarget};
 use crate::phase::Verdict;
+use crate::pool::BackendConn;
 use crate::protocol::constants::status;
+use crate::replay::NAMES_VARS;
 
 impl Session {
     pub(super) async fn com_query(&mut self, sql: Bytes) -> Result<(), SessionError> {
@@ -113,9 +113,9 @@ impl Session {
                 backend = conn.backend.name(),
                 "backend lost; retrying the read on the primary"
             );
-            conn.backend.mark_unhealthy();
+            conn.backend.connection_lost();
             conn.discard();
-            let primary = Arc::clone(self.gw.fleet.primary());
+            let primary = Arc::clone(self.group.primary());
             conn = self.borrow(&primary).await?;
             outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
         }
@@ -161,7 +161,7 @@ impl Session {
             Ok(o) => o,
             Err(e) => {
                 if matches!(e, SessionError::Reply(GatewayError::BackendLost { .. })) {
-                    conn.backend.mark_unhealthy();
+                    conn.backend.connection_lost();
                     self.in_txn = false;
                     conn.discard();
                 } else {
@@ -227,7 +227,7 @@ impl Session {
             next.schema = db.flatten();
         }
         let next = Arc::new(next);
-        backend.set_applied_state(conn.thread_id(), Some(Arc::clone(&next)));
+        conn.set_applied(Some(Arc::clone(&next)));
         self.state = next;
         Ok(())
     }
@@ -260,7 +260,7 @@ impl Session {
             return Err(GatewayError::NotThreadOwner(id).into());
         }
         if let Some((backend, account, thread)) = target.running()
-            && let Ok(mut c) = backend.get(&account).await
+            && let Ok(mut c) = backend.acquire(&account).await
         {
             let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
         }
@@ -285,7 +285,10 @@ impl Session {
         let facts = QueryFacts::default();
         let (mut conn, _) = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
-        let sql = format!("SELECT * FROM {} LIMIT 0", super::state::quote_ident(table));
+        let sql = format!(
+            "SELECT * FROM {} LIMIT 0",
+            crate::replay::quote_ident(table)
+        );
         let columns = match conn.conn().query_iter(sql).await {
             Ok(r) => {
                 let cols = r.columns();

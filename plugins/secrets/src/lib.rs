@@ -4,10 +4,12 @@
 //!
 //! ```json
 //! {"alice": {"password": "s3cret", "backend-user": "app", "backend-password": "app-secret",
-//!            "auth-plugin": "caching_sha2_password", "max-connections": 10}}
+//!            "auth-plugin": "caching_sha2_password", "max-connections": 10,
+//!            "backend-group": "tenant-a"}}
 //! ```
 //! `backend-user` / `backend-password` default to the client's; `auth-plugin` to
-//! `mysql_native_password`. The host verifies the client's scramble against `password`.
+//! `mysql_native_password`; `backend-group` (the cluster the user's statements run on, a `group`
+//! of the gateway's `[[backends]]`) to the default group. The host verifies the client's scramble against `password`.
 //!
 //! Settings: `{"secret": "users.json"}` (the secret's name).
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -56,6 +58,8 @@ pub struct User {
     pub auth_plugin: String,
     #[serde(default)]
     pub max_connections: u32,
+    #[serde(default)]
+    pub backend_group: Option<String>,
 }
 
 fn native() -> String {
@@ -88,6 +92,7 @@ pub fn grant(users: &BTreeMap<String, User>, user: &str) -> Result<Grant, String
             .clone()
             .unwrap_or_else(|| u.password.clone()),
         max_connections: u.max_connections,
+        backend_group: u.backend_group.clone(),
     })
 }
 

@@ -1,6 +1,11 @@
 //! The monitor: per backend, a connection of its own that checks health and, on replicas, reads
 //! replication lag (`SHOW SLAVE STATUS`) every `monitor.interval-ms`. A replica whose replication
 //! threads are not both running, or whose lag the server does not report, has an unknown lag.
+//!
+//! A probe that fails on the transport (refused, lost: the server stopped or restarted, which
+//! always breaks the monitor's own connection) marks the backend down, and the pool starts a new
+//! generation. A monitor account the server refuses says nothing about the backend's health:
+//! it is logged and the probe is skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +24,34 @@ pub async fn run(
 ) {
     let interval = Duration::from_millis(cfg.interval_ms.max(10));
     let mut conn: Option<Conn> = None;
+    let mut refused_logged = false;
     loop {
+        let mut refused = false;
         if conn.is_none() {
-            conn = Conn::new(opts(&backend, &cfg)).await.ok();
+            match tokio::time::timeout(
+                interval.max(Duration::from_secs(1)),
+                Conn::new(opts(&backend, &cfg)),
+            )
+            .await
+            {
+                Ok(Ok(c)) => conn = Some(c),
+                Ok(Err(mysql_async::Error::Server(e))) => {
+                    refused = true;
+                    if !refused_logged {
+                        tracing::warn!(backend = backend.name(), code = e.code, error = %e.message, "the monitor account cannot log in; health checks skipped");
+                        refused_logged = true;
+                    }
+                }
+                _ => {}
+            }
         }
         let ok = match conn.as_mut() {
-            Some(c) => probe(&backend, c).await,
-            None => false,
+            Some(c) => {
+                tokio::time::timeout(interval.max(Duration::from_secs(1)), probe(&backend, c))
+                    .await
+                    .unwrap_or(false)
+            }
+            None => refused,
         };
         if !ok {
             conn = None;
@@ -42,14 +68,10 @@ pub async fn run(
 }
 
 fn opts(backend: &Backend, cfg: &MonitorConfig) -> OptsBuilder {
-    let (host, port) = backend
-        .config
-        .address
-        .rsplit_once(':')
-        .unwrap_or((backend.config.address.as_str(), "3306"));
+    let (host, port) = super::connect::host_port(&backend.config.address);
     OptsBuilder::default()
-        .ip_or_hostname(host.trim_matches(['[', ']']))
-        .tcp_port(port.parse().unwrap_or(3306))
+        .ip_or_hostname(host)
+        .tcp_port(port)
         .user(Some(cfg.user.clone()))
         .pass(Some(cfg.password.clone()))
         .prefer_socket(false)

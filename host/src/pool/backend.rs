@@ -1,0 +1,569 @@
+//! One configured backend server: its pool (the [`PoolCore`] behind a mutex, plus connecting,
+//! pinging and closing), its health as the monitor and the traffic see it, and the guard a
+//! borrower holds ([`BackendConn`]), which gives the connection back when dropped.
+//!
+//! A borrower waits at most `acquire-timeout-ms`, in line (FIFO): a connection given back goes
+//! straight to the head of the line through a oneshot channel. What travels on the channel is a
+//! guard itself, so a waiter that timed out as it was served drops it and the connection returns.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use tokio::sync::oneshot;
+
+use super::Account;
+use super::connect::{self, ConnectError, Link};
+use super::core::{CloseReason, PoolCore, PoolCounts, PoolLimits, Pooled, Put, Take};
+use crate::config::BackendConfig;
+use crate::error::GatewayError;
+use crate::phase::BackendStatus;
+use crate::replay::ReplayState;
+
+/// What a waiter is given.
+enum Grant {
+    Conn(BackendConn),
+    /// A free slot: open a connection in it.
+    Slot(Slot),
+    /// The backend started draining.
+    Refused,
+}
+
+type Core = PoolCore<Link, oneshot::Sender<Grant>>;
+
+struct Shared {
+    core: Core,
+    /// Microseconds from asking to holding a connection.
+    acquire_us: Histogram<u64>,
+    /// The account of the last borrow: warm connections (`pool-min`) are opened as it.
+    warm_account: Option<Arc<Account>>,
+}
+
+/// One configured backend server.
+pub struct Backend {
+    pub config: BackendConfig,
+    name: Arc<str>,
+    shared: Mutex<Shared>,
+    /// Mirrors of the core's counts, read by every routing decision without the lock.
+    in_use: AtomicU32,
+    idle: AtomicU32,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    healthy: AtomicBool,
+    /// Replication lag from the monitor, in ms; `u64::MAX` when unknown.
+    lag_ms: AtomicU64,
+    /// Sessions keep their connection between statements (affinity) until the pool runs short:
+    /// a borrower that finds every connection out bumps the epoch and wakes them to give back.
+    pub pressure: tokio::sync::Notify,
+    pressure_epoch: AtomicU64,
+}
+
+/// The pool of a backend, for operators: sizes, waits and what happened since start.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    pub backend: String,
+    pub counts: PoolCounts,
+    pub healthy: bool,
+    /// Acquire time percentiles in microseconds: p50, p99, max; and how many were measured.
+    pub acquire_p50_us: u64,
+    pub acquire_p99_us: u64,
+    pub acquire_max_us: u64,
+    pub acquires: u64,
+}
+
+impl PoolStatus {
+    /// Connections closed for `reason` since start.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.counts.counters.closed[i])
+    }
+}
+
+impl Backend {
+    pub fn new(config: BackendConfig) -> Self {
+        let limits = PoolLimits {
+            min: config.pool_min,
+            max: config.pool_max,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            max_lifetime: Duration::from_secs(config.max_lifetime_secs),
+            validate_after: Duration::from_millis(config.validate_after_ms),
+        };
+        Self {
+            name: Arc::from(config.name.as_str()),
+            shared: Mutex::new(Shared {
+                core: PoolCore::new(limits),
+                acquire_us: Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    .expect("static histogram bounds"),
+                warm_account: None,
+            }),
+            in_use: AtomicU32::new(0),
+            idle: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            lag_ms: AtomicU64::new(u64::MAX),
+            pressure: tokio::sync::Notify::new(),
+            pressure_epoch: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refreshes the lock-free mirrors after a change (called with the lock held).
+    fn mirror(&self, core: &Core) {
+        let c = core.counts();
+        self.in_use.store(c.in_use as u32, Ordering::Relaxed);
+        self.idle.store(c.idle as u32, Ordering::Relaxed);
+        self.generation.store(c.generation, Ordering::Relaxed);
+        self.draining.store(c.draining, Ordering::Relaxed);
+    }
+
+    /// Borrows a connection for `account`: an idle one (pinged first if it was idle long or the
+    /// backend is suspect), a new one, or the one given back first while waiting in line. Fails
+    /// with a 9001 error after `acquire-timeout-ms`, a 2003-class one when the backend cannot be
+    /// reached or is draining.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        account: &Arc<Account>,
+    ) -> Result<BackendConn, GatewayError> {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(self.config.acquire_timeout_ms);
+        loop {
+            let step = {
+                let mut g = self.lock();
+                g.warm_account = Some(Arc::clone(account));
+                let take = g.core.take(account, Instant::now());
+                let step = match take {
+                    Take::Ready { conn, validate } => Step::Ready(conn, validate),
+                    Take::Open { evict } => Step::Open(evict),
+                    Take::Draining => Step::Draining,
+                    Take::Wait => {
+                        let (tx, rx) = oneshot::channel();
+                        let id = g.core.enqueue(Arc::clone(account), tx);
+                        Step::Wait(id, rx)
+                    }
+                };
+                self.mirror(&g.core);
+                step
+            };
+            let conn = match step {
+                Step::Ready(p, validate) => {
+                    let mut conn = BackendConn::new(Arc::clone(self), p);
+                    if validate && !conn.ping().await {
+                        conn.fail_validation();
+                        continue;
+                    }
+                    conn
+                }
+                Step::Open(evict) => {
+                    if let Some(p) = evict {
+                        connect::close(p.conn);
+                    }
+                    self.open(account, Slot::new(Arc::clone(self))).await?
+                }
+                Step::Draining => return Err(self.draining_error()),
+                Step::Wait(id, rx) => {
+                    self.pressure_epoch.fetch_add(1, Ordering::Relaxed);
+                    self.pressure.notify_waiters();
+                    match self.wait(id, rx, deadline).await? {
+                        Grant::Conn(c) => c,
+                        Grant::Slot(slot) => self.open(account, slot).await?,
+                        Grant::Refused => return Err(self.draining_error()),
+                    }
+                }
+            };
+            self.record_acquire(start.elapsed());
+            return Ok(conn);
+        }
+    }
+
+    /// Waits in line until served or `deadline`.
+    async fn wait(
+        &self,
+        id: u64,
+        mut rx: oneshot::Receiver<Grant>,
+        deadline: Instant,
+    ) -> Result<Grant, GatewayError> {
+        let waited = tokio::time::timeout_at(deadline.into(), &mut rx).await;
+        if let Ok(r) = waited {
+            return r.map_err(|_| self.draining_error());
+        }
+        let cancelled = {
+            let mut g = self.lock();
+            let c = g.core.cancel(id);
+            self.mirror(&g.core);
+            c
+        };
+        if cancelled {
+            let (max, waited_ms) = (self.config.pool_max, self.config.acquire_timeout_ms);
+            return Err(GatewayError::PoolTimeout {
+                backend: self.config.name.clone(),
+                waited_ms,
+                max,
+            });
+        }
+        // Served as the wait ran out: what was given is on its way.
+        rx.await.map_err(|_| self.draining_error())
+    }
+
+    /// Opens a connection in `slot`.
+    async fn open(
+        self: &Arc<Self>,
+        account: &Arc<Account>,
+        slot: Slot,
+    ) -> Result<BackendConn, GatewayError> {
+        match connect::open(&self.config, account).await {
+            Ok(link) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                let p = {
+                    let mut g = self.lock();
+                    let p = g.core.opened(link, Arc::clone(account), Instant::now());
+                    self.mirror(&g.core);
+                    p
+                };
+                slot.used();
+                Ok(BackendConn::new(Arc::clone(self), p))
+            }
+            Err(ConnectError::Server(s)) => {
+                drop(slot);
+                Err(GatewayError::Server {
+                    code: s.code,
+                    state: s.state,
+                    message: s.message,
+                })
+            }
+            Err(ConnectError::Transport(reason)) => {
+                slot.failed();
+                // Unreachable: whatever was open before is of a server that went away.
+                self.went_down();
+                Err(GatewayError::BackendUnavailable {
+                    backend: self.config.name.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn draining_error(&self) -> GatewayError {
+        GatewayError::BackendUnavailable {
+            backend: self.config.name.clone(),
+            reason: "the backend is draining".into(),
+        }
+    }
+
+    fn record_acquire(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self.lock().acquire_us.record(us);
+    }
+
+    /// A connection comes back (the guard's drop).
+    fn put(self: &Arc<Self>, p: Pooled<Link>, reusable: bool) {
+        let put = {
+            let mut g = self.lock();
+            let put = g.core.put(p, reusable, Instant::now());
+            self.mirror(&g.core);
+            put
+        };
+        match put {
+            Put::Idle => {}
+            Put::Handoff(tx, p) => {
+                // A waiter that has just given up drops the guard, which brings it back here.
+                let _ = tx.send(Grant::Conn(BackendConn::new(Arc::clone(self), p)));
+            }
+            Put::Close { conn, permit, .. } => {
+                connect::close(conn.conn);
+                self.grant_slot(permit);
+            }
+        }
+    }
+
+    /// Gives a waiter a free slot (an unused slot comes back through the guard's drop).
+    fn grant_slot(self: &Arc<Self>, waiter: Option<oneshot::Sender<Grant>>) {
+        if let Some(tx) = waiter {
+            let _ = tx.send(Grant::Slot(Slot::new(Arc::clone(self))));
+        }
+    }
+
+    /// What the monitor saw: reachable, and the replication lag (None: unknown). A backend that
+    /// stops answering starts a new generation: nothing opened before is lent again.
+    pub fn set_monitored(&self, healthy: bool, lag_ms: Option<u32>) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        self.lag_ms
+            .store(lag_ms.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+        if was && !healthy {
+            self.went_down();
+        }
+    }
+
+    /// The backend went away (a connect failed, the monitor lost it): a new generation.
+    pub fn went_down(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        let stale = {
+            let mut g = self.lock();
+            let stale = g.core.new_generation();
+            self.mirror(&g.core);
+            stale
+        };
+        if !stale.is_empty() {
+            tracing::info!(backend = %self.name, closed = stale.len(), "backend unreachable: closing its pooled connections");
+        }
+        for p in stale {
+            connect::close(p.conn);
+        }
+    }
+
+    /// A connection to this backend was lost mid-statement: the backend is marked unhealthy
+    /// until the monitor or a successful connect says otherwise, and every idle connection is
+    /// pinged before it is lent again.
+    pub fn connection_lost(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        let mut g = self.lock();
+        g.core.suspect(Instant::now());
+    }
+
+    pub fn lag_ms(&self) -> Option<u32> {
+        u32::try_from(self.lag_ms.load(Ordering::Relaxed)).ok()
+    }
+
+    pub fn pressure_epoch(&self) -> u64 {
+        self.pressure_epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// No new borrows; statements in flight and open transactions finish, then the connections
+    /// close. Sessions keeping an idle connection for affinity give it back at once.
+    pub fn drain(&self) {
+        let (idle, waiters) = {
+            let mut g = self.lock();
+            let d = g.core.drain();
+            self.mirror(&g.core);
+            d
+        };
+        tracing::info!(backend = %self.name, "draining");
+        for p in idle {
+            connect::close(p.conn);
+        }
+        for w in waiters {
+            let _ = w.send(Grant::Refused);
+        }
+        self.pressure_epoch.fetch_add(1, Ordering::Relaxed);
+        self.pressure.notify_waiters();
+    }
+
+    pub fn undrain(&self) {
+        let mut g = self.lock();
+        g.core.undrain();
+        self.mirror(&g.core);
+        tracing::info!(backend = %self.name, "drain ended");
+    }
+
+    /// Closes idle connections that are due, and opens warm ones up to `pool-min`.
+    pub async fn maintain(self: &Arc<Self>) {
+        let (due, warm) = {
+            let mut g = self.lock();
+            let due = g.core.close_idle(Instant::now());
+            let healthy = self.healthy.load(Ordering::Relaxed);
+            let account = g.warm_account.clone();
+            let warm = account.filter(|_| healthy && g.core.reserve_warm());
+            self.mirror(&g.core);
+            (due, warm)
+        };
+        for p in due {
+            connect::close(p.conn);
+        }
+        if let Some(account) = warm {
+            // Opened as a borrower would, then given back: it waits idle (or serves the line).
+            if let Ok(conn) = self.open(&account, Slot::new(Arc::clone(self))).await {
+                drop(conn);
+            }
+        }
+    }
+
+    /// The backend as routing sees it.
+    pub fn status(&self) -> BackendStatus {
+        BackendStatus {
+            name: Arc::clone(&self.name),
+            role: self.config.role,
+            healthy: self.healthy.load(Ordering::Relaxed) && !self.is_draining(),
+            lag_ms: self.lag_ms(),
+            in_use: self.in_use.load(Ordering::Relaxed),
+            idle: self.idle.load(Ordering::Relaxed),
+            weight: self.config.weight,
+        }
+    }
+
+    /// The pool, for operators.
+    pub fn pool_status(&self) -> PoolStatus {
+        let g = self.lock();
+        PoolStatus {
+            backend: self.config.name.clone(),
+            counts: g.core.counts(),
+            healthy: self.healthy.load(Ordering::Relaxed),
+            acquire_p50_us: g.acquire_us.value_at_quantile(0.5),
+            acquire_p99_us: g.acquire_us.value_at_quantile(0.99),
+            acquire_max_us: g.acquire_us.max(),
+            acquires: g.acquire_us.len(),
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub async fn disconnect(&self) {
+        let idle = {
+            let mut g = self.lock();
+            let (idle, _) = g.core.drain();
+            self.mirror(&g.core);
+            idle
+        };
+        for p in idle {
+            let _ = p.conn.conn.disconnect().await;
+        }
+    }
+}
+
+enum Step {
+    Ready(Pooled<Link>, bool),
+    Open(Option<Pooled<Link>>),
+    Wait(u64, oneshot::Receiver<Grant>),
+    Draining,
+}
+
+/// A reserved slot to open a connection in; given back to the line if dropped unused.
+struct Slot {
+    backend: Option<Arc<Backend>>,
+}
+
+impl Slot {
+    fn new(backend: Arc<Backend>) -> Self {
+        Self {
+            backend: Some(backend),
+        }
+    }
+
+    /// The connection was opened (the core counted it).
+    fn used(mut self) {
+        self.backend = None;
+    }
+
+    fn failed(mut self) {
+        if let Some(b) = self.backend.take() {
+            b.release_slot(true);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(b) = self.backend.take() {
+            b.release_slot(false);
+        }
+    }
+}
+
+impl Backend {
+    fn release_slot(self: &Arc<Self>, connect_failed: bool) {
+        let next = {
+            let mut g = self.lock();
+            let n = g.core.slot_unused(connect_failed);
+            self.mirror(&g.core);
+            n
+        };
+        self.grant_slot(next);
+    }
+}
+
+/// A borrowed backend connection; goes back to its pool when dropped.
+pub struct BackendConn {
+    pub backend: Arc<Backend>,
+    pooled: Option<Pooled<Link>>,
+    reusable: bool,
+}
+
+impl BackendConn {
+    fn new(backend: Arc<Backend>, pooled: Pooled<Link>) -> Self {
+        Self {
+            backend,
+            pooled: Some(pooled),
+            reusable: true,
+        }
+    }
+
+    fn link(&mut self) -> &mut Link {
+        &mut self.pooled.as_mut().expect("a connection until drop").conn
+    }
+
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.link().conn
+    }
+
+    pub fn thread_id(&self) -> u32 {
+        self.pooled.as_ref().map_or(0, |p| p.conn.conn.id())
+    }
+
+    /// The session state this connection carries (`None`: unknown, reset it first).
+    pub fn applied(&self) -> Option<&Arc<ReplayState>> {
+        self.pooled.as_ref().and_then(|p| p.conn.applied.as_ref())
+    }
+
+    pub fn set_applied(&mut self, state: Option<Arc<ReplayState>>) {
+        self.link().applied = state;
+    }
+
+    /// Of the backend's current generation (opened since it last went down).
+    pub fn is_current(&self) -> bool {
+        self.pooled
+            .as_ref()
+            .is_some_and(|p| p.generation == self.backend.generation.load(Ordering::Relaxed))
+    }
+
+    /// Throws the connection away instead of giving it back (its state is unknown).
+    pub fn discard(mut self) {
+        self.reusable = false;
+    }
+
+    /// A ping within the connect timeout.
+    async fn ping(&mut self) -> bool {
+        let timeout = Duration::from_millis(self.backend.config.connect_timeout_ms);
+        matches!(
+            tokio::time::timeout(timeout, self.conn().ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    fn fail_validation(mut self) {
+        if let Some(p) = self.pooled.take() {
+            connect::close(p.conn);
+            let next = {
+                let mut g = self.backend.lock();
+                let n = g.core.failed_validation();
+                self.backend.mirror(&g.core);
+                n
+            };
+            self.backend.grant_slot(next);
+        }
+    }
+}
+
+impl Drop for BackendConn {
+    fn drop(&mut self) {
+        if let Some(p) = self.pooled.take() {
+            self.backend.put(p, self.reusable);
+        }
+    }
+}

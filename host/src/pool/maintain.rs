@@ -1,0 +1,23 @@
+//! Pool upkeep off the data path: once a second per backend, close the idle connections that
+//! are due (idle timeout above `pool-min`, past their lifetime, of an older generation) and open
+//! warm ones up to `pool-min`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Backend;
+
+/// Looks after `backend`'s pool until `shutdown` turns true.
+pub async fn run(backend: Arc<Backend>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        backend.maintain().await;
+    }
+}
