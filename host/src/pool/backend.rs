@@ -53,6 +53,9 @@ pub struct Backend {
     generation: AtomicU64,
     draining: AtomicBool,
     healthy: AtomicBool,
+    /// The monitor's own view (its last probe answered), apart from the traffic's: a backend the
+    /// traffic already marked unhealthy still starts a new generation when the monitor loses it.
+    monitor_up: AtomicBool,
     /// Replication lag from the monitor, in ms; `u64::MAX` when unknown.
     lag_ms: AtomicU64,
     /// Sessions keep their connection between statements (affinity) until the pool runs short:
@@ -106,6 +109,7 @@ impl Backend {
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
             pressure: tokio::sync::Notify::new(),
             pressure_epoch: AtomicU64::new(0),
@@ -301,7 +305,8 @@ impl Backend {
     /// What the monitor saw: reachable, and the replication lag (None: unknown). A backend that
     /// stops answering starts a new generation: nothing opened before is lent again.
     pub fn set_monitored(&self, healthy: bool, lag_ms: Option<u32>) {
-        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        self.healthy.store(healthy, Ordering::Relaxed);
+        let was = self.monitor_up.swap(healthy, Ordering::Relaxed);
         self.lag_ms
             .store(lag_ms.map_or(u64::MAX, u64::from), Ordering::Relaxed);
         if was && !healthy {
