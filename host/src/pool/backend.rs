@@ -50,6 +50,7 @@ pub struct Backend {
     /// Mirrors of the core's counts, read by every routing decision without the lock.
     in_use: AtomicU32,
     idle: AtomicU32,
+    waiting: AtomicU32,
     generation: AtomicU64,
     draining: AtomicBool,
     healthy: AtomicBool,
@@ -106,6 +107,7 @@ impl Backend {
             }),
             in_use: AtomicU32::new(0),
             idle: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
@@ -132,6 +134,7 @@ impl Backend {
         let c = core.counts();
         self.in_use.store(c.in_use as u32, Ordering::Relaxed);
         self.idle.store(c.idle as u32, Ordering::Relaxed);
+        self.waiting.store(c.waiting as u32, Ordering::Relaxed);
         self.generation.store(c.generation, Ordering::Relaxed);
         self.draining.store(c.draining, Ordering::Relaxed);
     }
@@ -346,6 +349,11 @@ impl Backend {
 
     pub fn pressure_epoch(&self) -> u64 {
         self.pressure_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Borrowers are waiting in line: a session must not keep a connection for affinity.
+    pub fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     pub fn is_draining(&self) -> bool {

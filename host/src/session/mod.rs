@@ -302,7 +302,7 @@ impl Session {
             }
             if parked_on
                 .as_ref()
-                .is_some_and(|b| b.pressure_epoch() != self.park_epoch)
+                .is_some_and(|b| b.pressure_epoch() != self.park_epoch || b.has_waiters())
             {
                 self.release_parked();
                 continue;
@@ -515,6 +515,11 @@ impl Session {
             Hold::Transaction
         } else if !self.pins.is_empty() {
             Hold::Pinned
+        } else if conn.backend.has_waiters() {
+            // Others wait in line for a connection: no affinity, give it back now.
+            drop(conn);
+            self.publish_view();
+            return;
         } else {
             self.park_epoch = conn.backend.pressure_epoch();
             Hold::Parked
