@@ -42,6 +42,9 @@ fn server_code(e: &Error) -> Option<(u16, String)> {
     }
 }
 
+/// A reader's row: schema, time_zone, sql_mode, and the port of the server that answered.
+type StateRow = (Option<String>, String, String, u16);
+
 /// What the reading clients saw.
 #[derive(Default)]
 struct Reads {
@@ -76,7 +79,7 @@ fn start_readers(
                     .expect("set");
                 while !reads.stop.load(Ordering::Relaxed) {
                     let after_mark = reads.mark.load(Ordering::SeqCst);
-                    let r: Result<Option<(Option<String>, String, String, u16)>, _> = c
+                    let r: Result<Option<StateRow>, _> = c
                         .query_first("SELECT DATABASE(), @@time_zone, @@sql_mode, @@port")
                         .await;
                     match r {
@@ -178,13 +181,15 @@ async fn a_replica_restarted_five_times_serves_every_session_with_its_state() {
     assert!(replica.pool_status().counts.generation >= 5);
 }
 
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_transactions_on_sixteen_connections_wait_bounded_and_in_line() {
     let f = fleet();
     f.create_user("hold", "hold-secret");
     let mut cfg = primary_only_config();
     cfg.backends[0].pool_max = 16;
-    cfg.backends[0].acquire_timeout_ms = 1000;
+    cfg.backends[0].acquire_timeout_ms = ACQUIRE_TIMEOUT.as_millis() as u64;
     cfg.users[0].backend_user = Some("hold".into());
     cfg.users[0].backend_password = Some("hold-secret".into());
     let gw = TestGateway::start(cfg);
@@ -229,7 +234,7 @@ async fn five_hundred_transactions_on_sixteen_connections_wait_bounded_and_in_li
     assert_eq!(holders.len(), 16, "pool-max connections proceed");
     assert_eq!(refused.len(), 484);
     assert!(
-        longest < Duration::from_millis(1000 + 1000),
+        longest < ACQUIRE_TIMEOUT + Duration::from_secs(1),
         "a refused client waited {longest:?} (acquire-timeout-ms 1000)"
     );
     let pool = gw
@@ -248,14 +253,10 @@ async fn five_hundred_transactions_on_sixteen_connections_wait_bounded_and_in_li
         let one: Option<i64> = c.query_first("SELECT 1").await.expect("after a refusal");
         assert_eq!(one, Some(1));
     }
+    // (A wait for a slot that stayed taken would end in 9001, not in an answer.)
     let mut fresh = gw.app().await;
-    let t0 = Instant::now();
     let one: Option<i64> = fresh.query_first("SELECT 1").await.expect("new client");
     assert_eq!(one, Some(1));
-    assert!(
-        t0.elapsed() < Duration::from_millis(1000),
-        "a new client waited"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

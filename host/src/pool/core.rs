@@ -430,8 +430,8 @@ mod tests {
     const LIMITS: PoolLimits = PoolLimits {
         min: 0,
         max: 2,
-        idle_timeout: Duration::from_secs(60),
-        max_lifetime: Duration::from_secs(3600),
+        idle_timeout: Duration::from_mins(1),
+        max_lifetime: Duration::from_hours(1),
         validate_after: Duration::from_secs(1),
     };
 
