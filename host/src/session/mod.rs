@@ -204,15 +204,6 @@ impl Session {
         loop {
             match self.next_command().await {
                 Ok(Some(packet)) => {
-                    if std::mem::take(&mut self.transaction_timed_out) {
-                        let e = GatewayError::TransactionIdleTimeout {
-                            secs: self.gw.config.frontend.transaction_idle_timeout_secs,
-                        };
-                        if self.send_err(&e).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
                     let cmd = match Command::decode(&packet, self.caps) {
                         Ok(c) => c,
                         Err(e) => {
@@ -222,6 +213,22 @@ impl Session {
                             continue;
                         }
                     };
+                    // Told in answer to the next command that has an answer (not QUIT,
+                    // STMT_CLOSE or STMT_SEND_LONG_DATA, which the client reads nothing for).
+                    let answered = !matches!(
+                        cmd,
+                        Command::Quit | Command::StmtClose(_) | Command::StmtSendLongData { .. }
+                    );
+                    if self.transaction_timed_out && answered {
+                        self.transaction_timed_out = false;
+                        let e = GatewayError::TransactionIdleTimeout {
+                            secs: self.gw.config.frontend.transaction_idle_timeout_secs,
+                        };
+                        if self.send_err(&e).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     match self.dispatch(cmd).await {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Quit) => return,
