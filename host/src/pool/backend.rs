@@ -60,9 +60,9 @@ pub struct Backend {
     /// Replication lag from the monitor, in ms; `u64::MAX` when unknown.
     lag_ms: AtomicU64,
     /// Sessions keep their connection between statements (affinity) until the pool runs short:
-    /// a borrower that finds every connection out bumps the epoch and wakes them to give back.
+    /// a borrower that joins the line wakes one quiet session to give its connection back (and
+    /// a drain wakes them all).
     pub pressure: tokio::sync::Notify,
-    pressure_epoch: AtomicU64,
 }
 
 /// The pool of a backend, for operators: sizes, waits and what happened since start.
@@ -114,7 +114,6 @@ impl Backend {
             monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
             pressure: tokio::sync::Notify::new(),
-            pressure_epoch: AtomicU64::new(0),
             config,
         }
     }
@@ -184,8 +183,7 @@ impl Backend {
                 }
                 Step::Draining => return Err(self.draining_error()),
                 Step::Wait(id, rx) => {
-                    self.pressure_epoch.fetch_add(1, Ordering::Relaxed);
-                    self.pressure.notify_waiters();
+                    self.pressure.notify_one();
                     match self.wait(id, rx, deadline).await? {
                         Grant::Conn(c) => c,
                         Grant::Slot(slot) => self.open(account, slot).await?,
@@ -347,10 +345,6 @@ impl Backend {
         u32::try_from(self.lag_ms.load(Ordering::Relaxed)).ok()
     }
 
-    pub fn pressure_epoch(&self) -> u64 {
-        self.pressure_epoch.load(Ordering::Relaxed)
-    }
-
     /// Borrowers are waiting in line: a session must not keep a connection for affinity.
     pub fn has_waiters(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0
@@ -376,7 +370,6 @@ impl Backend {
         for w in waiters {
             let _ = w.send(Grant::Refused);
         }
-        self.pressure_epoch.fetch_add(1, Ordering::Relaxed);
         self.pressure.notify_waiters();
     }
 

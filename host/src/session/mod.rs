@@ -39,6 +39,14 @@ use prepared::Statements;
 /// At most this much of a refused packet is read and discarded before closing.
 const DRAIN_LIMIT: usize = 32 << 20;
 
+/// While others wait in line for its backend, a session keeps its parked connection for at most
+/// this many more statements sent back to back, then gives it back: waits stay short and fair
+/// without a pool round trip (and a task hand-off) per statement.
+const TURNS_UNDER_PRESSURE: u32 = 16;
+
+/// While others wait, a parked connection is given back after this much client quiet.
+const QUIET_UNDER_PRESSURE: Duration = Duration::from_millis(1);
+
 /// Why a session holds its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -96,8 +104,8 @@ pub struct Session {
     transaction_timed_out: bool,
     state: Arc<ReplayState>,
     held: Option<Held>,
-    /// The backend's pressure epoch when the connection was parked.
-    park_epoch: u64,
+    /// Statements the parked connection may still serve while others wait for it.
+    turns: u32,
     /// What `publish_view` last showed: (hold, pins, backend thread).
     published: (Option<Hold>, usize, u32),
     pins: BTreeSet<PinReason>,
@@ -136,7 +144,7 @@ impl Session {
             transaction_timed_out: false,
             state: Arc::new(state),
             held: None,
-            park_epoch: 0,
+            turns: TURNS_UNDER_PRESSURE,
             published: (None, 0, 0),
             pins: BTreeSet::new(),
             in_txn: false,
@@ -307,14 +315,19 @@ impl Session {
             if let Some(n) = pressure.as_mut().as_pin_mut() {
                 n.enable();
             }
-            if parked_on
-                .as_ref()
-                .is_some_and(|b| b.pressure_epoch() != self.park_epoch || b.has_waiters())
-            {
+            if parked_on.as_ref().is_some_and(|b| b.is_draining()) {
                 self.release_parked();
                 continue;
             }
-            let wait = if parked_on.is_some() {
+            let pressed = parked_on.as_ref().is_some_and(|b| b.has_waiters());
+            if pressed && self.turns == 0 {
+                self.release_parked();
+                continue;
+            }
+            let wait = if pressed {
+                // Turns left: keep it only if the client is sending right away.
+                QUIET_UNDER_PRESSURE.min(affinity)
+            } else if parked_on.is_some() {
                 affinity
             } else if in_txn_hold {
                 txn_idle.min(idle)
@@ -343,11 +356,11 @@ impl Session {
                 }
                 () = async {
                     match pressure.as_mut().as_pin_mut() {
-                        Some(n) => n.await,
-                        None => std::future::pending().await,
+                        Some(n) if !pressed => n.await,
+                        _ => std::future::pending().await,
                     }
                 } => {
-                    self.release_parked();
+                    // Called on while quiet: loop to see whether someone waits (or a drain).
                 }
                 () = self.entry.kill_notify.notified() => {}
                 _ = shutdown.changed() => {}
@@ -492,6 +505,7 @@ impl Session {
     /// Borrows a pooled connection and brings it to this session's state.
     async fn borrow(&mut self, backend: &Arc<Backend>) -> Result<BackendConn, SessionError> {
         let mut conn = backend.acquire(&self.account).await?;
+        self.turns = TURNS_UNDER_PRESSURE;
         let applied = if let Some(a) = conn.applied() {
             Arc::clone(a)
         } else {
@@ -522,13 +536,15 @@ impl Session {
             Hold::Transaction
         } else if !self.pins.is_empty() {
             Hold::Pinned
-        } else if conn.backend.has_waiters() {
-            // Others wait in line for a connection: no affinity, give it back now.
+        } else if conn.backend.has_waiters() && self.turns == 0 {
+            // Others wait in line and this session had its turns: give it back now.
             drop(conn);
             self.publish_view();
             return;
         } else {
-            self.park_epoch = conn.backend.pressure_epoch();
+            if conn.backend.has_waiters() {
+                self.turns -= 1;
+            }
             Hold::Parked
         };
         self.held = Some(Held { conn, why });
