@@ -67,6 +67,7 @@ fn bench(c: &mut Criterion) {
         client_addr: "127.0.0.1",
         database: Some("app"),
         in_transaction: false,
+        autocommit: true,
         tls: false,
     };
     c.bench_function("facts+check+route/native built-in policy", |b| {

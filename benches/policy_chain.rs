@@ -66,6 +66,7 @@ fn bench(c: &mut Criterion) {
         client_addr: "127.0.0.1",
         database: Some("app"),
         in_transaction: false,
+        autocommit: true,
         tls: false,
     };
 
@@ -152,6 +153,7 @@ fn bench(c: &mut Criterion) {
             let read = rw_split::Read {
                 plain_read: facts.read_only && !facts.locking_read,
                 in_transaction: false,
+                autocommit: true,
                 route_hint: hint,
                 connection_id: 7,
             };

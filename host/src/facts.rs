@@ -94,6 +94,17 @@ pub struct QueryFacts {
     pub kill: Option<(bool, u64)>,
     /// LOAD DATA LOCAL INFILE (the client would stream a file).
     pub local_infile: bool,
+    /// `BEGIN`, `START TRANSACTION [READ ONLY | READ WRITE | WITH CONSISTENT SNAPSHOT]`: opens a
+    /// transaction explicitly, with this access mode.
+    pub starts_transaction: Option<TransactionAccess>,
+}
+
+/// A transaction's access mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionAccess {
+    ReadWrite,
+    /// Declared `READ ONLY`: a replica may serve it.
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,8 +384,8 @@ mod kw {
         ALTER ANALYZE BEGIN CALL CHARACTER CHARSET COMMIT CONNECTION CONNECTION_ID CREATE DATA
         DEALLOCATE DEFAULT DELAYED DELETE DESC DESCRIBE DROP DUAL DUMPFILE ERRORS EXECUTE EXISTS
         EXPLAIN FOR FOUND_ROWS FROM GET_LOCK GLOBAL HANDLER HELP HIGH_PRIORITY IF IGNORE IN INSERT
-        INTO JOIN KILL LAST_INSERT_ID LATERAL LOAD LOCAL LOCK LOW_PRIORITY NAMES NOT OPTIMIZE
-        OUTFILE PASSWORD PREPARE QUERY QUICK RELEASE RENAME REPAIR REPLACE ROLE ROLLBACK ROW_COUNT
+        INTO JOIN KILL LAST_INSERT_ID LATERAL LOAD LOCAL LOCK LOW_PRIORITY NAMES NOT ONLY OPTIMIZE
+        OUTFILE PASSWORD PREPARE QUERY QUICK READ RELEASE RENAME REPAIR REPLACE ROLE ROLLBACK ROW_COUNT
         SAVEPOINT SELECT SESSION SET SHARE SHOW START STATEMENT TABLE TABLES TEMPORARY TRANSACTION
         TRUNCATE UPDATE USE VALUES WARNINGS WHERE WITH XA XML
     );
@@ -551,7 +562,10 @@ pub fn analyze(sql: &str) -> QueryFacts {
     }
     f.multi_statement = statements > 1;
     f.hints = std::mem::take(&mut lx.hints);
-    f.read_only = matches!(f.kind, StatementKind::Select | StatementKind::Show)
+    let declared_read_only = f.kind == StatementKind::Transaction
+        && f.starts_transaction == Some(TransactionAccess::ReadOnly);
+    f.read_only = (matches!(f.kind, StatementKind::Select | StatementKind::Show)
+        || declared_read_only)
         && !f.locking_read
         && !f.pins.contains(&PinReason::UserVariable)
         && !stmt_into(&f, &stmt)
@@ -604,7 +618,25 @@ fn on_first_word(f: &mut QueryFacts, k: u128, second: Option<&Tok<'_>>, lx: &Lex
             f.pins.push(PinReason::LockTables);
         }
         kw::PREPARE | kw::EXECUTE | kw::DEALLOCATE => f.pins.push(PinReason::TextPrepare),
-        kw::XA => f.pins.push(PinReason::XaTransaction),
+        kw::XA => {
+            f.pins.push(PinReason::XaTransaction);
+            f.starts_transaction = Some(TransactionAccess::ReadWrite);
+        }
+        // `BEGIN NOT ATOMIC` is a compound statement, not a transaction.
+        kw::BEGIN if !is(second, kw::NOT) => {
+            f.starts_transaction = Some(TransactionAccess::ReadWrite);
+        }
+        kw::START if is(second, kw::TRANSACTION) => {
+            let next = lx_peek_n(lx, 8);
+            let read_only = next
+                .windows(2)
+                .any(|w| is(w.first(), kw::READ) && is(w.get(1), kw::ONLY));
+            f.starts_transaction = Some(if read_only {
+                TransactionAccess::ReadOnly
+            } else {
+                TransactionAccess::ReadWrite
+            });
+        }
         kw::HANDLER => f.pins.push(PinReason::Handler),
         kw::CREATE => {
             let next = lx_peek_n(lx, 3);
@@ -836,6 +868,29 @@ fn push_digest(d: &mut Vec<u8>, t: &Tok<'_>, prev: Option<&Tok<'_>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_transactions_and_their_access_mode() {
+        let rw = Some(TransactionAccess::ReadWrite);
+        let ro = Some(TransactionAccess::ReadOnly);
+        for (sql, want) in [
+            ("BEGIN", rw),
+            ("begin work", rw),
+            ("START TRANSACTION", rw),
+            ("START TRANSACTION READ WRITE", rw),
+            ("START TRANSACTION WITH CONSISTENT SNAPSHOT", rw),
+            ("START TRANSACTION READ ONLY", ro),
+            ("start transaction with consistent snapshot, read only", ro),
+            ("XA START 'x'", rw),
+            ("BEGIN NOT ATOMIC SELECT 1; END", None),
+            ("SELECT 1", None),
+            ("COMMIT", None),
+        ] {
+            assert_eq!(analyze(sql).starts_transaction, want, "{sql}");
+        }
+        assert!(analyze("START TRANSACTION READ ONLY").read_only);
+        assert!(!analyze("START TRANSACTION").read_only);
+    }
 
     #[test]
     fn kinds_and_reads() {

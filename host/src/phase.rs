@@ -37,6 +37,8 @@ pub struct SessionInfo<'a> {
     pub client_addr: &'a str,
     pub database: Option<&'a str>,
     pub in_transaction: bool,
+    /// The session runs with autocommit on (off: every statement is part of a transaction).
+    pub autocommit: bool,
     pub tls: bool,
 }
 
@@ -191,7 +193,7 @@ impl Policy for ConfigPolicy {
             || wants_primary
             || session.in_transaction
             || !facts.read_only
-            || facts.kind != StatementKind::Select
+            || !matches!(facts.kind, StatementKind::Select | StatementKind::Transaction)
         {
             return RouteDecision::Primary;
         }

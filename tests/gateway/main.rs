@@ -10,3 +10,4 @@ mod harness;
 mod multiplex;
 mod policies;
 mod pool;
+mod transparency;

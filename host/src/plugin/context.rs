@@ -166,6 +166,7 @@ mod tests {
             client_addr: "127.0.0.1",
             database: None,
             in_transaction: false,
+            autocommit: true,
             tls: false,
         };
         let mut ctx = CallContext::default();

@@ -118,6 +118,7 @@ fn smoke(p: &Plugin) -> Result<(), String> {
         client_addr: "127.0.0.1",
         database: None,
         in_transaction: false,
+        autocommit: true,
         tls: false,
     };
     let call = Call {

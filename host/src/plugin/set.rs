@@ -76,6 +76,7 @@ pub fn wit_session(s: &SessionInfo<'_>) -> types::SessionInfo {
     types::SessionInfo {
         connection_id: u64::from(s.connection_id),
         in_transaction: s.in_transaction,
+        autocommit: s.autocommit,
         tls: s.tls,
     }
 }

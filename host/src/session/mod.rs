@@ -22,7 +22,7 @@ use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 
 use crate::error::GatewayError;
-use crate::facts::{PinReason, QueryFacts};
+use crate::facts::{PinReason, QueryFacts, TransactionAccess};
 use crate::frontend::connect::{Authenticated, authenticate, refuse};
 use crate::frontend::io::ClientIo;
 use crate::gateway::{Gateway, SessionEntry};
@@ -422,6 +422,7 @@ impl Session {
             database: self.state.schema.clone(),
             connection_id: self.id,
             in_transaction: self.in_txn,
+            autocommit: self.autocommit(),
             tls: self.tls,
         })
     }
@@ -434,7 +435,32 @@ impl Session {
             client_addr: &self.peer,
             database: self.state.schema.as_deref(),
             in_transaction: self.in_txn,
+            autocommit: self.autocommit(),
             tls: self.tls,
+        }
+    }
+
+    /// The session's autocommit, as the server reported it in the last reply.
+    fn autocommit(&self) -> bool {
+        self.last_status & status::AUTOCOMMIT != 0
+    }
+
+    /// `SET SESSION TRANSACTION READ ONLY` (or `transaction_read_only = 1`) is in force.
+    fn transactions_read_only(&self) -> bool {
+        ["tx_read_only", "transaction_read_only"]
+            .iter()
+            .any(|v| self.state.vars.get(*v).is_some_and(|x| x == "1"))
+    }
+
+    /// A statement that opens a transaction which may write runs on the primary from its first
+    /// statement, whatever a router returns: explicitly (`BEGIN`, `START TRANSACTION` without
+    /// `READ ONLY`) or implicitly (autocommit off and transactions not declared read-only). The
+    /// server's IN_TRANS would tell only after the first statement ran: too late to choose.
+    fn opens_writable_transaction(&self, facts: &QueryFacts) -> bool {
+        match facts.starts_transaction {
+            Some(TransactionAccess::ReadOnly) => false,
+            Some(TransactionAccess::ReadWrite) => true,
+            None => !self.autocommit() && !self.transactions_read_only(),
         }
     }
 
@@ -487,7 +513,7 @@ impl Session {
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
         let fleet = &self.group;
-        if fleet.len() == 1 {
+        if fleet.len() == 1 || self.opens_writable_transaction(facts) {
             return Arc::clone(fleet.primary());
         }
         let chosen = match self

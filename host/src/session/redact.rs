@@ -20,6 +20,7 @@ pub struct RedactionScope {
     pub database: Option<String>,
     pub connection_id: u32,
     pub in_transaction: bool,
+    pub autocommit: bool,
     pub tls: bool,
 }
 
@@ -31,6 +32,7 @@ impl RedactionScope {
             client_addr: &self.peer,
             database: self.database.as_deref(),
             in_transaction: self.in_transaction,
+            autocommit: self.autocommit,
             tls: self.tls,
         }
     }

@@ -1,0 +1,155 @@
+//! Applications cannot tell the gateway from MySQL with reads split to replicas: transactions
+//! (explicit, implicit under `autocommit=0`, declared read-only) run where MySQL's rules say.
+
+use std::process::Command;
+
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+use sluice::config::{Config, MonitorConfig};
+
+use crate::harness::{PolicyDir, TestGateway, base_config, fleet, repo_root};
+
+/// The built-in read/write split.
+fn builtin_split() -> Config {
+    let mut c = base_config();
+    c.routing.read_write_split = true;
+    c
+}
+
+/// The shipped `rw-split` router (Wasm), lag-aware, so with a monitor.
+fn wasm_split(dir: &PolicyDir) -> Config {
+    dir.plugin("rw-split", "rw-split.wasm");
+    dir.write(
+        "rw-split.toml",
+        b"name = \"rw-split\"\nkind = \"router\"\nplugin = \"rw-split.wasm\"\n[settings]\nstrategy = \"sticky\"\nmax-lag-ms = 5000\n",
+    );
+    let mut c = dir.config();
+    c.monitor = Some(MonitorConfig {
+        user: "sluice_monitor".into(),
+        password: "monitor-secret".into(),
+        interval_ms: 50,
+    });
+    c
+}
+
+/// Waits (bounded) until the monitor has seen every replica's lag, so a lag-aware router
+/// reads from replicas.
+async fn replicas_known(gw: &TestGateway) {
+    for _ in 0..400 {
+        if gw
+            .gateway
+            .fleet
+            .statuses()
+            .iter()
+            .all(|b| b.healthy && b.lag_ms.is_some())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the monitor never saw the replicas");
+}
+
+async fn port(c: &mut Conn) -> u16 {
+    c.query_first("SELECT @@port")
+        .await
+        .expect("port")
+        .expect("row")
+}
+
+/// Read-then-write in one implicit transaction, a declared read-only transaction, and plain
+/// autocommit reads, through `gw`, with the text and the binary protocol.
+async fn transactions_follow_mysql_rules(gw: &TestGateway) {
+    let f = fleet();
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.tx_rules (id INT PRIMARY KEY, v VARCHAR(10)); \
+         INSERT IGNORE INTO app.tx_rules VALUES (1, 'a')",
+    );
+    f.wait_replicas();
+    let mut c = gw.app().await;
+    // Autocommit on: plain reads go to replicas (so the rest of this test can fail).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(port(&mut c).await);
+    }
+    assert!(!seen.contains(&f.port), "autocommit reads stay on replicas: {seen:?}");
+
+    c.query_drop("SET autocommit = 0").await.expect("autocommit off");
+    for binary in [false, true] {
+        let n: Option<i64> = if binary {
+            c.exec_first("SELECT COUNT(*) FROM tx_rules WHERE id = ?", (1,))
+                .await
+                .expect("read")
+        } else {
+            c.query_first("SELECT COUNT(*) FROM tx_rules").await.expect("read")
+        };
+        assert!(n >= Some(1));
+        assert_eq!(port(&mut c).await, f.port, "an implicit transaction runs on the primary");
+        let write = if binary {
+            c.exec_drop("UPDATE tx_rules SET v = ? WHERE id = 1", ("q",)).await
+        } else {
+            c.query_drop("UPDATE tx_rules SET v = 'q' WHERE id = 1").await
+        };
+        write.expect("a write after a read in the same implicit transaction");
+        c.query_drop("COMMIT").await.expect("commit");
+    }
+    // Still autocommit off: a transaction declared read-only may be served by a replica.
+    c.query_drop("START TRANSACTION READ ONLY").await.expect("read only");
+    let p = port(&mut c).await;
+    assert_ne!(p, f.port, "a read-only transaction is served by a replica");
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM tx_rules").await.expect("read");
+    assert!(n >= Some(1));
+    assert_eq!(port(&mut c).await, p, "the whole transaction stays on its replica");
+    c.query_drop("COMMIT").await.expect("commit");
+    // Back to autocommit: reads leave the primary again.
+    c.query_drop("SET autocommit = 1").await.expect("autocommit on");
+    c.query_drop("BEGIN").await.expect("begin");
+    assert_eq!(port(&mut c).await, f.port, "BEGIN opens a transaction on the primary");
+    c.query_drop("COMMIT").await.expect("commit");
+    assert_ne!(port(&mut c).await, f.port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_follow_mysql_rules_with_the_builtin_split() {
+    let gw = TestGateway::start(builtin_split());
+    transactions_follow_mysql_rules(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_follow_mysql_rules_with_the_wasm_split() {
+    let dir = PolicyDir::new("tx-rules");
+    let gw = TestGateway::start(wasm_split(&dir));
+    replicas_known(&gw).await;
+    transactions_follow_mysql_rules(&gw).await;
+}
+
+/// `tests/clients/transactions_check.py` with a driver (PyMySQL, mysql-connector-python).
+fn python_check(port: u16, driver: &str) {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/clients/transactions_check.py"))
+        .args([port.to_string(), fleet().port.to_string(), driver.to_string()])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{driver}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_with_their_default_autocommit_off() {
+    let dir = PolicyDir::new("tx-python");
+    let gw = TestGateway::start(wasm_split(&dir));
+    replicas_known(&gw).await;
+    let p = gw.addr.port();
+    tokio::task::spawn_blocking(move || {
+        python_check(p, "pymysql");
+        python_check(p, "mysql.connector");
+        python_check(p, "mysql.connector-prepared");
+    })
+    .await
+    .expect("python");
+}
