@@ -153,7 +153,6 @@ fn bench(c: &mut Criterion) {
             let read = rw_split::Read {
                 plain_read: facts.read_only && !facts.locking_read,
                 in_transaction: false,
-                autocommit: true,
                 route_hint: hint,
                 connection_id: 7,
             };

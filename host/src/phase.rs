@@ -193,7 +193,10 @@ impl Policy for ConfigPolicy {
             || wants_primary
             || session.in_transaction
             || !facts.read_only
-            || !matches!(facts.kind, StatementKind::Select | StatementKind::Transaction)
+            || !matches!(
+                facts.kind,
+                StatementKind::Select | StatementKind::Transaction
+            )
         {
             return RouteDecision::Primary;
         }

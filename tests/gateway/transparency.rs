@@ -73,39 +73,67 @@ async fn transactions_follow_mysql_rules(gw: &TestGateway) {
     for _ in 0..4 {
         seen.insert(port(&mut c).await);
     }
-    assert!(!seen.contains(&f.port), "autocommit reads stay on replicas: {seen:?}");
+    assert!(
+        !seen.contains(&f.port),
+        "autocommit reads stay on replicas: {seen:?}"
+    );
 
-    c.query_drop("SET autocommit = 0").await.expect("autocommit off");
+    c.query_drop("SET autocommit = 0")
+        .await
+        .expect("autocommit off");
     for binary in [false, true] {
         let n: Option<i64> = if binary {
             c.exec_first("SELECT COUNT(*) FROM tx_rules WHERE id = ?", (1,))
                 .await
                 .expect("read")
         } else {
-            c.query_first("SELECT COUNT(*) FROM tx_rules").await.expect("read")
+            c.query_first("SELECT COUNT(*) FROM tx_rules")
+                .await
+                .expect("read")
         };
         assert!(n >= Some(1));
-        assert_eq!(port(&mut c).await, f.port, "an implicit transaction runs on the primary");
+        assert_eq!(
+            port(&mut c).await,
+            f.port,
+            "an implicit transaction runs on the primary"
+        );
         let write = if binary {
-            c.exec_drop("UPDATE tx_rules SET v = ? WHERE id = 1", ("q",)).await
+            c.exec_drop("UPDATE tx_rules SET v = ? WHERE id = 1", ("q",))
+                .await
         } else {
-            c.query_drop("UPDATE tx_rules SET v = 'q' WHERE id = 1").await
+            c.query_drop("UPDATE tx_rules SET v = 'q' WHERE id = 1")
+                .await
         };
         write.expect("a write after a read in the same implicit transaction");
         c.query_drop("COMMIT").await.expect("commit");
     }
     // Still autocommit off: a transaction declared read-only may be served by a replica.
-    c.query_drop("START TRANSACTION READ ONLY").await.expect("read only");
+    c.query_drop("START TRANSACTION READ ONLY")
+        .await
+        .expect("read only");
     let p = port(&mut c).await;
     assert_ne!(p, f.port, "a read-only transaction is served by a replica");
-    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM tx_rules").await.expect("read");
+    let n: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM tx_rules")
+        .await
+        .expect("read");
     assert!(n >= Some(1));
-    assert_eq!(port(&mut c).await, p, "the whole transaction stays on its replica");
+    assert_eq!(
+        port(&mut c).await,
+        p,
+        "the whole transaction stays on its replica"
+    );
     c.query_drop("COMMIT").await.expect("commit");
     // Back to autocommit: reads leave the primary again.
-    c.query_drop("SET autocommit = 1").await.expect("autocommit on");
+    c.query_drop("SET autocommit = 1")
+        .await
+        .expect("autocommit on");
     c.query_drop("BEGIN").await.expect("begin");
-    assert_eq!(port(&mut c).await, f.port, "BEGIN opens a transaction on the primary");
+    assert_eq!(
+        port(&mut c).await,
+        f.port,
+        "BEGIN opens a transaction on the primary"
+    );
     c.query_drop("COMMIT").await.expect("commit");
     assert_ne!(port(&mut c).await, f.port);
 }
@@ -128,7 +156,11 @@ async fn transactions_follow_mysql_rules_with_the_wasm_split() {
 fn python_check(port: u16, driver: &str) {
     let out = Command::new("python3")
         .arg(repo_root().join("tests/clients/transactions_check.py"))
-        .args([port.to_string(), fleet().port.to_string(), driver.to_string()])
+        .args([
+            port.to_string(),
+            fleet().port.to_string(),
+            driver.to_string(),
+        ])
         .output()
         .expect("run python3");
     assert!(
