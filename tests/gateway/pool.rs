@@ -231,6 +231,7 @@ async fn five_hundred_transactions_on_sixteen_connections_wait_bounded_and_in_li
             }
         }
     }
+    println!("{} refused, the longest after {longest:?}", refused.len());
     assert_eq!(holders.len(), 16, "pool-max connections proceed");
     assert_eq!(refused.len(), 484);
     assert!(

@@ -185,3 +185,40 @@ async fn python_drivers_with_their_default_autocommit_off() {
     .await
     .expect("python");
 }
+
+#[test]
+fn ssl_status_describes_the_client_connection() {
+    // The backend connections use TLS too, so a plain client's empty answer is the gateway's.
+    let mut cfg = builtin_split();
+    for b in &mut cfg.backends {
+        b.tls = true;
+        b.tls_skip_verify = true;
+    }
+    let gw = TestGateway::start(cfg);
+    let ask = |extra: &[&str], sql: &str| {
+        let (ok, out, err) = crate::harness::cli(gw.addr, "app", "app-secret", extra, sql);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
+    // TLS: the cipher and protocol the client negotiated with the gateway, in both forms.
+    let out = ask(&["--ssl"], "SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+    let cipher = out.strip_prefix("Ssl_cipher\t").unwrap_or_default();
+    assert!(
+        cipher.starts_with("TLS_") || cipher.contains("-"),
+        "{out:?}"
+    );
+    let out = ask(
+        &["--ssl"],
+        "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_version'",
+    );
+    assert!(out.starts_with("SSL_VERSION\tTLSv1."), "{out:?}");
+    // Plain: empty, whatever the backend connection uses.
+    assert_eq!(
+        ask(&["--skip-ssl"], "SHOW STATUS LIKE 'Ssl_cipher'"),
+        "Ssl_cipher"
+    );
+    assert_eq!(
+        ask(&["--skip-ssl"], "SHOW STATUS LIKE 'Ssl_version'"),
+        "Ssl_version"
+    );
+}

@@ -64,6 +64,14 @@ impl ClientIo {
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
+
+    /// The TLS the client negotiated, named as MySQL's `Ssl_cipher` / `Ssl_version` name them.
+    pub fn tls_params(&self) -> Option<super::tls::TlsParams> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(t) => Some(super::tls::TlsParams::of(t.get_ref().1)),
+        }
+    }
 }
 
 impl AsyncRead for ClientIo {

@@ -71,3 +71,39 @@ pub fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'sta
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
     Ok((vec![ck.cert.der().clone()], key))
 }
+
+/// A TLS session's cipher and protocol as MySQL reports them (`SHOW STATUS LIKE 'Ssl_%'`):
+/// OpenSSL's names, since that is what MySQL and MariaDB servers are built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsParams {
+    pub cipher: &'static str,
+    pub version: &'static str,
+}
+
+impl TlsParams {
+    pub fn of(conn: &rustls::ServerConnection) -> Self {
+        use rustls::{CipherSuite as C, ProtocolVersion as V};
+        let cipher = match conn.negotiated_cipher_suite().map(|s| s.suite()) {
+            Some(C::TLS13_AES_256_GCM_SHA384) => "TLS_AES_256_GCM_SHA384",
+            Some(C::TLS13_AES_128_GCM_SHA256) => "TLS_AES_128_GCM_SHA256",
+            Some(C::TLS13_CHACHA20_POLY1305_SHA256) => "TLS_CHACHA20_POLY1305_SHA256",
+            Some(C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) => "ECDHE-RSA-AES256-GCM-SHA384",
+            Some(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) => "ECDHE-RSA-AES128-GCM-SHA256",
+            Some(C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256) => "ECDHE-RSA-CHACHA20-POLY1305",
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384) => "ECDHE-ECDSA-AES256-GCM-SHA384",
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) => "ECDHE-ECDSA-AES128-GCM-SHA256",
+            Some(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256) => {
+                "ECDHE-ECDSA-CHACHA20-POLY1305"
+            }
+            Some(other) => other.as_str().unwrap_or("unknown"),
+            None => "",
+        };
+        let version = match conn.protocol_version() {
+            Some(V::TLSv1_3) => "TLSv1.3",
+            Some(V::TLSv1_2) => "TLSv1.2",
+            Some(_) => "unknown",
+            None => "",
+        };
+        Self { cipher, version }
+    }
+}

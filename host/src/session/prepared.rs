@@ -171,12 +171,14 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(&facts, i));
+        let ssl = self.tls_status();
         let mode = RelayMode {
             redact,
             caps: self.caps,
             binary: true,
             base_status: self.last_status,
             rename: &[],
+            status: super::query::lists_session_status(&facts, &sql).then_some(&ssl[..]),
         };
         let outcome = async {
             let stmt = conn

@@ -89,12 +89,14 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(&facts, i));
+        let ssl = self.tls_status();
         let mode = RelayMode {
             redact,
             caps: self.caps,
             binary: false,
             base_status: self.last_status,
             rename: &renames,
+            status: lists_session_status(&facts, &text).then_some(&ssl[..]),
         };
         let before = self.stream.packets_out();
         let mut outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
@@ -120,6 +122,15 @@ impl Session {
             outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
         }
         self.settle(conn, &facts, outcome).await
+    }
+
+    /// The status variables that describe the client's connection, not the backend's.
+    pub(super) fn tls_status(&self) -> [(&'static str, &'static str); 2] {
+        let tls = self.stream.io().tls_params();
+        [
+            ("Ssl_cipher", tls.map_or("", |t| t.cipher)),
+            ("Ssl_version", tls.map_or("", |t| t.version)),
+        ]
     }
 
     /// Runs one COM_QUERY on `conn`, relaying its results.
@@ -378,6 +389,25 @@ fn like(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     toks[p.min(toks.len())..].iter().all(|t| *t == Tok::Any)
+}
+
+/// `SHOW [SESSION] STATUS ...` or a read of `information_schema.SESSION_STATUS`: the listing of
+/// the session's status variables, some of which describe the client connection, which the
+/// backend connection knows nothing of.
+pub(super) fn lists_session_status(facts: &QueryFacts, sql: &str) -> bool {
+    let has = |word: &[u8]| {
+        sql.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    match facts.kind {
+        facts::StatementKind::Show => has(b"status") && !has(b"global"),
+        facts::StatementKind::Select => facts.tables.iter().any(|t| {
+            let t = t.as_bytes();
+            t.len() >= 14 && t[t.len() - 14..].eq_ignore_ascii_case(b"session_status")
+        }),
+        _ => false,
+    }
 }
 
 fn is_plain_name(n: &str) -> bool {

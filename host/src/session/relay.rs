@@ -31,6 +31,41 @@ pub struct RelayMode<'a> {
     pub rename: &'a [(&'a str, &'a str)],
     /// Redact results (when a redactor policy is active).
     pub redact: Option<super::redact::Redaction<'a>>,
+    /// Status variables the gateway answers for the session (the client's TLS): in a result
+    /// with a name and a value column (`SHOW STATUS`, `information_schema.SESSION_STATUS`), the
+    /// rows with these names get these values.
+    pub status: Option<&'a [(&'a str, &'a str)]>,
+}
+
+/// The (name, value) column indexes of a status listing.
+fn status_columns(columns: &[Column]) -> Option<(usize, usize)> {
+    let find = |names: [&str; 2]| {
+        columns.iter().position(|c| {
+            let n = c.name_ref();
+            names.iter().any(|w| n.eq_ignore_ascii_case(w.as_bytes()))
+        })
+    };
+    Some((
+        find(["Variable_name", "VARIABLE_NAME"])?,
+        find(["Value", "VARIABLE_VALUE"])?,
+    ))
+}
+
+/// Puts the gateway's values into the rows `overrides` names.
+fn override_status(
+    values: &mut [Option<Value>],
+    (name, value): (usize, usize),
+    overrides: &[(&str, &str)],
+) {
+    let Some(Some(Value::Bytes(n))) = values.get(name) else {
+        return;
+    };
+    if let Some((_, v)) = overrides
+        .iter()
+        .find(|(k, _)| n.eq_ignore_ascii_case(k.as_bytes()))
+    {
+        values[value] = Some(Value::Bytes(v.as_bytes().to_vec()));
+    }
 }
 
 /// What the last result of a statement was.
@@ -107,6 +142,9 @@ pub async fn relay_sets<P: Protocol>(
             continue;
         }
         let plan = mode.redact.and_then(|r| r.plan(&columns));
+        let status = mode
+            .status
+            .and_then(|o| status_columns(&columns).map(|c| (c, o)));
         write_columns(stream, &columns, mode, plan.as_deref());
         // Rows held back while a `custom` column's cells wait for one transform call.
         let mut batch = plan
@@ -116,6 +154,9 @@ pub async fn relay_sets<P: Protocol>(
             .map(|(plan, r)| RowBatch::new(plan, r.policy));
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
             let mut values = row.unwrap_raw();
+            if let Some((cols, overrides)) = status {
+                override_status(&mut values, cols, overrides);
+            }
             if let Some(plan) = &plan {
                 redact::apply(plan, &columns, &mut values);
             }
