@@ -204,7 +204,7 @@ fn ssl_status_describes_the_client_connection() {
     let out = ask(&["--ssl"], "SHOW SESSION STATUS LIKE 'Ssl_cipher'");
     let cipher = out.strip_prefix("Ssl_cipher\t").unwrap_or_default();
     assert!(
-        cipher.starts_with("TLS_") || cipher.contains("-"),
+        cipher.starts_with("TLS_") || cipher.contains('-'),
         "{out:?}"
     );
     let out = ask(
