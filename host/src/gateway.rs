@@ -92,6 +92,8 @@ pub struct Gateway {
     sha2_cache: Mutex<HashSet<String>>,
     pub started: Instant,
     pub questions: AtomicU64,
+    /// Statements a guard rule in report mode would have denied (they ran).
+    pub guard_reports: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -108,6 +110,7 @@ impl Gateway {
             sha2_cache: Mutex::new(HashSet::new()),
             started: Instant::now(),
             questions: AtomicU64::new(0),
+            guard_reports: AtomicU64::new(0),
             shutdown,
         }
     }

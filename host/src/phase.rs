@@ -52,6 +52,12 @@ pub enum Verdict {
         message: String,
     },
     Rewrite(String),
+    /// Allowed, but a guard rule in report mode would have denied it so: logged and counted.
+    Report {
+        policy: String,
+        code: u16,
+        message: String,
+    },
 }
 
 /// A backend as routing sees it.

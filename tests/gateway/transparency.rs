@@ -222,3 +222,50 @@ fn ssl_status_describes_the_client_connection() {
         "Ssl_version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_guard_reports_what_correct_applications_do_and_enforces_mysql_tables() {
+    let dir = PolicyDir::new("shipped-guard");
+    dir.plugin("guard", "guard.wasm");
+    let manifest =
+        std::fs::read(repo_root().join("policies/guard.toml")).expect("shipped manifest");
+    dir.write("guard.toml", &manifest);
+    let gw = TestGateway::start(dir.config());
+    let mut c = gw.app().await;
+    let reports = || {
+        gw.gateway
+            .guard_reports
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Test clean-ups and queue tables: DDL and an unbounded DELETE run, and are reported.
+    c.query_drop("CREATE TABLE IF NOT EXISTS app.queue_items (id INT)")
+        .await
+        .expect("DDL runs");
+    c.query_drop("INSERT INTO queue_items VALUES (1), (2)")
+        .await
+        .expect("insert");
+    let before = reports();
+    c.query_drop("DELETE FROM queue_items")
+        .await
+        .expect("an unbounded DELETE runs");
+    assert_eq!(c.affected_rows(), 2);
+    assert_eq!(reports(), before + 1, "the would-be denial is counted");
+    // Prepared statements pass the same guard.
+    c.exec_drop("DELETE FROM queue_items", ())
+        .await
+        .expect("prepared, reported");
+    assert_eq!(reports(), before + 2);
+    // What no application needs stays refused, text and prepared.
+    for prepared in [false, true] {
+        let e = if prepared {
+            c.prep("SELECT user FROM mysql.user").await.map(|_| ())
+        } else {
+            c.query_drop("SELECT user FROM mysql.user").await
+        }
+        .expect_err("mysql.* is enforced");
+        match e {
+            mysql_async::Error::Server(s) => assert_eq!(s.code, 1142, "{}", s.message),
+            other => panic!("{other}"),
+        }
+    }
+}

@@ -273,6 +273,7 @@ impl Policy for PolicySet {
             return Verdict::Allow;
         }
         let mut rewritten: Option<(QueryFacts, String)> = None;
+        let mut reported: Option<Verdict> = None;
         for g in &self.guards {
             // A rewrite by an earlier guard is what the next one sees.
             let (facts, sql) = rewritten
@@ -297,6 +298,13 @@ impl Policy for PolicySet {
                 Ok(safety::Verdict::Rewrite(new_sql)) => {
                     rewritten = Some((facts::analyze(&new_sql), new_sql));
                 }
+                Ok(safety::Verdict::Report(d)) => {
+                    reported.get_or_insert(Verdict::Report {
+                        policy: g.name().to_string(),
+                        code: d.code,
+                        message: d.message,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(policy = g.name(), error = %e, "guard failed");
                     if g.manifest.on_error != OnError::Allow {
@@ -309,7 +317,11 @@ impl Policy for PolicySet {
                 }
             }
         }
-        rewritten.map_or(Verdict::Allow, |(_, sql)| Verdict::Rewrite(sql))
+        match (rewritten, reported) {
+            (Some((_, sql)), _) => Verdict::Rewrite(sql),
+            (None, Some(r)) => r,
+            (None, None) => Verdict::Allow,
+        }
     }
 
     fn route(

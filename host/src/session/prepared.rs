@@ -83,8 +83,13 @@ impl Statements {
 
 impl Session {
     pub(super) async fn com_stmt_prepare(&mut self, sql: Bytes) -> Result<(), SessionError> {
-        let text: Arc<str> = Arc::from(String::from_utf8_lossy(&sql).as_ref());
-        let facts = facts::analyze(&text);
+        let mut text: Arc<str> = Arc::from(String::from_utf8_lossy(&sql).as_ref());
+        let mut facts = facts::analyze(&text);
+        // Guards see prepared statements as they see text ones (at prepare, once).
+        if let Some(new_sql) = self.guard(&facts, &text)? {
+            facts = facts::analyze(&new_sql);
+            text = Arc::from(new_sql);
+        }
         if self.stmts.map.len() >= MAX_STATEMENTS_PER_SESSION {
             return Err(GatewayError::Server {
                 code: 1461,

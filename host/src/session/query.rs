@@ -37,24 +37,9 @@ impl Session {
             return self.kill(query_only, id).await;
         }
         let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
-        match self.gw.policy().check(&facts, &text, &self.info()) {
-            Verdict::Allow => {}
-            Verdict::Deny {
-                policy,
-                code,
-                message,
-            } => {
-                return Err(GatewayError::Denied {
-                    policy,
-                    code,
-                    message,
-                }
-                .into());
-            }
-            Verdict::Rewrite(new_sql) => {
-                facts = facts::analyze(&new_sql);
-                sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
-            }
+        if let Some(new_sql) = self.guard(&facts, &text)? {
+            facts = facts::analyze(&new_sql);
+            sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
         }
         let id_expr = facts
             .mentions_connection_id
@@ -122,6 +107,45 @@ impl Session {
             outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
         }
         self.settle(conn, &facts, outcome).await
+    }
+
+    /// The guards' verdict on a statement (text or prepared): refused with the policy's error,
+    /// allowed (a report-mode denial is logged and counted), or `Some` SQL to run instead.
+    pub(super) fn guard(
+        &self,
+        facts: &QueryFacts,
+        text: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        match self.gw.policy().check(facts, text, &self.info()) {
+            Verdict::Allow => Ok(None),
+            Verdict::Deny {
+                policy,
+                code,
+                message,
+            } => Err(GatewayError::Denied {
+                policy,
+                code,
+                message,
+            }),
+            Verdict::Rewrite(new_sql) => Ok(Some(new_sql)),
+            Verdict::Report {
+                policy,
+                code,
+                message,
+            } => {
+                self.gw
+                    .guard_reports
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    %policy,
+                    digest = %facts.digest,
+                    code,
+                    %message,
+                    "statement allowed: a guard rule in report mode would deny it"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// The status variables that describe the client's connection, not the backend's.

@@ -10,6 +10,13 @@
 //! - `deny-tables` ([]): `table`, `schema.table`, with `*` wildcards -> 1142
 //! - `read-only-users` ([]): users that may only read -> 1290
 //! - `rewrites` ([{digest, sql}]): run `sql` instead of statements with that digest
+//! - `mode` ("enforce"): what every rule does with a statement it would deny: `enforce` refuses
+//!   it; `report` lets it run, and the gateway logs (policy, digest, the denial) and counts it,
+//!   so a rule can be rolled out safely
+//! - `modes` ({}): a mode per rule, by its key above: `{"deny-unbounded-writes": "report"}`
+//!
+//! Rules are checked in the order above; the first *enforced* denial decides, else the first
+//! reported one is reported.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -50,7 +57,30 @@ pub struct Settings {
     pub deny_tables: Vec<String>,
     pub read_only_users: Vec<String>,
     pub rewrites: Vec<Rewrite>,
+    pub mode: Mode,
+    pub modes: BTreeMap<String, Mode>,
 }
+
+/// What a rule does with a statement it would deny.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Report,
+}
+
+/// The rules, by their settings keys.
+pub const RULES: [&str; 8] = [
+    "read-only-users",
+    "deny-ddl",
+    "deny-load-data",
+    "deny-unbounded-writes",
+    "max-statement-bytes",
+    "deny-multi-statements",
+    "deny-tables",
+    "deny-digests",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -71,6 +101,8 @@ impl Default for Settings {
             deny_tables: Vec::new(),
             read_only_users: Vec::new(),
             rewrites: Vec::new(),
+            mode: Mode::Enforce,
+            modes: BTreeMap::new(),
         }
     }
 }
@@ -80,7 +112,46 @@ impl Default for Settings {
 pub enum Decision {
     Allow,
     Deny(u16, String),
+    /// Allowed; a rule in report mode would have denied it so.
+    Report(u16, String),
     Rewrite(String),
+}
+
+impl Decision {
+    /// The statement's decision from the flag rules' and the text rules' (in that order): an
+    /// enforced denial first, then a rewrite, then the first report.
+    pub fn then(self, text: Decision) -> Decision {
+        match (self, text) {
+            (d @ Decision::Deny(..), _) => d,
+            (_, d @ (Decision::Deny(..) | Decision::Rewrite(_))) => d,
+            (d @ Decision::Report(..), _) => d,
+            (_, text) => text,
+        }
+    }
+}
+
+/// Rule outcomes as they are checked: the first enforced denial ends the check; reported ones
+/// are remembered (the first).
+struct Check<'a> {
+    settings: &'a Settings,
+    reported: Option<(u16, String)>,
+}
+
+impl Check<'_> {
+    /// `rule` would deny: `Some` to stop at an enforced denial.
+    fn deny(&mut self, rule: &str, code: u16, message: String) -> Option<Decision> {
+        if self.settings.mode_of(rule) == Mode::Enforce {
+            return Some(Decision::Deny(code, message));
+        }
+        self.reported.get_or_insert((code, message));
+        None
+    }
+
+    fn finish(self) -> Decision {
+        self.reported.map_or(Decision::Allow, |(code, message)| {
+            Decision::Report(code, message)
+        })
+    }
 }
 
 /// The facts the rules read that come by value.
@@ -103,15 +174,35 @@ pub trait StatementText {
 }
 
 impl Settings {
-    pub fn decide(&self, s: &Statement, text: &impl StatementText) -> Decision {
-        match self.decide_flags(s, text) {
-            Decision::Allow => self.decide_text(text),
-            other => other,
+    /// Settings that name a rule that does not exist are refused.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.modes.keys().find(|k| !RULES.contains(&k.as_str())) {
+            Some(k) => Err(format!(
+                "modes: no rule is called '{k}' (rules: {})",
+                RULES.join(", ")
+            )),
+            None => Ok(()),
         }
+    }
+
+    pub fn mode_of(&self, rule: &str) -> Mode {
+        self.modes.get(rule).copied().unwrap_or(self.mode)
+    }
+
+    pub fn decide(&self, s: &Statement, text: &impl StatementText) -> Decision {
+        let flags = self.decide_flags(s, text);
+        if matches!(flags, Decision::Deny(..)) {
+            return flags;
+        }
+        flags.then(self.decide_text(text))
     }
 
     /// The rules on the statement's kind, size and user.
     pub fn decide_flags(&self, s: &Statement, text: &impl StatementText) -> Decision {
+        let mut check = Check {
+            settings: self,
+            reported: None,
+        };
         let is_write = !s.read_only
             && !matches!(
                 s.kind,
@@ -122,84 +213,115 @@ impl Settings {
             );
         if is_write && !self.read_only_users.is_empty() {
             let user = text.user();
-            if self.read_only_users.iter().any(|u| *u == *user) {
-                return Decision::Deny(
+            if self.read_only_users.iter().any(|u| *u == *user)
+                && let Some(d) = check.deny(
+                    "read-only-users",
                     1290,
                     format!("user '{user}' is read-only through this gateway"),
-                );
+                )
+            {
+                return d;
             }
         }
-        if self.deny_ddl && s.kind == StatementKind::Ddl {
-            return Decision::Deny(
+        if self.deny_ddl
+            && s.kind == StatementKind::Ddl
+            && let Some(d) = check.deny(
+                "deny-ddl",
                 1227,
                 String::from("DDL is not allowed through this gateway (guard: deny-ddl)"),
-            );
+            )
+        {
+            return d;
         }
-        if self.deny_load_data && s.kind == StatementKind::LoadData {
-            return Decision::Deny(
+        if self.deny_load_data
+            && s.kind == StatementKind::LoadData
+            && let Some(d) = check.deny(
+                "deny-load-data",
                 1227,
                 String::from(
                     "LOAD DATA is not allowed through this gateway (guard: deny-load-data)",
                 ),
-            );
+            )
+        {
+            return d;
         }
         if self.deny_unbounded_writes
             && matches!(s.kind, StatementKind::Update | StatementKind::Delete)
             && !s.has_where
-        {
-            return Decision::Deny(
+            && let Some(d) = check.deny(
+                "deny-unbounded-writes",
                 1175,
                 String::from(
                     "UPDATE or DELETE without a WHERE clause is not allowed (guard: deny-unbounded-writes)",
                 ),
-            );
+            )
+        {
+            return d;
         }
-        if self.max_statement_bytes > 0 && s.length > self.max_statement_bytes {
-            return Decision::Deny(
+        if self.max_statement_bytes > 0
+            && s.length > self.max_statement_bytes
+            && let Some(d) = check.deny(
+                "max-statement-bytes",
                 1105,
                 format!(
                     "statement of {} bytes exceeds the limit of {} (guard: max-statement-bytes)",
                     s.length, self.max_statement_bytes
                 ),
-            );
+            )
+        {
+            return d;
         }
-        if self.deny_multi_statements && s.multi_statement {
-            return Decision::Deny(
+        if self.deny_multi_statements
+            && s.multi_statement
+            && let Some(d) = check.deny(
+                "deny-multi-statements",
                 1105,
                 String::from("multi-statements are not allowed (guard: deny-multi-statements)"),
-            );
+            )
+        {
+            return d;
         }
-        Decision::Allow
+        check.finish()
     }
 
-    /// The rules on tables and digests: a function of the digest alone (tables are matched
-    /// without regard to case, the way the digest folds it), so the component caches it.
+    /// The rules on the statement's tables and digest, and the rewrites (the same outcome for
+    /// every statement of one shape: the component caches it by digest hash).
     pub fn decide_text(&self, text: &impl StatementText) -> Decision {
+        let mut check = Check {
+            settings: self,
+            reported: None,
+        };
         if !self.deny_tables.is_empty() {
             let tables = (0..).map_while(|i| text.table(i));
             for t in tables {
-                if self.deny_tables.iter().any(|p| table_matches(p, &t)) {
-                    return Decision::Deny(
+                if self.deny_tables.iter().any(|p| table_matches(p, &t))
+                    && let Some(d) = check.deny(
+                        "deny-tables",
                         1142,
                         format!("access to table '{t}' is denied (guard: deny-tables)"),
-                    );
+                    )
+                {
+                    return d;
                 }
             }
         }
         if self.deny_digests.is_empty() && self.rewrites.is_empty() {
-            return Decision::Allow;
+            return check.finish();
         }
         let digest = text.digest();
-        if self.deny_digests.iter().any(|d| *d == *digest) {
-            return Decision::Deny(
+        if self.deny_digests.iter().any(|d| *d == *digest)
+            && let Some(d) = check.deny(
+                "deny-digests",
                 1105,
                 format!("statement denied by digest: {digest} (guard: deny-digests)"),
-            );
+            )
+        {
+            return d;
         }
         if let Some(r) = self.rewrites.iter().find(|r| *r.digest == *digest) {
             return Decision::Rewrite(r.sql.clone());
         }
-        Decision::Allow
+        check.finish()
     }
 }
 
@@ -232,6 +354,7 @@ static STATE: sluice_policy_sdk::Global<State> = sluice_policy_sdk::Global::new(
 impl Lifecycle for Policy {
     fn configure(settings: String) -> Result<(), String> {
         let s: Settings = sluice_policy_sdk::settings(&settings)?;
+        s.validate()?;
         STATE.with(|st| {
             st.settings = s;
             st.by_digest.clear();
@@ -259,23 +382,27 @@ impl Safety for Policy {
             session,
             table_count: q.table_count as usize,
         };
-        let decision = STATE.with(|st| match st.settings.decide_flags(&facts, &text) {
-            Decision::Allow => {
-                if let Some(d) = st.by_digest.get(&q.digest_hash) {
-                    return d.clone();
-                }
+        let decision = STATE.with(|st| {
+            let flags = st.settings.decide_flags(&facts, &text);
+            if matches!(flags, Decision::Deny(..)) {
+                return flags;
+            }
+            let by_text = if let Some(d) = st.by_digest.get(&q.digest_hash) {
+                d.clone()
+            } else {
                 let d = st.settings.decide_text(&text);
                 if st.by_digest.len() >= MAX_CACHED_DIGESTS {
                     st.by_digest.clear();
                 }
                 st.by_digest.insert(q.digest_hash, d.clone());
                 d
-            }
-            other => other,
+            };
+            flags.then(by_text)
         });
         match decision {
             Decision::Allow => Verdict::Allow,
             Decision::Deny(code, message) => Verdict::Deny(Denial { code, message }),
+            Decision::Report(code, message) => Verdict::Report(Denial { code, message }),
             Decision::Rewrite(sql) => Verdict::Rewrite(sql),
         }
     }
@@ -373,6 +500,45 @@ mod tests {
         fn decided_by(&self, s: &Settings) -> Decision {
             s.decide(&self.facts, &self.text)
         }
+    }
+
+    #[test]
+    fn report_mode_lets_statements_run_and_enforced_rules_still_deny() {
+        let s: Settings = sluice_policy_sdk::settings(
+            r#"{"mode": "report", "modes": {"deny-tables": "enforce"}, "deny-tables": ["mysql.*"]}"#,
+        )
+        .expect("settings");
+        s.validate().expect("valid");
+        let none: [String; 0] = [];
+        assert!(matches!(
+            stmt("DELETE FROM t", StatementKind::Delete, false, &none, "app").decided_by(&s),
+            Decision::Report(1175, _)
+        ));
+        // A reported rule does not hide an enforced one that follows.
+        let user = [String::from("mysql.user")];
+        assert!(matches!(
+            stmt(
+                "DELETE FROM mysql.user",
+                StatementKind::Delete,
+                false,
+                &user,
+                "app"
+            )
+            .decided_by(&s),
+            Decision::Deny(1142, _)
+        ));
+        assert_eq!(
+            stmt("SELECT 1", StatementKind::Select, false, &none, "app").decided_by(&s),
+            Decision::Allow
+        );
+        let bad: Settings =
+            sluice_policy_sdk::settings(r#"{"modes": {"deny-everything": "report"}}"#)
+                .expect("parses");
+        assert!(
+            bad.validate()
+                .expect_err("unknown rule")
+                .contains("deny-everything")
+        );
     }
 
     #[test]
