@@ -179,12 +179,41 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RoutingConfig {
     /// The built-in router: reads outside transactions go to replicas (round-robin); everything
     /// else to the primary. Off: everything to the primary.
     pub read_write_split: bool,
+    /// What a read a router sends to a replica must see, whichever router chose it.
+    pub consistency: Consistency,
+    /// Milliseconds a read waits on its replica for the position it must see
+    /// (`MASTER_GTID_WAIT`) before it runs on the primary instead.
+    pub consistency_wait_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            read_write_split: false,
+            consistency: Consistency::Session,
+            consistency_wait_ms: 10,
+        }
+    }
+}
+
+/// Consistency levels for reads on replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Any healthy replica (a session may miss its own latest writes).
+    Eventual,
+    /// A session reads its own writes: a replica serves it only once it applied the session's
+    /// last write (`@@last_gtid`), else the primary does.
+    #[default]
+    Session,
+    /// A read sees every write committed before it started (the primary's `gtid_binlog_pos`).
+    Global,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod facts;
 pub mod frontend;
 pub mod gateway;
+pub mod gtid;
 pub mod phase;
 pub mod plugin;
 pub mod pool;

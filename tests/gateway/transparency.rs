@@ -269,3 +269,99 @@ async fn the_shipped_guard_reports_what_correct_applications_do_and_enforces_mys
         }
     }
 }
+
+/// What a write-then-read run saw.
+struct ReadYourWrites {
+    stale: u64,
+    delayed: u64,
+    delayed_on_replicas: u64,
+}
+
+/// `pairs` write-then-read pairs on one connection (the read at once, by the new row's id), then
+/// `delayed` pairs whose read is sent 20 ms after its write, while another client writes
+/// continuously.
+async fn write_then_read(gw: &TestGateway, pairs: u64, delayed: u64) -> ReadYourWrites {
+    let f = fleet();
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.ryw (id INT AUTO_INCREMENT PRIMARY KEY, v INT); \
+         CREATE TABLE IF NOT EXISTS app.ryw_noise (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    );
+    f.wait_replicas();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut c = gw.app().await;
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.query_drop("INSERT INTO ryw_noise (v) VALUES (1)")
+                    .await
+                    .expect("noise");
+            }
+        })
+    };
+    let mut c = gw.app().await;
+    let mut seen = ReadYourWrites {
+        stale: 0,
+        delayed: 0,
+        delayed_on_replicas: 0,
+    };
+    for i in 0..pairs + delayed {
+        c.query_drop("INSERT INTO ryw (v) VALUES (1)")
+            .await
+            .expect("write");
+        let id = c.last_insert_id().expect("an id");
+        let late = i >= pairs;
+        if late {
+            // The scenario itself: a read issued 20 ms after its write.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (n, port): (i64, u16) = c
+            .query_first(format!("SELECT COUNT(*), @@port FROM ryw WHERE id = {id}"))
+            .await
+            .expect("read")
+            .expect("row");
+        if n == 0 {
+            seen.stale += 1;
+        }
+        if late {
+            seen.delayed += 1;
+            if port != f.port {
+                seen.delayed_on_replicas += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.await.expect("noise");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_read_their_own_writes_from_replicas() {
+    let mut cfg = builtin_split();
+    cfg.routing.consistency = sluice::config::Consistency::Session;
+    let gw = TestGateway::start(cfg);
+    let r = write_then_read(&gw, 10_000, 200).await;
+    println!(
+        "session: {} stale of 10000; {} of {} reads 20 ms after their write on replicas",
+        r.stale, r.delayed_on_replicas, r.delayed
+    );
+    assert_eq!(r.stale, 0, "a session missed its own write");
+    assert!(
+        r.delayed_on_replicas * 2 >= r.delayed,
+        "only {} of {} late reads were served by replicas",
+        r.delayed_on_replicas,
+        r.delayed
+    );
+    drop(gw);
+    // The same run without the guarantee shows why it is there (so this test can fail).
+    let mut cfg = builtin_split();
+    cfg.routing.consistency = sluice::config::Consistency::Eventual;
+    let gw = TestGateway::start(cfg);
+    let r = write_then_read(&gw, 10_000, 0).await;
+    println!("eventual: {} stale of 10000", r.stale);
+    assert!(
+        r.stale > 0,
+        "eventual consistency never read stale: the test proves nothing"
+    );
+}

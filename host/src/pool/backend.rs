@@ -20,6 +20,7 @@ use super::connect::{self, ConnectError, Link};
 use super::core::{CloseReason, PoolCore, PoolCounts, PoolLimits, Pooled, Put, Take};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
+use crate::gtid::GtidPosition;
 use crate::phase::BackendStatus;
 use crate::replay::ReplayState;
 
@@ -59,6 +60,9 @@ pub struct Backend {
     monitor_up: AtomicBool,
     /// Replication lag from the monitor, in ms; `u64::MAX` when unknown.
     lag_ms: AtomicU64,
+    /// A position this server is known to have applied (from the monitor and from reads that
+    /// waited for one): reads that need no more skip the wait.
+    applied: Mutex<GtidPosition>,
     /// Sessions keep their connection between statements (affinity) until the pool runs short:
     /// a borrower that joins the line wakes one quiet session to give its connection back (and
     /// a drain wakes them all).
@@ -113,6 +117,7 @@ impl Backend {
             healthy: AtomicBool::new(true),
             monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
+            applied: Mutex::new(GtidPosition::default()),
             pressure: tokio::sync::Notify::new(),
             config,
         }
@@ -339,6 +344,22 @@ impl Backend {
         self.healthy.store(false, Ordering::Relaxed);
         let mut g = self.lock();
         g.core.suspect(Instant::now());
+    }
+
+    /// Whether this server is known to have applied `position`.
+    pub fn has_applied(&self, position: &GtidPosition) -> bool {
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .covers(position)
+    }
+
+    /// This server has applied `position` (positions only grow).
+    pub fn note_applied(&self, position: &GtidPosition) {
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .merge(position);
     }
 
     pub fn lag_ms(&self) -> Option<u32> {

@@ -103,6 +103,12 @@ async fn probe(backend: &Backend, c: &mut Conn) -> bool {
                 None
             };
             backend.set_monitored(true, lag);
+            // What it has applied, for read-your-writes without a wait.
+            if let Ok(Some(pos)) = c.query_first::<String, _>("SELECT @@gtid_slave_pos").await
+                && let Some(p) = crate::gtid::GtidPosition::parse(&pos)
+            {
+                backend.note_applied(&p);
+            }
             true
         }
         Ok(None) => {

@@ -9,6 +9,7 @@
 //! A parked connection goes back to the pool when the client is quiet for `affinity-ms`, when the
 //! next statement routes elsewhere, or at once when another session finds the pool empty.
 
+pub mod consistency;
 pub mod prepared;
 pub mod query;
 pub mod redact;
@@ -106,6 +107,10 @@ pub struct Session {
     held: Option<Held>,
     /// Statements the parked connection may still serve while others wait for it.
     turns: u32,
+    /// The position the session's committed writes reached (read-your-writes).
+    written: Option<crate::gtid::GtidPosition>,
+    /// A write ran since `written` was last learned (learned when no transaction is open).
+    unsynced_write: bool,
     /// What `publish_view` last showed: (hold, pins, backend thread).
     published: (Option<Hold>, usize, u32),
     pins: BTreeSet<PinReason>,
@@ -145,6 +150,8 @@ impl Session {
             state: Arc::new(state),
             held: None,
             turns: TURNS_UNDER_PRESSURE,
+            written: None,
+            unsynced_write: false,
             published: (None, 0, 0),
             pins: BTreeSet::new(),
             in_txn: false,
@@ -492,7 +499,7 @@ impl Session {
         let backend = self.route(facts);
         if let Some(h) = parked {
             if Arc::ptr_eq(&h.conn.backend, &backend) {
-                return Ok((h.conn, true));
+                return self.consistent(h.conn, true).await;
             }
             // Routed elsewhere: give the parked connection back first.
             drop(h);
@@ -508,7 +515,7 @@ impl Session {
             }
             other => other,
         }?;
-        Ok((conn, false))
+        self.consistent(conn, false).await
     }
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {

@@ -222,8 +222,13 @@ impl Session {
         if !facts.set_targets.is_empty() || facts.changes_schema {
             self.read_back_state(&mut conn, facts).await?;
         }
+        // The reply goes out first; learning the write's position costs the client nothing.
+        let flushed = self.stream.flush().await;
+        if flushed.is_ok() {
+            self.track_write(&mut conn, facts).await;
+        }
         self.after_statement(conn);
-        self.stream.flush().await?;
+        flushed?;
         Ok(())
     }
 

@@ -1,0 +1,110 @@
+//! Read-your-writes: after a session's write commits, the gateway learns its GTID
+//! (`@@last_gtid`, one round trip after the reply went out); a read a router sends to a replica
+//! then runs there only if that replica has applied it — known from the monitor or an earlier
+//! wait, or by waiting at most `routing.consistency-wait-ms` (`MASTER_GTID_WAIT`, which waits on
+//! `gtid_slave_pos`: a replica's own local writes do not count) — and otherwise on the primary.
+//! `global` asks the primary's `gtid_binlog_pos` at the read's start instead; `eventual` checks
+//! nothing.
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+
+use super::{Session, SessionError};
+use crate::config::{Consistency, Role};
+use crate::facts::{QueryFacts, StatementKind};
+use crate::gtid::GtidPosition;
+use crate::pool::BackendConn;
+
+impl Session {
+    /// After a statement that succeeded on `conn`: remember that the session wrote, and once no
+    /// transaction is open any more, learn the position its writes reached.
+    pub(super) async fn track_write(&mut self, conn: &mut BackendConn, facts: &QueryFacts) {
+        if self.gw.config.routing.consistency != Consistency::Session
+            || conn.backend.config.role != Role::Primary
+        {
+            return;
+        }
+        if !facts.read_only
+            && !matches!(
+                facts.kind,
+                StatementKind::Set | StatementKind::Use | StatementKind::Show
+            )
+        {
+            self.unsynced_write = true;
+        }
+        if !self.unsynced_write || self.in_txn {
+            return;
+        }
+        self.unsynced_write = false;
+        let gtid: Result<Option<String>, _> = conn.conn().query_first("SELECT @@last_gtid").await;
+        match gtid.ok().flatten().as_deref().and_then(GtidPosition::parse) {
+            Some(p) if !p.is_empty() => self
+                .written
+                .get_or_insert_with(GtidPosition::default)
+                .merge(&p),
+            _ => {}
+        }
+    }
+
+    /// The connection a read routed to a replica runs on: that one if the replica has applied
+    /// what this session must see, else one of the primary's.
+    pub(super) async fn consistent(
+        &mut self,
+        conn: BackendConn,
+        reused: bool,
+    ) -> Result<(BackendConn, bool), SessionError> {
+        if conn.backend.config.role == Role::Primary {
+            return Ok((conn, reused));
+        }
+        let need = match self.gw.config.routing.consistency {
+            Consistency::Eventual => return Ok((conn, reused)),
+            Consistency::Session => match &self.written {
+                Some(p) => p.clone(),
+                None => return Ok((conn, reused)),
+            },
+            Consistency::Global => match self.primary_position().await {
+                Some(p) => p,
+                // The primary's position is unknown: the primary itself answers.
+                None => return self.on_primary(conn).await,
+            },
+        };
+        if need.is_empty() || conn.backend.has_applied(&need) {
+            return Ok((conn, reused));
+        }
+        let mut conn = conn;
+        if self.wait_for(&mut conn, &need).await {
+            conn.backend.note_applied(&need);
+            return Ok((conn, reused));
+        }
+        self.on_primary(conn).await
+    }
+
+    /// Gives `conn` back (it stays clean: only a wait ran on it) and borrows from the primary.
+    async fn on_primary(&mut self, conn: BackendConn) -> Result<(BackendConn, bool), SessionError> {
+        drop(conn);
+        let primary = Arc::clone(self.group.primary());
+        Ok((self.borrow(&primary).await?, false))
+    }
+
+    /// `MASTER_GTID_WAIT` on the replica, bounded by `consistency-wait-ms`: true when reached.
+    async fn wait_for(&self, conn: &mut BackendConn, need: &GtidPosition) -> bool {
+        let secs = self.gw.config.routing.consistency_wait_ms as f64 / 1000.0;
+        // The position prints as digits, dashes and commas only.
+        let sql = format!("SELECT MASTER_GTID_WAIT('{need}', {secs:.3})");
+        matches!(conn.conn().query_first::<i64, _>(sql).await, Ok(Some(0)))
+    }
+
+    /// The primary's `gtid_binlog_pos` now (`global` consistency).
+    async fn primary_position(&mut self) -> Option<GtidPosition> {
+        let primary = Arc::clone(self.group.primary());
+        let mut c = self.borrow(&primary).await.ok()?;
+        let pos: Option<String> = c
+            .conn()
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .ok()
+            .flatten();
+        pos.as_deref().and_then(GtidPosition::parse)
+    }
+}
