@@ -1,5 +1,6 @@
 //! Read-your-writes: after a session's write commits, the gateway learns its GTID
-//! (`@@last_gtid`, one round trip after the reply went out); a read a router sends to a replica
+//! (`@@last_gtid`, one round trip as the write's connection leaves the session, so nothing the
+//! client may ask of that connection next is disturbed); a read a router sends to a replica
 //! then runs there only if that replica has applied it — known from the monitor or an earlier
 //! wait, or by waiting at most `routing.consistency-wait-ms` (`MASTER_GTID_WAIT`, which waits on
 //! `gtid_slave_pos`: a replica's own local writes do not count) — and otherwise on the primary.
@@ -17,15 +18,14 @@ use crate::gtid::GtidPosition;
 use crate::pool::BackendConn;
 
 impl Session {
-    /// After a statement that succeeded on `conn`: remember that the session wrote, and once no
-    /// transaction is open any more, learn the position its writes reached.
-    pub(super) async fn track_write(&mut self, conn: &mut BackendConn, facts: &QueryFacts) {
-        if self.gw.config.routing.consistency != Consistency::Session
-            || conn.backend.config.role != Role::Primary
-        {
-            return;
-        }
-        if !facts.read_only
+    /// After a statement that succeeded on `conn`: remember that the session wrote. The
+    /// position is learned when the connection leaves the session ([`Self::learn_written`]):
+    /// a statement run on it now would clobber what the client may ask next (`ROW_COUNT()`,
+    /// `SHOW WARNINGS`).
+    pub(super) fn note_write(&mut self, conn: &BackendConn, facts: &QueryFacts) {
+        if self.gw.config.routing.consistency == Consistency::Session
+            && conn.backend.config.role == Role::Primary
+            && !facts.read_only
             && !matches!(
                 facts.kind,
                 StatementKind::Set | StatementKind::Use | StatementKind::Show
@@ -33,17 +33,20 @@ impl Session {
         {
             self.unsynced_write = true;
         }
-        if !self.unsynced_write || self.in_txn {
+    }
+
+    /// `conn` is leaving the session: if it ran a write whose position is not known yet and no
+    /// transaction is open, read the position (`@@last_gtid`).
+    pub(super) async fn learn_written(&mut self, conn: &mut BackendConn) {
+        if !self.unsynced_write || self.in_txn || conn.backend.config.role != Role::Primary {
             return;
         }
-        self.unsynced_write = false;
         let gtid: Result<Option<String>, _> = conn.conn().query_first("SELECT @@last_gtid").await;
-        match gtid.ok().flatten().as_deref().and_then(GtidPosition::parse) {
-            Some(p) if !p.is_empty() => self
-                .written
+        if let Some(p) = gtid.ok().flatten().as_deref().and_then(GtidPosition::parse) {
+            self.unsynced_write = false;
+            self.written
                 .get_or_insert_with(GtidPosition::default)
-                .merge(&p),
-            _ => {}
+                .merge(&p);
         }
     }
 
@@ -59,10 +62,25 @@ impl Session {
         }
         let need = match self.gw.config.routing.consistency {
             Consistency::Eventual => return Ok((conn, reused)),
-            Consistency::Session => match &self.written {
-                Some(p) => p.clone(),
-                None => return Ok((conn, reused)),
-            },
+            Consistency::Session => {
+                if self.unsynced_write && !self.in_txn {
+                    // The write's connection left without telling its position: the primary's
+                    // current one covers it.
+                    match self.primary_position().await {
+                        Some(p) => {
+                            self.unsynced_write = false;
+                            self.written
+                                .get_or_insert_with(GtidPosition::default)
+                                .merge(&p);
+                        }
+                        None => return self.on_primary(conn).await,
+                    }
+                }
+                match &self.written {
+                    Some(p) => p.clone(),
+                    None => return Ok((conn, reused)),
+                }
+            }
             Consistency::Global => match self.primary_position().await {
                 Some(p) => p,
                 // The primary's position is unknown: the primary itself answers.

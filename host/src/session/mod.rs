@@ -323,12 +323,12 @@ impl Session {
                 n.enable();
             }
             if parked_on.as_ref().is_some_and(|b| b.is_draining()) {
-                self.release_parked();
+                self.release_parked().await;
                 continue;
             }
             let pressed = parked_on.as_ref().is_some_and(|b| b.has_waiters());
             if pressed && self.turns == 0 {
-                self.release_parked();
+                self.release_parked().await;
                 continue;
             }
             let wait = if pressed {
@@ -351,7 +351,7 @@ impl Session {
                 }
                 () = tokio::time::sleep(wait) => {
                     if parked_on.is_some() {
-                        self.release_parked();
+                        self.release_parked().await;
                         continue;
                     }
                     if in_txn_hold && txn_idle <= idle {
@@ -492,6 +492,8 @@ impl Session {
             if usable {
                 parked = Some(h);
             } else {
+                let mut h = h;
+                self.learn_written(&mut h.conn).await;
                 drop(h);
                 self.publish_view();
             }
@@ -502,6 +504,8 @@ impl Session {
                 return self.consistent(h.conn, true).await;
             }
             // Routed elsewhere: give the parked connection back first.
+            let mut h = h;
+            self.learn_written(&mut h.conn).await;
             drop(h);
             self.publish_view();
         }
@@ -569,8 +573,9 @@ impl Session {
             Hold::Transaction
         } else if !self.pins.is_empty() {
             Hold::Pinned
-        } else if conn.backend.has_waiters() && self.turns == 0 {
-            // Others wait in line and this session had its turns: give it back now.
+        } else if conn.backend.has_waiters() && self.turns == 0 && !self.unsynced_write {
+            // Others wait in line and this session had its turns: give it back now. (One that
+            // just wrote stays parked a moment: its write's position is learned as it leaves.)
             drop(conn);
             self.publish_view();
             return;
@@ -584,16 +589,15 @@ impl Session {
         self.publish_view();
     }
 
-    /// Gives a parked connection back to its pool.
-    fn release_parked(&mut self) {
-        if matches!(
-            self.held,
-            Some(Held {
-                why: Hold::Parked,
-                ..
-            })
-        ) {
-            self.held = None;
+    /// Gives a parked connection back to its pool (learning the position of a write it ran).
+    async fn release_parked(&mut self) {
+        if let Some(Held {
+            why: Hold::Parked, ..
+        }) = &self.held
+            && let Some(mut h) = self.held.take()
+        {
+            self.learn_written(&mut h.conn).await;
+            drop(h);
             self.publish_view();
         }
     }
@@ -637,9 +641,11 @@ impl Session {
     /// Gives back a held connection; one that carries a transaction or pinned state is reset
     /// first (its state belongs to this session only).
     async fn release_dirty(&mut self) {
-        if let Some(mut h) = self.held.take()
-            && h.why != Hold::Parked
-        {
+        if let Some(mut h) = self.held.take() {
+            if h.why == Hold::Parked {
+                self.learn_written(&mut h.conn).await;
+                return;
+            }
             h.conn.set_applied(None);
             if h.conn.conn().reset().await.is_err() {
                 h.conn.discard();

@@ -222,13 +222,9 @@ impl Session {
         if !facts.set_targets.is_empty() || facts.changes_schema {
             self.read_back_state(&mut conn, facts).await?;
         }
-        // The reply goes out first; learning the write's position costs the client nothing.
-        let flushed = self.stream.flush().await;
-        if flushed.is_ok() {
-            self.track_write(&mut conn, facts).await;
-        }
+        self.note_write(&conn, facts);
         self.after_statement(conn);
-        flushed?;
+        self.stream.flush().await?;
         Ok(())
     }
 
