@@ -190,6 +190,10 @@ pub struct RoutingConfig {
     /// Milliseconds a read waits on its replica for the position it must see
     /// (`MASTER_GTID_WAIT`) before it runs on the primary instead.
     pub consistency_wait_ms: u64,
+    /// `session`: a read within this many milliseconds of the session's last write runs on the
+    /// write's own primary connection, still held for affinity (no replica could have caught up
+    /// yet; asking one costs two round trips).
+    pub read_after_write_primary_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -198,6 +202,7 @@ impl Default for RoutingConfig {
             read_write_split: false,
             consistency: Consistency::Session,
             consistency_wait_ms: 10,
+            read_after_write_primary_ms: 10,
         }
     }
 }

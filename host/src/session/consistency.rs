@@ -32,7 +32,19 @@ impl Session {
             )
         {
             self.unsynced_write = true;
+            self.last_write = Some(std::time::Instant::now());
         }
+    }
+
+    /// A read right after the session's write, whose connection to the primary is still parked
+    /// with the session: it runs there (it sees the write; no replica could have it yet).
+    pub(super) fn reads_own_write(&self, facts: &QueryFacts, parked: &BackendConn) -> bool {
+        let window =
+            std::time::Duration::from_millis(self.gw.config.routing.read_after_write_primary_ms);
+        facts.read_only
+            && self.unsynced_write
+            && parked.backend.config.role == Role::Primary
+            && self.last_write.is_some_and(|t| t.elapsed() < window)
     }
 
     /// `conn` is leaving the session: if it ran a write whose position is not known yet and no

@@ -111,6 +111,8 @@ pub struct Session {
     written: Option<crate::gtid::GtidPosition>,
     /// A write ran since `written` was last learned (learned when no transaction is open).
     unsynced_write: bool,
+    /// When the session's last write succeeded.
+    last_write: Option<std::time::Instant>,
     /// What `publish_view` last showed: (hold, pins, backend thread).
     published: (Option<Hold>, usize, u32),
     pins: BTreeSet<PinReason>,
@@ -152,6 +154,7 @@ impl Session {
             turns: TURNS_UNDER_PRESSURE,
             written: None,
             unsynced_write: false,
+            last_write: None,
             published: (None, 0, 0),
             pins: BTreeSet::new(),
             in_txn: false,
@@ -486,7 +489,7 @@ impl Session {
             // on a draining backend unless the statement needs the previous connection.
             let usable = h.conn.is_current()
                 && (facts.needs_previous_connection || !h.conn.backend.is_draining());
-            if usable && facts.needs_previous_connection {
+            if usable && (facts.needs_previous_connection || self.reads_own_write(facts, &h.conn)) {
                 return Ok((h.conn, true));
             }
             if usable {
