@@ -43,17 +43,27 @@ def main() -> None:
         cur.execute("UPDATE py_tx SET v = %s WHERE id = %s", ("q", 1))
         conn.commit()
 
+    # A read-only transaction may be served by a replica: on a connection of its own, since a
+    # replica serves this one's reads only once it has its writes (read-your-writes).
     # (mysql.connector's start_transaction(readonly=True) refuses the "5.5.5-" version prefix
     # MariaDB 10 sends, direct too; and the statement cannot be prepared: plain text.)
-    conn.cursor().execute("START TRANSACTION READ ONLY")
-    got = one("SELECT @@port")
+    reader, _ = connect(driver, port)
+    rcur = reader.cursor()
+    rcur.execute("START TRANSACTION READ ONLY")
+    rcur.execute("SELECT @@port")
+    got = rcur.fetchall()[0][0]
     assert got != primary, f"{driver}: a read-only transaction stayed on the primary"
-    conn.commit()
+    reader.commit()
+    reader.close()
 
+    conn.close()
+    # Autocommit reads of a session that has not written leave the primary.
+    conn, cursor_args = connect(driver, port)
     if pymysql_conn:
         conn.autocommit(True)
     else:
         conn.autocommit = True
+    cur = conn.cursor(**cursor_args)
     seen = {one("SELECT @@port") for _ in range(4)}
     assert primary not in seen, f"{driver}: autocommit reads went to the primary: {seen}"
     conn.close()

@@ -107,7 +107,9 @@ async fn transactions_follow_mysql_rules(gw: &TestGateway) {
         write.expect("a write after a read in the same implicit transaction");
         c.query_drop("COMMIT").await.expect("commit");
     }
-    // Still autocommit off: a transaction declared read-only may be served by a replica.
+    // Still autocommit off: a transaction declared read-only may be served by a replica (once
+    // the replicas have this session's writes: read-your-writes).
+    f.wait_replicas();
     c.query_drop("START TRANSACTION READ ONLY")
         .await
         .expect("read only");
@@ -135,6 +137,7 @@ async fn transactions_follow_mysql_rules(gw: &TestGateway) {
         "BEGIN opens a transaction on the primary"
     );
     c.query_drop("COMMIT").await.expect("commit");
+    f.wait_replicas();
     assert_ne!(port(&mut c).await, f.port);
 }
 

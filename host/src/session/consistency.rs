@@ -23,15 +23,23 @@ impl Session {
     /// a statement run on it now would clobber what the client may ask next (`ROW_COUNT()`,
     /// `SHOW WARNINGS`).
     pub(super) fn note_write(&mut self, conn: &BackendConn, facts: &QueryFacts) {
-        if self.gw.config.routing.consistency == Consistency::Session
-            && conn.backend.config.role == Role::Primary
-            && !facts.read_only
+        if self.gw.config.routing.consistency != Consistency::Session
+            || conn.backend.config.role != Role::Primary
+        {
+            return;
+        }
+        // BEGIN and COMMIT write nothing themselves; a COMMIT is when the writes before it
+        // become visible, so it restarts the read-after-write window.
+        let wrote = !facts.read_only
             && !matches!(
                 facts.kind,
-                StatementKind::Set | StatementKind::Use | StatementKind::Show
-            )
-        {
-            self.unsynced_write = true;
+                StatementKind::Set
+                    | StatementKind::Use
+                    | StatementKind::Show
+                    | StatementKind::Transaction
+            );
+        self.unsynced_write |= wrote;
+        if self.unsynced_write && (wrote || facts.kind == StatementKind::Transaction) {
             self.last_write = Some(std::time::Instant::now());
         }
     }
@@ -41,7 +49,9 @@ impl Session {
     pub(super) fn reads_own_write(&self, facts: &QueryFacts, parked: &BackendConn) -> bool {
         let window =
             std::time::Duration::from_millis(self.gw.config.routing.read_after_write_primary_ms);
+        // (Not a declared read-only transaction: that one asks to be offloaded.)
         facts.read_only
+            && facts.starts_transaction.is_none()
             && self.unsynced_write
             && parked.backend.config.role == Role::Primary
             && self.last_write.is_some_and(|t| t.elapsed() < window)
