@@ -11,6 +11,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Error};
 use sluice::config::{BackendConfig, Config, MonitorConfig, Role};
 use sluice::pool::Backend;
+use sluice::pool::core::CloseReason;
 
 use crate::harness::{
     PolicyDir, TestGateway, config_for, fleet, primary_only_config, start_private_fleet,
@@ -394,6 +395,7 @@ async fn a_drained_replica_closes_its_connections_without_failing_a_statement() 
         c.in_use + c.idle + c.opening == 0
     })
     .await;
+    assert!(replica.pool_status().closed(CloseReason::Drained) > 0);
     reads.mark.store(true, Ordering::SeqCst);
     let statements = reads.statements.load(Ordering::Relaxed);
     wait_until(30, "reads continue on the others", || {

@@ -69,18 +69,6 @@ impl CloseReason {
         Self::Validation,
         Self::Evicted,
     ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::IdleTimeout => "idle_timeout",
-            Self::Lifetime => "lifetime",
-            Self::Stale => "stale",
-            Self::Broken => "broken",
-            Self::Drained => "drained",
-            Self::Validation => "validation",
-            Self::Evicted => "evicted",
-        }
-    }
 }
 
 /// What a borrower gets.
@@ -182,10 +170,6 @@ impl<C, W> PoolCore<C, W> {
 
     fn open(&self) -> usize {
         self.in_use + self.idle.len() + self.opening
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     pub fn counts(&self) -> PoolCounts {
@@ -418,7 +402,8 @@ impl<C, W> PoolCore<C, W> {
     }
 
     /// Connections open or being opened.
-    pub fn total(&self) -> usize {
+    #[cfg(test)]
+    fn total(&self) -> usize {
         self.open()
     }
 }

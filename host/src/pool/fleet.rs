@@ -92,12 +92,6 @@ impl Fleet {
         }
     }
 
-    /// The default group.
-    pub fn default_group(&self) -> &Arc<Group> {
-        self.group(None)
-            .expect("config validation: at least one backend")
-    }
-
     pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.config.name == name)
     }
@@ -110,10 +104,6 @@ impl Fleet {
     /// Every backend as routing sees it.
     pub fn statuses(&self) -> Vec<BackendStatus> {
         self.backends.iter().map(|b| b.status()).collect()
-    }
-
-    pub fn pool_statuses(&self) -> Vec<super::PoolStatus> {
-        self.backends.iter().map(|b| b.pool_status()).collect()
     }
 
     pub async fn disconnect(&self) {
