@@ -401,6 +401,22 @@ impl PolicyDir {
     }
 }
 
+/// A config whose logins the `secrets` credentials policy resolves from `users_json`, mounted
+/// the way Kubernetes mounts a Secret (a directory with one file per key).
+pub fn secrets_config(name: &str, users_json: &[u8]) -> Config {
+    let dir = PolicyDir::new(name);
+    dir.plugin("secrets", "secrets.wasm");
+    dir.write(
+        "secrets.toml",
+        b"name = \"secrets\"\nkind = \"credentials\"\nplugin = \"secrets.wasm\"\n[settings]\nsecret = \"users.json\"\n",
+    );
+    let mounted = PolicyDir::new(&format!("{name}-secret"));
+    mounted.write("users.json", users_json);
+    let mut cfg = dir.config();
+    cfg.secrets.dir = Some(mounted.path.clone());
+    cfg
+}
+
 /// Waits (bounded) until the gateway's policy set version passes `version`.
 pub fn wait_for_policy_version(gw: &Gateway, version: u64) -> sluice::gateway::PolicyStatus {
     for _ in 0..400 {

@@ -473,22 +473,12 @@ async fn configmap_symlink_swaps_are_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_policy_admits_users_from_a_secret_file() {
-    let dir = PolicyDir::new("secrets");
-    dir.plugin("secrets", "secrets.wasm");
-    dir.write(
-        "secrets.toml",
-        b"name = \"secrets\"\nkind = \"credentials\"\nplugin = \"secrets.wasm\"\n[settings]\nsecret = \"users.json\"\n",
-    );
-    // The way Kubernetes mounts a Secret: a directory with one file per key.
-    let mounted = PolicyDir::new("secret-mount");
-    mounted.write(
-        "users.json",
+    let cfg = crate::harness::secrets_config(
+        "secrets",
         br#"{"alice": {"password": "alice-pw", "backend-user": "app", "backend-password": "app-secret"},
             "carol": {"password": "carol-pw", "backend-user": "app", "backend-password": "app-secret",
                       "auth-plugin": "caching_sha2_password"}}"#,
     );
-    let mut cfg = dir.config();
-    cfg.secrets.dir = Some(mounted.path.clone());
     let gw = TestGateway::start(cfg);
     for user in ["alice", "carol"] {
         let mut c = Conn::new(gw.opts(user, &format!("{user}-pw"), Some("app")))

@@ -14,7 +14,7 @@ use sluice::pool::Backend;
 use sluice::pool::core::CloseReason;
 
 use crate::harness::{
-    PolicyDir, TestGateway, config_for, fleet, primary_only_config, start_private_fleet,
+    TestGateway, config_for, fleet, primary_only_config, secrets_config, start_private_fleet,
     start_private_server,
 };
 
@@ -449,21 +449,12 @@ async fn a_drained_replica_closes_its_connections_without_failing_a_statement() 
 async fn users_reach_only_their_backend_group() {
     let f = fleet();
     let tenant = start_private_server("tenant-group");
-    let dir = PolicyDir::new("groups");
-    dir.plugin("secrets", "secrets.wasm");
-    dir.write(
-        "secrets.toml",
-        b"name = \"secrets\"\nkind = \"credentials\"\nplugin = \"secrets.wasm\"\n[settings]\nsecret = \"users.json\"\n",
-    );
-    let mounted = PolicyDir::new("groups-secret");
-    mounted.write(
-        "users.json",
+    let mut cfg = secrets_config(
+        "groups",
         br#"{"alice": {"password": "alice-pw", "backend-user": "app", "backend-password": "app-secret"},
             "bob": {"password": "bob-pw", "backend-user": "app", "backend-password": "app-secret",
                     "backend-group": "tenant"}}"#,
     );
-    let mut cfg = dir.config();
-    cfg.secrets.dir = Some(mounted.path.clone());
     cfg.routing.read_write_split = true;
     cfg.backends.push(BackendConfig {
         name: "tenant-primary".into(),
