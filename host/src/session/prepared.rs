@@ -176,14 +176,14 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(&facts, i));
-        let ssl = self.tls_status();
+        let ssl = super::query::lists_session_status(&facts, &sql).then(|| self.tls_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,
             binary: true,
             base_status: self.last_status,
             rename: &[],
-            status: super::query::lists_session_status(&facts, &sql).then_some(&ssl[..]),
+            status: ssl.as_ref().map(|s| &s[..]),
         };
         let outcome = async {
             let stmt = conn

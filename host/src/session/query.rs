@@ -74,14 +74,14 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(&facts, i));
-        let ssl = self.tls_status();
+        let ssl = lists_session_status(&facts, &text).then(|| self.tls_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,
             binary: false,
             base_status: self.last_status,
             rename: &renames,
-            status: lists_session_status(&facts, &text).then_some(&ssl[..]),
+            status: ssl.as_ref().map(|s| &s[..]),
         };
         let before = self.stream.packets_out();
         let mut outcome = self.run_text(&mut conn, &sql_to_run, mode).await;

@@ -39,15 +39,16 @@ pub struct RelayMode<'a> {
 
 /// The (name, value) column indexes of a status listing.
 fn status_columns(columns: &[Column]) -> Option<(usize, usize)> {
-    let find = |names: [&str; 2]| {
+    // Names compare in any case: `Variable_name` (SHOW) is `VARIABLE_NAME` (information_schema).
+    let find = |names: &[&str]| {
         columns.iter().position(|c| {
             let n = c.name_ref();
             names.iter().any(|w| n.eq_ignore_ascii_case(w.as_bytes()))
         })
     };
     Some((
-        find(["Variable_name", "VARIABLE_NAME"])?,
-        find(["Value", "VARIABLE_VALUE"])?,
+        find(&["Variable_name"])?,
+        find(&["Value", "VARIABLE_VALUE"])?,
     ))
 }
 
