@@ -14,8 +14,8 @@ use sluice::pool::Backend;
 use sluice::pool::core::CloseReason;
 
 use crate::harness::{
-    TestGateway, config_for, fleet, primary_only_config, secrets_config, start_private_fleet,
-    start_private_server,
+    Fleet, TestGateway, config_for, fleet, primary_only_config, secrets_config,
+    start_private_fleet, start_private_server,
 };
 
 fn monitored(mut c: Config) -> Config {
@@ -113,6 +113,28 @@ fn start_readers(
         .collect()
 }
 
+/// Stops fleet node `node`, waits until the gateway sees `backend` down, keeps it down for
+/// `outage`, starts it again and waits until the gateway sees it healthy.
+async fn restart(f: &Arc<Fleet>, node: u16, backend: &Backend, outage: Duration) {
+    let fl = Arc::clone(f);
+    tokio::task::spawn_blocking(move || fl.stop_node(node))
+        .await
+        .expect("stop");
+    wait_until(30, "the gateway sees the backend down", || {
+        !backend.status().healthy
+    })
+    .await;
+    tokio::time::sleep(outage).await;
+    let fl = Arc::clone(f);
+    tokio::task::spawn_blocking(move || fl.start_node(node))
+        .await
+        .expect("start");
+    wait_until(30, "the gateway sees the backend healthy", || {
+        backend.status().healthy
+    })
+    .await;
+}
+
 fn backend(gw: &TestGateway, name: &str) -> Arc<Backend> {
     Arc::clone(gw.gateway.fleet.by_name(name).expect("backend"))
 }
@@ -135,24 +157,8 @@ async fn a_replica_restarted_five_times_serves_every_session_with_its_state() {
         })
         .await;
         reads.counting.store(false, Ordering::Relaxed);
-        let fl = Arc::clone(&f);
-        tokio::task::spawn_blocking(move || fl.stop_node(1))
-            .await
-            .expect("stop");
-        wait_until(30, "the gateway sees the replica down", || {
-            !replica.status().healthy
-        })
-        .await;
         // The outage itself: ten seconds down, as the acceptance asks.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let fl = Arc::clone(&f);
-        tokio::task::spawn_blocking(move || fl.start_node(1))
-            .await
-            .expect("start");
-        wait_until(30, "the gateway sees the replica healthy", || {
-            replica.status().healthy
-        })
-        .await;
+        restart(&f, 1, &replica, Duration::from_secs(10)).await;
         reads.counting.store(true, Ordering::Relaxed);
         let served = reads.on_target.load(Ordering::Relaxed);
         wait_until(30, "reads reach the restarted replica", || {
@@ -347,22 +353,7 @@ async fn after_a_primary_restart_the_first_write_of_every_session_succeeds() {
         written.load(Ordering::Relaxed) >= 200
     })
     .await;
-    let fl = Arc::clone(&f);
-    tokio::task::spawn_blocking(move || fl.stop_node(0))
-        .await
-        .expect("stop");
-    wait_until(30, "the gateway sees the primary down", || {
-        !primary.status().healthy
-    })
-    .await;
-    let fl = Arc::clone(&f);
-    tokio::task::spawn_blocking(move || fl.start_node(0))
-        .await
-        .expect("start");
-    wait_until(30, "the gateway sees the primary healthy", || {
-        primary.status().healthy
-    })
-    .await;
+    restart(&f, 0, &primary, Duration::ZERO).await;
     back.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await
