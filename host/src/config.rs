@@ -115,8 +115,10 @@ pub struct FrontendConfig {
     /// is quiet (affinity: the next statement skips the pool). A session gives it back at once
     /// when another session needs it.
     pub affinity_ms: u64,
-    /// Version presented to clients (prefixed with `5.5.5-`, the MariaDB convention).
-    pub server_version: String,
+    /// Version presented to clients (prefixed with `5.5.5-`, the MariaDB convention). Unset:
+    /// the primary's own `@@version`, as a direct client would see it (clients pick features
+    /// by it), or `10.11.0-MariaDB` before the monitor has read it.
+    pub server_version: Option<String>,
     /// When true, each user's first caching_sha2_password login needs full authentication (over
     /// TLS), like a freshly started MySQL server; later ones take the fast path.
     pub sha2_cold_cache: bool,
@@ -137,7 +139,7 @@ impl Default for FrontendConfig {
             idle_timeout_secs: 28_800,
             drain_timeout_secs: 30,
             affinity_ms: 500,
-            server_version: "10.11.6-MariaDB-sluice".into(),
+            server_version: None,
             sha2_cold_cache: false,
             transaction_idle_timeout_secs: 14_400,
             tls: TlsConfig::default(),

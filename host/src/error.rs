@@ -69,8 +69,8 @@ pub enum GatewayError {
         code: u16,
         message: String,
     },
-    #[error("Query execution was interrupted")]
-    Interrupted,
+    #[error("Connection was killed")]
+    ConnectionKilled,
     #[error("Server shutdown in progress")]
     ShuttingDown,
     #[error("Unknown database '{0}'")]
@@ -113,7 +113,7 @@ impl GatewayError {
             Self::NotThreadOwner(_) => (1095, "HY000"),
             Self::Unsupported(_) => (1235, "42000"),
             Self::Denied { code, .. } => (*code, denial_state(*code)),
-            Self::Interrupted => (1317, "70100"),
+            Self::ConnectionKilled => (1927, "70100"),
             Self::ShuttingDown => (1053, "08S01"),
             Self::UnknownDatabase(_) => (1049, "42000"),
             Self::Internal(_) => (1105, "HY000"),
@@ -132,6 +132,7 @@ impl GatewayError {
                 | Self::TooManyUserConnections { .. }
                 | Self::PacketTooLarge { .. }
                 | Self::ShuttingDown
+                | Self::ConnectionKilled
         )
     }
 

@@ -90,8 +90,9 @@ pub struct QueryFacts {
     pub mentions_connection_id: bool,
     /// Calls `ROW_COUNT()`.
     pub mentions_row_count: bool,
-    /// `KILL [QUERY|CONNECTION] n`: (query_only, n).
-    pub kill: Option<(bool, u64)>,
+    /// `KILL [QUERY|CONNECTION] n`: (query_only, n); n is `None` for `CONNECTION_ID()`, the
+    /// session itself.
+    pub kill: Option<(bool, Option<u64>)>,
     /// LOAD DATA LOCAL INFILE (the client would stream a file).
     pub local_infile: bool,
     /// `BEGIN`, `START TRANSACTION [READ ONLY | READ WRITE | WITH CONSISTENT SNAPSHOT]`: opens a
@@ -381,13 +382,14 @@ macro_rules! keywords {
 #[allow(clippy::doc_markdown)]
 mod kw {
     keywords!(
-        ALTER ANALYZE BEGIN CALL CHARACTER CHARSET COMMIT CONNECTION CONNECTION_ID CREATE DATA
-        DEALLOCATE DEFAULT DELAYED DELETE DESC DESCRIBE DROP DUAL DUMPFILE ERRORS EXECUTE EXISTS
-        EXPLAIN FOR FOUND_ROWS FROM GET_LOCK GLOBAL HANDLER HELP HIGH_PRIORITY IF IGNORE IN INSERT
-        INTO JOIN KILL LAST_INSERT_ID LATERAL LOAD LOCAL LOCK LOW_PRIORITY NAMES NOT ONLY OPTIMIZE
-        OUTFILE PASSWORD PREPARE QUERY QUICK READ RELEASE RENAME REPAIR REPLACE ROLE ROLLBACK ROW_COUNT
+        ALTER ANALYZE BEGIN CALL CASE CHARACTER CHARSET COMMIT CONNECTION CONNECTION_ID CREATE DATA
+        DEALLOCATE DEFAULT DELAYED DELETE DESC DESCRIBE DROP DUAL DUMPFILE ERRORS EVENT EXECUTE EXISTS
+        EXPLAIN FOR FOUND_ROWS FROM FUNCTION GET_LOCK GLOBAL HANDLER HELP HIGH_PRIORITY IF IGNORE IN INSERT
+        INTO JOIN KILL LAST_INSERT_ID LATERAL LOAD LOCAL LOCK LOOP LOW_PRIORITY NAMES NOT ONLY OPTIMIZE
+        OUTFILE PACKAGE PASSWORD PREPARE PROCEDURE QUERY QUICK READ RELEASE RENAME REPAIR REPEAT REPLACE
+        ROLE ROLLBACK ROW_COUNT
         SAVEPOINT SELECT SESSION SET SHARE SHOW START STATEMENT TABLE TABLES TEMPORARY TRANSACTION
-        TRUNCATE UPDATE USE VALUES WARNINGS WHERE WITH XA XML
+        TRIGGER TRUNCATE UPDATE USE VALUES WARNINGS WHERE WHILE WITH XA XML
     );
 }
 
@@ -424,12 +426,37 @@ fn kind_of(first: u128, second: Option<&Tok<'_>>) -> StatementKind {
     }
 }
 
+/// A statement that is a compound block from its first word: `BEGIN NOT ATOMIC`, or IF, CASE,
+/// LOOP, WHILE, REPEAT outside a stored program (MariaDB runs these as one statement).
+fn starts_compound(first: u128, second: Option<&Tok<'_>>) -> bool {
+    match first {
+        kw::BEGIN => is(second, kw::NOT),
+        kw::CASE | kw::LOOP | kw::WHILE | kw::REPEAT => true,
+        // `IF(...)` is a function; the IF statement is `IF <condition> THEN`.
+        kw::IF => !matches!(second, Some(Tok::Punct(b'('))),
+        _ => false,
+    }
+}
+
+/// After CREATE: the object is a stored program, whose body may hold `;`.
+fn defines_program(word: u128) -> bool {
+    matches!(
+        word,
+        kw::PROCEDURE | kw::FUNCTION | kw::TRIGGER | kw::EVENT | kw::PACKAGE
+    )
+}
+
 /// Per-statement state while scanning.
 #[derive(Default)]
 struct StmtScan {
     words: usize,
     first: Option<StatementKind>,
     into: bool,
+    /// The statement began with CREATE.
+    create: bool,
+    /// A compound statement (a stored program's definition, `BEGIN NOT ATOMIC`, a top-level
+    /// IF/CASE/LOOP/WHILE/REPEAT): its `;` separate the body's statements, not the client's.
+    compound: bool,
 }
 
 /// Computes the facts of `sql` in one pass.
@@ -484,6 +511,8 @@ pub fn analyze(sql: &str) -> QueryFacts {
                     let second = lx_peek_word(&lx);
                     let k = kind_of(key, second.as_ref());
                     stmt.first = Some(k);
+                    stmt.create = key == kw::CREATE;
+                    stmt.compound = starts_compound(key, second.as_ref());
                     if !first_kind_set {
                         f.kind = k;
                         first_kind_set = true;
@@ -495,6 +524,7 @@ pub fn analyze(sql: &str) -> QueryFacts {
                         scan_set_start(&mut f, &lx);
                     }
                 } else {
+                    stmt.compound |= stmt.create && defines_program(key);
                     on_word(
                         &mut f,
                         w,
@@ -547,6 +577,7 @@ pub fn analyze(sql: &str) -> QueryFacts {
                     }
                 }
             }
+            Tok::Punct(b';') if stmt.compound => {}
             Tok::Punct(b';') => {
                 // A new statement starts after this (if anything follows).
                 stmt = StmtScan::default();
@@ -661,8 +692,10 @@ fn on_first_word(f: &mut QueryFacts, k: u128, second: Option<&Tok<'_>>, lx: &Lex
                     .take_while(char::is_ascii_digit)
                     .collect();
                 if let Ok(n) = digits.parse() {
-                    f.kill = Some((query_only, n));
+                    f.kill = Some((query_only, Some(n)));
                 }
+            } else if is(id_tok, kw::CONNECTION_ID) {
+                f.kill = Some((query_only, None));
             }
         }
         kw::LOAD => {
@@ -917,6 +950,13 @@ mod tests {
         assert!(!analyze("DELETE FROM t").has_where);
         assert!(analyze("SELECT 1; SELECT 2").multi_statement);
         assert!(!analyze("SELECT 1;").multi_statement);
+        let procedure = "CREATE PROCEDURE p1() BEGIN SELECT 1 FROM DUAL; SELECT 2 FROM DUAL; END";
+        assert!(!analyze(procedure).multi_statement);
+        assert!(!analyze("CREATE DEFINER=CURRENT_USER TRIGGER t BEFORE INSERT ON x FOR EACH ROW BEGIN SET NEW.a = 1; SET NEW.b = 2; END").multi_statement);
+        assert!(!analyze("BEGIN NOT ATOMIC SELECT 1; SELECT 2; END").multi_statement);
+        assert!(!analyze("IF 1 THEN SELECT 1; ELSE SELECT 2; END IF").multi_statement);
+        assert!(analyze("CREATE TABLE t (a INT); SELECT 1").multi_statement);
+        assert!(analyze("SELECT IF(1, 2, 3); SELECT 2").multi_statement);
     }
 
     #[test]
@@ -1002,8 +1042,9 @@ mod tests {
         assert!(analyze("SELECT CONNECTION_ID()").mentions_connection_id);
         assert!(analyze("SELECT row_count ()").mentions_row_count);
         assert!(!analyze("SELECT row_count FROM t").mentions_row_count);
-        assert_eq!(analyze("KILL QUERY 42").kill, Some((true, 42)));
-        assert_eq!(analyze("KILL 7").kill, Some((false, 7)));
+        assert_eq!(analyze("KILL QUERY 42").kill, Some((true, Some(42))));
+        assert_eq!(analyze("KILL 7").kill, Some((false, Some(7))));
+        assert_eq!(analyze("KILL CONNECTION_ID()").kill, Some((false, None)));
         assert!(analyze("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").local_infile);
         assert_eq!(
             analyze("/* sluice:route=primary */ SELECT 1").hints,

@@ -97,6 +97,9 @@ pub struct Gateway {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The greeting's version before the monitor has read the primary's.
+const FALLBACK_VERSION: &str = "10.11.0-MariaDB";
+
 impl Gateway {
     pub fn new(config: Config, policy: Box<dyn Policy>, shutdown: watch::Receiver<bool>) -> Self {
         let fleet = Fleet::new(&config.backends);
@@ -158,6 +161,21 @@ impl Gateway {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The version clients are greeted with (before the `5.5.5-` prefix): the configured one,
+    /// else the default group's primary's (the greeting comes before the user, and so the
+    /// group, is known).
+    pub fn server_version(&self) -> std::borrow::Cow<'_, str> {
+        if let Some(v) = &self.config.frontend.server_version {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        self.fleet
+            .group(None)
+            .and_then(|g| g.primary().version())
+            .map_or(std::borrow::Cow::Borrowed(FALLBACK_VERSION), |v| {
+                std::borrow::Cow::Owned(v.as_str().to_string())
+            })
     }
 
     /// A fresh gateway connection id (never 0).

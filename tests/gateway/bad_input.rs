@@ -173,6 +173,12 @@ fn bad_commands_get_errors_and_the_session_goes_on() {
             .and_then(err_code),
         Some(1064)
     );
+    // ... but one compound statement with `;` in its body is one statement, as the server reads
+    // it (a procedure's definition), and runs.
+    let create = r
+        .command(b"\x03CREATE OR REPLACE PROCEDURE app.bi_p() BEGIN SELECT 1; SELECT 2; END")
+        .expect("create procedure");
+    assert_eq!(create[0], 0x00, "{}", String::from_utf8_lossy(&create));
     // COM_INIT_DB to a database that does not exist: the server's error.
     let e = r.command(b"\x02no_such_db_here").expect("init db");
     assert!(matches!(err_code(&e), Some(1044 | 1049)), "{e:?}");

@@ -192,8 +192,15 @@ async fn connection_id_is_the_gateways_and_kill_query_works() {
         .await
         .expect("kill connection");
     let err = a.query_drop("SELECT 3").await.expect_err("killed");
+    // As direct: the killed connection is closed, not answered (a lost connection, no ERR).
+    assert!(!matches!(err, Error::Server(_)), "{err:?}");
+    // A session that kills itself hears 1927, as from the server.
+    let err = b
+        .query_drop("KILL CONNECTION_ID()")
+        .await
+        .expect_err("self kill");
     assert!(
-        !matches!(err, Error::Server(ref s) if s.code == 0),
+        matches!(err, Error::Server(ref s) if s.code == 1927),
         "{err:?}"
     );
     let _ = f;

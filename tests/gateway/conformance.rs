@@ -174,6 +174,9 @@ const TEXT_STATEMENTS: &[&str] = &[
     "SELECT * FROM no_such_table",
     "SELEC 1",
     "SELECT 1; SELECT * FROM no_such_table; SELECT 2",
+    // An error after an OK result ends the statement there, with the error.
+    "INSERT INTO types (ti) VALUES (11); INSERT INTO types (id) VALUES (1); SELECT 3",
+    "DO 1; SELECT * FROM no_such_table",
     "DELETE FROM types WHERE id = 3",
     "SELECT COUNT(*), SUM(ti), MAX(dtm), MIN(tm) FROM types",
     "BEGIN",

@@ -48,6 +48,9 @@ pub struct Authenticated {
     pub grant: Grant,
     pub tls: bool,
     pub peer: SocketAddr,
+    /// The greeting's scramble: COM_CHANGE_USER proves the password against it again, as the
+    /// server does (clients scramble with it; an auth switch there trips some, Connector/C).
+    pub salt: [u8; 20],
 }
 
 /// Why the connection phase ended without a session.
@@ -95,7 +98,7 @@ pub async fn connection_phase(
     if tls.is_some() {
         server_caps |= cap::SSL;
     }
-    let version = format!("5.5.5-{}", gw.config.frontend.server_version);
+    let version = format!("5.5.5-{}", gw.server_version());
     let (mark, buf) = stream.begin();
     Handshake {
         server_version: &version,
@@ -184,6 +187,7 @@ pub async fn connection_phase(
         grant,
         tls: is_tls,
         peer,
+        salt,
     })
 }
 

@@ -63,6 +63,8 @@ pub struct Backend {
     /// A position this server is known to have applied (from the monitor and from reads that
     /// waited for one): reads that need no more skip the wait.
     applied: Mutex<GtidPosition>,
+    /// The server's `@@version`, once the monitor has read it.
+    version: arc_swap::ArcSwapOption<String>,
     /// Sessions keep their connection between statements (affinity) until the pool runs short:
     /// a borrower that joins the line wakes one quiet session to give its connection back (and
     /// a drain wakes them all).
@@ -118,6 +120,7 @@ impl Backend {
             monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
             applied: Mutex::new(GtidPosition::default()),
+            version: arc_swap::ArcSwapOption::empty(),
             pressure: tokio::sync::Notify::new(),
             config,
         }
@@ -352,6 +355,17 @@ impl Backend {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .covers(position)
+    }
+
+    /// The server's version string (`@@version`), when the monitor has read it.
+    pub fn version(&self) -> Option<Arc<String>> {
+        self.version.load_full()
+    }
+
+    pub fn set_version(&self, version: &str) {
+        if self.version.load().as_deref().map(String::as_str) != Some(version) {
+            self.version.store(Some(Arc::new(version.to_string())));
+        }
     }
 
     /// This server has applied `position` (positions only grow).

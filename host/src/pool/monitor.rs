@@ -80,11 +80,15 @@ fn opts(backend: &Backend, cfg: &MonitorConfig) -> OptsBuilder {
 /// One check; false when the connection failed.
 async fn probe(backend: &Backend, c: &mut Conn) -> bool {
     if backend.config.role == Role::Primary {
-        let ok = c.query_drop("SELECT 1").await.is_ok();
-        if ok {
-            backend.set_monitored(true, Some(0));
+        // The version doubles as the liveness check: clients are greeted with it.
+        let Ok(version) = c.query_first::<String, _>("SELECT @@version").await else {
+            return false;
+        };
+        if let Some(v) = version {
+            backend.set_version(&v);
         }
-        return ok;
+        backend.set_monitored(true, Some(0));
+        return true;
     }
     match c.query_first::<Row, _>("SHOW SLAVE STATUS").await {
         Ok(Some(row)) => {

@@ -125,6 +125,8 @@ pub struct Session {
     /// connection went back to the pool).
     last_row_count: i64,
     stmts: Statements,
+    /// The greeting's scramble (COM_CHANGE_USER is proven against it).
+    salt: [u8; 20],
 }
 
 impl Session {
@@ -163,6 +165,7 @@ impl Session {
             last_insert_id: 0,
             last_row_count: -1,
             stmts: Statements::new(gw.config.frontend.max_allowed_packet),
+            salt: a.salt,
             gw,
         }
     }
@@ -286,17 +289,18 @@ impl Session {
     /// Waits for the next command. `None`: the session should end (client gone, idle timeout,
     /// killed, or the gateway is draining).
     async fn next_command(&mut self) -> Result<Option<Bytes>, PacketError> {
-        let idle = Duration::from_secs(self.gw.config.frontend.idle_timeout_secs);
+        let idle = self.wait_timeout();
+        let idle_deadline = tokio::time::Instant::now() + idle;
         let affinity = Duration::from_millis(self.gw.config.frontend.affinity_ms);
         let mut shutdown = self.gw.shutdown.clone();
         loop {
-            if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) || *shutdown.borrow() {
-                let e = if *shutdown.borrow() {
-                    GatewayError::ShuttingDown
-                } else {
-                    GatewayError::Interrupted
-                };
-                let _ = self.send_err(&e).await;
+            if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) {
+                // As the server does with a killed idle connection: close it, no packet (the
+                // client sees 2013 and may reconnect).
+                return Ok(None);
+            }
+            if *shutdown.borrow() {
+                let _ = self.send_err(&GatewayError::ShuttingDown).await;
                 return Ok(None);
             }
             if self.stream.has_buffered() {
@@ -334,15 +338,16 @@ impl Session {
                 self.release_parked().await;
                 continue;
             }
+            let now = tokio::time::Instant::now();
             let wait = if pressed {
                 // Turns left: keep it only if the client is sending right away.
                 QUIET_UNDER_PRESSURE.min(affinity)
             } else if parked_on.is_some() {
                 affinity
             } else if in_txn_hold {
-                txn_idle.min(idle)
+                txn_idle.min(idle_deadline.saturating_duration_since(now))
             } else {
-                idle
+                idle_deadline.saturating_duration_since(now)
             };
             tokio::select! {
                 r = self.stream.wait_for_data() => {
@@ -378,7 +383,6 @@ impl Session {
         }
         if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) {
             // Killed while the client was sending: the command does not run.
-            let _ = self.send_err(&GatewayError::Interrupted).await;
             return Ok(None);
         }
         self.stream.reset_seq();
@@ -448,6 +452,19 @@ impl Session {
             autocommit: self.autocommit(),
             tls: self.tls,
         }
+    }
+
+    /// How long the client may stay quiet between commands: its session's `wait_timeout` when
+    /// it set one (as the server would close it), else the gateway's idle timeout.
+    fn wait_timeout(&self) -> Duration {
+        let secs = self
+            .state
+            .vars
+            .get("wait_timeout")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(self.gw.config.frontend.idle_timeout_secs, |s| s as u64);
+        Duration::from_secs(secs.max(1))
     }
 
     /// The session's autocommit, as the server reported it in the last reply.
@@ -697,13 +714,11 @@ impl Session {
             user: cu.user.clone(),
             auth_response: cu.auth_response.clone(),
             database: cu.database.clone(),
-            // Force an auth switch: the client scrambled with the old salt, which the gateway
-            // does not keep.
-            auth_plugin: Some(String::new()),
+            auth_plugin: cu.auth_plugin.clone(),
             ..HandshakeResponse::default()
         };
-        let salt = crate::auth::new_salt();
         self.reset_session().await;
+        let salt = self.salt;
         match authenticate(
             &mut self.stream,
             &self.gw,

@@ -34,7 +34,9 @@ impl Session {
             .into());
         }
         if let Some((query_only, id)) = facts.kill {
-            return self.kill(query_only, id).await;
+            return self
+                .kill(query_only, id.unwrap_or(u64::from(self.id)))
+                .await;
         }
         let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
         if let Some(new_sql) = self.guard(&facts, &text)? {
@@ -307,7 +309,7 @@ impl Session {
             target.kill_notify.notify_one();
         }
         if u64::from(self.id) == id && !query_only {
-            return Err(GatewayError::Interrupted.into());
+            return Err(GatewayError::ConnectionKilled.into());
         }
         self.send_ok(0, 0).await?;
         Ok(())

@@ -121,6 +121,9 @@ pub async fn relay_sets<P: Protocol>(
     let more_status = mode.base_status | status::MORE_RESULTS_EXISTS;
     loop {
         let Some(columns) = result.columns() else {
+            // No result pending, or the driver holds a later statement's error (a
+            // multi-statement whose second statement failed): `next` gives it up.
+            result.next().await.map_err(backend_err(backend))?;
             return Ok(LastResult::Ok);
         };
         if columns.is_empty() {
