@@ -90,6 +90,8 @@ pub struct QueryFacts {
     pub mentions_connection_id: bool,
     /// Calls `ROW_COUNT()`.
     pub mentions_row_count: bool,
+    /// Calls `FOUND_ROWS()`.
+    pub mentions_found_rows: bool,
     /// `KILL [QUERY|CONNECTION] n`: (query_only, n); n is `None` for `CONNECTION_ID()`, the
     /// session itself.
     pub kill: Option<(bool, Option<u64>)>,
@@ -740,6 +742,7 @@ fn on_word(
             if matches!(lx_peek_word(lx), Some(Tok::Punct(b'('))) {
                 f.needs_previous_connection = true;
                 f.mentions_row_count |= k == kw::ROW_COUNT;
+                f.mentions_found_rows |= k == kw::FOUND_ROWS;
             }
         }
         kw::WARNINGS | kw::ERRORS if is(prev, kw::SHOW) => f.needs_previous_connection = true,
@@ -1042,6 +1045,7 @@ mod tests {
         assert!(analyze("SELECT CONNECTION_ID()").mentions_connection_id);
         assert!(analyze("SELECT row_count ()").mentions_row_count);
         assert!(!analyze("SELECT row_count FROM t").mentions_row_count);
+        assert!(analyze("SELECT FOUND_ROWS()").mentions_found_rows);
         assert_eq!(analyze("KILL QUERY 42").kill, Some((true, Some(42))));
         assert_eq!(analyze("KILL 7").kill, Some((false, Some(7))));
         assert_eq!(analyze("KILL CONNECTION_ID()").kill, Some((false, None)));

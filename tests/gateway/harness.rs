@@ -216,6 +216,23 @@ pub fn config_for(f: &Fleet) -> Config {
     Config::from_toml(&toml).expect("test config")
 }
 
+/// The shipped `config/sluice.toml` (its policies, routing and pools) in front of fleet `f`: what
+/// a new user runs, on a free port.
+pub fn shipped_config(f: &Fleet) -> Config {
+    let mut c = Config::load(&repo_root().join("config/sluice.toml")).expect("shipped config");
+    c.frontend.listen = "127.0.0.1:0".parse().expect("address");
+    for b in &mut c.backends {
+        let port = match b.name.as_str() {
+            "primary" => f.port,
+            "replica1" => f.port + 1,
+            "replica2" => f.port + 2,
+            other => panic!("the shipped config has a backend the test does not know: {other}"),
+        };
+        b.address = format!("127.0.0.1:{port}");
+    }
+    c
+}
+
 /// Only the primary behind the gateway.
 pub fn primary_only_config() -> Config {
     let mut c = base_config();

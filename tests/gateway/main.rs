@@ -10,4 +10,5 @@ mod harness;
 mod multiplex;
 mod policies;
 mod pool;
+mod suites;
 mod transparency;

@@ -289,6 +289,19 @@ async fn row_count_answers_for_the_session_after_its_connection_went_back() {
     // After a result set it is -1, as on the server.
     let rc: Option<i64> = a.query_first("SELECT ROW_COUNT()").await.expect("rc");
     assert_eq!(rc, Some(-1));
+    // FOUND_ROWS(): the rows of the session's last result set, though `other` ran another
+    // SELECT on the connection since.
+    let rows: Vec<i64> = a
+        .query("SELECT v FROM rc WHERE v = 2")
+        .await
+        .expect("select");
+    assert!(rows.len() >= 3, "{rows:?}");
+    let one: Option<i64> = other.query_first("SELECT 1").await.expect("other");
+    assert_eq!(one, Some(1));
+    let row: Option<mysql_async::Row> = a.query_first("SELECT FOUND_ROWS()").await.expect("fr");
+    let row = row.expect("a row");
+    assert_eq!(row.get::<u64, _>(0), Some(rows.len() as u64));
+    assert_eq!(row.columns_ref()[0].name_str(), "FOUND_ROWS()");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

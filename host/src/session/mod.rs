@@ -124,6 +124,8 @@ pub struct Session {
     /// `ROW_COUNT()` after the last statement (answered by the gateway when that statement's
     /// connection went back to the pool).
     last_row_count: i64,
+    /// `FOUND_ROWS()`: the rows of the last result set (answered by the gateway as above).
+    last_found_rows: u64,
     stmts: Statements,
     /// The greeting's scramble (COM_CHANGE_USER is proven against it).
     salt: [u8; 20],
@@ -164,6 +166,7 @@ impl Session {
             last_status: status::AUTOCOMMIT,
             last_insert_id: 0,
             last_row_count: -1,
+            last_found_rows: 0,
             stmts: Statements::new(gw.config.frontend.max_allowed_packet),
             salt: a.salt,
             gw,
@@ -574,17 +577,28 @@ impl Session {
             }
             Arc::new(ReplayState::default())
         };
-        if !Arc::ptr_eq(&applied, &self.state) {
-            if let Some(sql) = self.state.diff_from(&applied) {
+        self.apply_state(&mut conn, &applied).await?;
+        Ok(conn)
+    }
+
+    /// Brings `conn`, which carries `applied`, to the session's state (schema, variables).
+    async fn apply_state(
+        &self,
+        conn: &mut BackendConn,
+        applied: &Arc<ReplayState>,
+    ) -> Result<(), SessionError> {
+        if !Arc::ptr_eq(applied, &self.state) {
+            if let Some(sql) = self.state.diff_from(applied) {
                 conn.set_applied(None);
+                let name = conn.backend.name().to_string();
                 conn.conn()
                     .query_drop(sql)
                     .await
-                    .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+                    .map_err(|e| GatewayError::from_backend(&name, e))?;
             }
             conn.set_applied(Some(Arc::clone(&self.state)));
         }
-        Ok(conn)
+        Ok(())
     }
 
     /// After a statement: keep the connection, for the transaction, the pin, or affinity.
@@ -651,6 +665,7 @@ impl Session {
         self.stmts.clear();
         self.last_insert_id = 0;
         self.last_row_count = -1;
+        self.last_found_rows = 0;
         let mut fresh = ReplayState::default();
         fresh.schema.clone_from(&self.state.schema);
         self.state = Arc::new(fresh);
@@ -767,17 +782,29 @@ impl Session {
         next.schema = Some(db);
         let previous = std::mem::replace(&mut self.state, Arc::new(next));
         let facts = QueryFacts::default();
-        match self.connection_for(&facts).await {
-            Ok((conn, _)) => {
-                self.after_statement(conn);
-                self.send_ok(0, 0).await?;
-                Ok(())
-            }
+        let (mut conn, reused) = match self.connection_for(&facts).await {
+            Ok(c) => c,
             Err(e) => {
                 self.state = previous;
-                Err(e)
+                return Err(e);
+            }
+        };
+        if reused {
+            // A kept connection is still in the previous database: change it there (the
+            // server checks that the database exists and may be used).
+            let applied = conn
+                .applied()
+                .map_or_else(|| Arc::clone(&previous), Arc::clone);
+            if let Err(e) = self.apply_state(&mut conn, &applied).await {
+                self.state = previous;
+                conn.set_applied(Some(Arc::clone(&self.state)));
+                self.after_statement(conn);
+                return Err(e);
             }
         }
+        self.after_statement(conn);
+        self.send_ok(0, 0).await?;
+        Ok(())
     }
 
     async fn com_statistics(&mut self) -> Result<(), SessionError> {

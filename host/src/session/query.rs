@@ -62,12 +62,22 @@ impl Session {
         if let Some(e) = &row_count_expr {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"row_count", e));
         }
+        // The same for FOUND_ROWS() after a result set (SQL_CALC_FOUND_ROWS pins the connection,
+        // so its count is always asked where it was made).
+        let found_rows_expr = (!reused && facts.mentions_found_rows)
+            .then(|| format!("CAST({} AS UNSIGNED)", self.last_found_rows));
+        if let Some(e) = &found_rows_expr {
+            sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"found_rows", e));
+        }
         let mut renames: Vec<(&str, &str)> = Vec::new();
         if let Some(e) = &id_expr {
             renames.push((e.as_str(), "CONNECTION_ID()"));
         }
         if let Some(e) = &row_count_expr {
             renames.push((e.as_str(), "ROW_COUNT()"));
+        }
+        if let Some(e) = &found_rows_expr {
+            renames.push((e.as_str(), "FOUND_ROWS()"));
         }
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
@@ -221,6 +231,9 @@ impl Session {
             self.last_insert_id = outcome.last_insert_id;
         }
         self.last_row_count = outcome.row_count;
+        if let Some(rows) = outcome.found_rows {
+            self.last_found_rows = rows;
+        }
         if !facts.set_targets.is_empty() || facts.changes_schema {
             self.read_back_state(&mut conn, facts).await?;
         }

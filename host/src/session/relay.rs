@@ -72,7 +72,8 @@ fn override_status(
 /// What the last result of a statement was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LastResult {
-    ResultSet,
+    /// A result set of this many rows.
+    ResultSet(u64),
     Ok,
 }
 
@@ -86,6 +87,9 @@ pub struct Outcome {
     pub row_count: i64,
     pub last_insert_id: u64,
     pub warnings: u16,
+    /// What `FOUND_ROWS()` returns after this statement, when it ended with a result set (its
+    /// row count; the gateway answers it when the connection went back to the pool).
+    pub found_rows: Option<u64>,
 }
 
 impl Outcome {
@@ -156,7 +160,9 @@ pub async fn relay_sets<P: Protocol>(
             .filter(|p| redact::has_custom(p))
             .zip(mode.redact)
             .map(|(plan, r)| RowBatch::new(plan, r.policy));
+        let mut rows = 0u64;
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
+            rows += 1;
             let mut values = row.unwrap_raw();
             if let Some((cols, overrides)) = status {
                 override_status(&mut values, cols, overrides);
@@ -190,7 +196,7 @@ pub async fn relay_sets<P: Protocol>(
             }
         };
         if !more {
-            return Ok(LastResult::ResultSet);
+            return Ok(LastResult::ResultSet(rows));
         }
         write_terminator(stream, deprecate_eof, result.warnings(), more_status);
     }
@@ -350,7 +356,7 @@ pub fn finish(
         });
     let status = client_status(backend_status);
     match last {
-        LastResult::ResultSet => {
+        LastResult::ResultSet(_) => {
             write_terminator(stream, caps & cap::DEPRECATE_EOF != 0, warnings, status);
         }
         LastResult::Ok => {
@@ -380,5 +386,9 @@ pub fn finish(
         },
         last_insert_id,
         warnings,
+        found_rows: match last {
+            LastResult::ResultSet(rows) => Some(rows),
+            LastResult::Ok => None,
+        },
     })
 }
