@@ -196,6 +196,11 @@ pub struct RoutingConfig {
     /// write's own primary connection, still held for affinity (no replica could have caught up
     /// yet; asking one costs two round trips).
     pub read_after_write_primary_ms: u64,
+    /// Implicit transactions (autocommit off) that begin with a read start on a replica and
+    /// move to the primary at their first write, if what they read there matches (MaxScale's
+    /// `optimistic_trx`); else they fail with 9003 (SQLSTATE 40001). Off: they run on the
+    /// primary from their first statement.
+    pub optimistic_transactions: bool,
 }
 
 impl Default for RoutingConfig {
@@ -205,6 +210,7 @@ impl Default for RoutingConfig {
             consistency: Consistency::Session,
             consistency_wait_ms: 10,
             read_after_write_primary_ms: 10,
+            optimistic_transactions: false,
         }
     }
 }

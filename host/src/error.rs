@@ -71,6 +71,10 @@ pub enum GatewayError {
     },
     #[error("Connection was killed")]
     ConnectionKilled,
+    #[error(
+        "Transaction rolled back: its reads on replica '{replica}' did not match the primary's when it turned to write (optimistic transactions); retry it"
+    )]
+    OptimisticConflict { replica: String },
     #[error("Server shutdown in progress")]
     ShuttingDown,
     #[error("Unknown database '{0}'")]
@@ -114,6 +118,8 @@ impl GatewayError {
             Self::Unsupported(_) => (1235, "42000"),
             Self::Denied { code, .. } => (*code, denial_state(*code)),
             Self::ConnectionKilled => (1927, "70100"),
+            // 40001: a serialization failure, which clients and ORMs retry.
+            Self::OptimisticConflict { .. } => (9003, "40001"),
             Self::ShuttingDown => (1053, "08S01"),
             Self::UnknownDatabase(_) => (1049, "42000"),
             Self::Internal(_) => (1105, "HY000"),

@@ -94,6 +94,10 @@ pub struct Gateway {
     pub questions: AtomicU64,
     /// Statements a guard rule in report mode would have denied (they ran).
     pub guard_reports: AtomicU64,
+    /// Optimistic transactions that moved to the primary with matching results.
+    pub optimistic_moves: AtomicU64,
+    /// Optimistic transactions whose results differed on the primary (failed with 9003).
+    pub optimistic_conflicts: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -114,6 +118,8 @@ impl Gateway {
             started: Instant::now(),
             questions: AtomicU64::new(0),
             guard_reports: AtomicU64::new(0),
+            optimistic_moves: AtomicU64::new(0),
+            optimistic_conflicts: AtomicU64::new(0),
             shutdown,
         }
     }

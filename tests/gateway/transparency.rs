@@ -368,3 +368,113 @@ async fn sessions_read_their_own_writes_from_replicas() {
         "eventual consistency never read stale: the test proves nothing"
     );
 }
+
+/// Optimistic transactions (opt-in): an implicit transaction that begins with a read starts on a
+/// replica; at its first write it moves to the primary when its reads match there, and fails with
+/// 9003 / 40001 when they do not; a read-only one ends on its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_transactions_move_to_the_primary_at_their_first_write() {
+    let f = fleet();
+    f.sql(
+        0,
+        "CREATE TABLE IF NOT EXISTS app.optimistic (id INT PRIMARY KEY, v INT); \
+         REPLACE INTO app.optimistic VALUES (1, 10), (2, 20)",
+    );
+    f.wait_replicas();
+    let mut c = builtin_split();
+    c.routing.optimistic_transactions = true;
+    // Reads right after the session's commits may use replicas (they are waited for below).
+    c.routing.read_after_write_primary_ms = 0;
+    let gw = TestGateway::start(c);
+    let moves = || {
+        gw.gateway
+            .optimistic_moves
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut a = gw.app().await;
+    // Where the transaction runs, from the gateway's view (asking the server, `SELECT @@port`,
+    // would be a read of the transaction itself, whose answer differs between servers).
+    let id = a.id();
+    let held_on = || {
+        gw.gateway
+            .session(id)
+            .and_then(|s| s.view().backend)
+            .map(|(name, _)| name)
+            .unwrap_or_default()
+    };
+    a.query_drop("SET autocommit = 0")
+        .await
+        .expect("autocommit off");
+
+    // Read-only: starts and ends on a replica.
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM optimistic WHERE id = 2")
+        .await
+        .expect("read");
+    assert_eq!(v, Some(20));
+    assert!(
+        held_on().starts_with("replica"),
+        "an optimistic transaction reads on a replica"
+    );
+    a.query_drop("COMMIT").await.expect("commit");
+    assert_eq!(moves(), 0);
+
+    // Read, then write: the reads match on the primary, the transaction goes on there.
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM optimistic WHERE id = 1")
+        .await
+        .expect("read");
+    assert_eq!(v, Some(10));
+    assert!(held_on().starts_with("replica"), "{}", held_on());
+    a.query_drop("UPDATE optimistic SET v = v + 1 WHERE id = 1")
+        .await
+        .expect("the write after matching reads");
+    assert_eq!(moves(), 1);
+    assert_eq!(held_on(), "primary", "the rest runs on the primary");
+    a.query_drop("COMMIT").await.expect("commit");
+    assert_eq!(
+        f.sql(0, "SELECT v FROM app.optimistic WHERE id = 1").trim(),
+        "11"
+    );
+    f.wait_replicas();
+
+    // Read, someone else changes the row, then write: the primary's answer differs -> 9003.
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM optimistic WHERE id = 2")
+        .await
+        .expect("read");
+    assert_eq!(v, Some(20));
+    assert!(held_on().starts_with("replica"), "{}", held_on());
+    f.sql(0, "UPDATE app.optimistic SET v = 21 WHERE id = 2");
+    // The replica has it too; the transaction's snapshot there is still the older one.
+    f.wait_replicas();
+    let err = a
+        .query_drop("UPDATE optimistic SET v = v * 2 WHERE id = 2")
+        .await
+        .expect_err("a conflict");
+    match err {
+        mysql_async::Error::Server(ref e) => {
+            assert_eq!((e.code, e.state.as_str()), (9003, "40001"), "{e:?}");
+        }
+        other => panic!("expected 9003, got {other:?}"),
+    }
+    assert_eq!(
+        f.sql(0, "SELECT v FROM app.optimistic WHERE id = 2").trim(),
+        "21",
+        "the conflicting write did not run"
+    );
+    // The session goes on: the retry sees the new value and writes.
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM optimistic WHERE id = 2")
+        .await
+        .expect("retry read");
+    assert_eq!(v, Some(21));
+    a.query_drop("UPDATE optimistic SET v = v * 2 WHERE id = 2")
+        .await
+        .expect("retry write");
+    a.query_drop("COMMIT").await.expect("commit");
+    assert_eq!(
+        f.sql(0, "SELECT v FROM app.optimistic WHERE id = 2").trim(),
+        "42"
+    );
+}

@@ -10,6 +10,7 @@
 //! next statement routes elsewhere, or at once when another session finds the pool empty.
 
 pub mod consistency;
+pub mod optimistic;
 pub mod prepared;
 pub mod query;
 pub mod redact;
@@ -129,6 +130,8 @@ pub struct Session {
     stmts: Statements,
     /// The greeting's scramble (COM_CHANGE_USER is proven against it).
     salt: [u8; 20],
+    /// The transaction runs optimistically on a replica: what it ran there.
+    optimistic: Option<optimistic::OptimisticLog>,
 }
 
 impl Session {
@@ -169,6 +172,7 @@ impl Session {
             last_found_rows: 0,
             stmts: Statements::new(gw.config.frontend.max_allowed_packet),
             salt: a.salt,
+            optimistic: None,
             gw,
         }
     }
@@ -393,6 +397,20 @@ impl Session {
     }
 
     async fn dispatch(&mut self, cmd: Command) -> Result<Flow, SessionError> {
+        if self.optimistic.is_some()
+            && !matches!(
+                cmd,
+                Command::Query(_)
+                    | Command::Ping
+                    | Command::Quit
+                    | Command::Statistics
+                    | Command::StmtClose(_)
+                    | Command::SetOption(_)
+            )
+        {
+            // Only text statements are logged for replay: anything else runs on the primary.
+            self.move_to_primary().await?;
+        }
         match cmd {
             Command::Quit => return Ok(Flow::Quit),
             Command::Ping => self.send_ok(0, 0).await?,
@@ -547,7 +565,9 @@ impl Session {
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
         let fleet = &self.group;
-        if fleet.len() == 1 || self.opens_writable_transaction(facts) {
+        if fleet.len() == 1
+            || (self.opens_writable_transaction(facts) && !self.starts_optimistic(facts))
+        {
             return Arc::clone(fleet.primary());
         }
         let chosen = match self
@@ -676,6 +696,7 @@ impl Session {
     /// Gives back a held connection; one that carries a transaction or pinned state is reset
     /// first (its state belongs to this session only).
     async fn release_dirty(&mut self) {
+        self.optimistic = None;
         if let Some(mut h) = self.held.take() {
             if h.why == Hold::Parked {
                 self.learn_written(&mut h.conn).await;

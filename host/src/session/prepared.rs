@@ -201,7 +201,8 @@ impl Session {
                 .exec_iter(stmt, params)
                 .await
                 .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
-            let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
+            let last =
+                relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), None).await;
             drop(result);
             relay::finish(&mut self.stream, conn.conn(), last?, self.caps)
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 
+use super::optimistic::ResultDigest;
 use super::relay::{self, Outcome, RelayMode};
 use super::{Session, SessionError};
 use crate::error::GatewayError;
@@ -50,6 +51,17 @@ impl Session {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"connection_id", e));
         }
         self.pins.extend(facts.pins.iter().copied());
+        if !self.in_txn {
+            self.optimistic = None;
+        }
+        if self.optimistic.is_some()
+            && (!Self::stays_optimistic(&facts) || self.optimistic_log_full())
+        {
+            self.move_to_primary().await?;
+        }
+        let optimistic_start = self.starts_optimistic(&facts);
+        let mut digest =
+            (optimistic_start || self.optimistic.is_some()).then(ResultDigest::default);
 
         let (mut conn, reused) = self.connection_for(&facts).await?;
         if !reused {
@@ -96,7 +108,9 @@ impl Session {
             status: ssl.as_ref().map(|s| &s[..]),
         };
         let before = self.stream.packets_out();
-        let mut outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+        let mut outcome = self
+            .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
+            .await;
         let lost = matches!(
             outcome,
             Err(SessionError::Reply(GatewayError::BackendLost { .. }))
@@ -116,9 +130,17 @@ impl Session {
             conn.discard();
             let primary = Arc::clone(self.group.primary());
             conn = self.borrow(&primary).await?;
-            outcome = self.run_text(&mut conn, &sql_to_run, mode).await;
+            digest = digest.map(|_| ResultDigest::default());
+            outcome = self
+                .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
+                .await;
         }
-        self.settle(conn, &facts, outcome).await
+        self.settle(conn, &facts, outcome).await?;
+        if let Some(d) = digest {
+            let sql = Bytes::copy_from_slice(&sql_to_run);
+            self.log_optimistic(&sql, d.finish(), optimistic_start);
+        }
+        Ok(())
     }
 
     /// The guards' verdict on a statement (text or prepared): refused with the policy's error,
@@ -175,6 +197,7 @@ impl Session {
         conn: &mut BackendConn,
         sql: &[u8],
         mode: RelayMode<'_>,
+        digest: Option<&mut ResultDigest>,
     ) -> Result<Outcome, SessionError> {
         let backend = Arc::clone(&conn.backend);
         self.entry.set_running(Some((
@@ -187,7 +210,9 @@ impl Session {
                 conn.conn().query_iter(sql).await.map_err(|e| {
                     SessionError::Reply(GatewayError::from_backend(backend.name(), e))
                 })?;
-            let last = relay::relay_sets(&mut self.stream, &mut result, mode, backend.name()).await;
+            let last =
+                relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), digest)
+                    .await;
             drop(result);
             relay::finish(&mut self.stream, conn.conn(), last?, self.caps)
         }

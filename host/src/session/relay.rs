@@ -120,6 +120,7 @@ pub async fn relay_sets<P: Protocol>(
     result: &mut QueryResult<'_, '_, P>,
     mode: RelayMode<'_>,
     backend: &str,
+    mut digest: Option<&mut super::optimistic::ResultDigest>,
 ) -> Result<LastResult, SessionError> {
     let deprecate_eof = mode.caps & cap::DEPRECATE_EOF != 0;
     let more_status = mode.base_status | status::MORE_RESULTS_EXISTS;
@@ -131,6 +132,9 @@ pub async fn relay_sets<P: Protocol>(
             return Ok(LastResult::Ok);
         };
         if columns.is_empty() {
+            if let Some(d) = digest.as_deref_mut() {
+                d.ok(result.affected_rows());
+            }
             // An OK result. Is another result behind it?
             if result.is_empty() {
                 return Ok(LastResult::Ok);
@@ -154,6 +158,9 @@ pub async fn relay_sets<P: Protocol>(
             .status
             .and_then(|o| status_columns(&columns).map(|c| (c, o)));
         write_columns(stream, &columns, mode, plan.as_deref());
+        if let Some(d) = digest.as_deref_mut() {
+            d.columns(columns.len());
+        }
         // Rows held back while a `custom` column's cells wait for one transform call.
         let mut batch = plan
             .as_deref()
@@ -164,6 +171,9 @@ pub async fn relay_sets<P: Protocol>(
         while let Some(row) = result.next().await.map_err(backend_err(backend))? {
             rows += 1;
             let mut values = row.unwrap_raw();
+            if let Some(d) = digest.as_deref_mut() {
+                d.row(&values);
+            }
             if let Some((cols, overrides)) = status {
                 override_status(&mut values, cols, overrides);
             }
