@@ -50,6 +50,8 @@ fn bench(c: &mut Criterion) {
             in_use: 0,
             idle: 0,
             weight: 1,
+            caught_up: true,
+            applied: None,
         },
         BackendStatus {
             name: Arc::from("replica1"),
@@ -59,6 +61,8 @@ fn bench(c: &mut Criterion) {
             in_use: 0,
             idle: 0,
             weight: 1,
+            caught_up: true,
+            applied: None,
         },
     ];
     let session = SessionInfo {
@@ -69,6 +73,7 @@ fn bench(c: &mut Criterion) {
         in_transaction: false,
         autocommit: true,
         tls: false,
+            required_position: None,
     };
     c.bench_function("facts+check+route/native built-in policy", |b| {
         b.iter(|| {

@@ -27,6 +27,8 @@ fn fleet() -> Vec<BackendStatus> {
         in_use: 0,
         idle: 0,
         weight: 1,
+        caught_up: true,
+        applied: None,
     };
     vec![
         b("primary", Role::Primary, Some(0)),
@@ -68,6 +70,7 @@ fn bench(c: &mut Criterion) {
         in_transaction: false,
         autocommit: true,
         tls: false,
+            required_position: None,
     };
 
     c.bench_function("facts+guard+router/wasm (pooled instances)", |b| {

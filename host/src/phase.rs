@@ -40,6 +40,8 @@ pub struct SessionInfo<'a> {
     /// The session runs with autocommit on (off: every statement is part of a transaction).
     pub autocommit: bool,
     pub tls: bool,
+    /// The position the session's reads must see (consistency `session`, after a write).
+    pub required_position: Option<&'a crate::gtid::GtidPosition>,
 }
 
 /// The outcome of checking a statement.
@@ -70,6 +72,11 @@ pub struct BackendStatus {
     pub in_use: u32,
     pub idle: u32,
     pub weight: u32,
+    /// Known to have applied the position the session's read must see (true when it needs none).
+    pub caught_up: bool,
+    /// What the backend is known to have applied, filled only when the session must see a
+    /// position.
+    pub applied: Option<crate::gtid::GtidPosition>,
 }
 
 /// Where a statement runs.
@@ -212,11 +219,75 @@ impl Policy for ConfigPolicy {
             return RouteDecision::Primary;
         }
         let nth = session.connection_id as usize % count;
-        fleet
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| replica(b))
-            .nth(nth)
-            .map_or(RouteDecision::Primary, |(i, _)| RouteDecision::Backend(i))
+        let replicas = || fleet.iter().enumerate().filter(|(_, b)| replica(b));
+        let Some((sticky, b)) = replicas().nth(nth) else {
+            return RouteDecision::Primary;
+        };
+        // The session must see its last write: a replica known to have it saves the wait on
+        // another (none known: the session's own, where the host waits, bounded).
+        if !b.caught_up
+            && let Some((i, _)) = replicas().find(|(_, b)| b.caught_up)
+        {
+            return RouteDecision::Backend(i);
+        }
+        RouteDecision::Backend(sticky)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, role: Role, caught_up: bool) -> BackendStatus {
+        BackendStatus {
+            name: std::sync::Arc::from(name),
+            role,
+            healthy: true,
+            lag_ms: Some(0),
+            in_use: 0,
+            idle: 0,
+            weight: 1,
+            caught_up,
+            applied: None,
+        }
+    }
+
+    #[test]
+    fn the_builtin_split_prefers_a_replica_that_has_the_sessions_write() {
+        let mut config = Config::default();
+        config.routing.read_write_split = true;
+        let policy = ConfigPolicy::new(config);
+        let facts = crate::facts::analyze("SELECT 1 FROM t");
+        let position = crate::gtid::GtidPosition::parse("0-1-5").expect("position");
+        let session = SessionInfo {
+            connection_id: 0,
+            user: "app",
+            client_addr: "127.0.0.1",
+            database: None,
+            in_transaction: false,
+            autocommit: true,
+            tls: false,
+            required_position: Some(&position),
+        };
+        // Connection 0 sticks to the first replica, which lacks the write; the second has it.
+        let fleet = [
+            status("primary", Role::Primary, true),
+            status("replica1", Role::Replica, false),
+            status("replica2", Role::Replica, true),
+        ];
+        assert_eq!(
+            policy.route(&facts, &session, &fleet),
+            RouteDecision::Backend(2)
+        );
+        // Neither has it: the session's own replica (the host waits there, bounded).
+        let behind = [
+            status("primary", Role::Primary, true),
+            status("replica1", Role::Replica, false),
+            status("replica2", Role::Replica, false),
+        ];
+        assert_eq!(
+            policy.route(&facts, &session, &behind),
+            RouteDecision::Backend(1)
+        );
     }
 }

@@ -26,6 +26,12 @@ pub struct CallContext {
     pub database: Option<String>,
     /// The fleet's load, for a router's `fleet.load`.
     pub load: Vec<types::BackendLoad>,
+    /// The position the session's reads must see (`session.required-position`).
+    pub required: Option<String>,
+    /// Per backend: applied the required position (`fleet.caught-up`).
+    pub caught_up: Vec<bool>,
+    /// Per backend, when a position is required: what it applied (`fleet.applied-position`).
+    pub applied: Vec<Option<String>>,
 }
 
 impl CallContext {
@@ -72,6 +78,7 @@ impl CallContext {
             }
             (d, s) => *d = s.map(str::to_string),
         }
+        self.required = session.required_position.map(ToString::to_string);
     }
 }
 
@@ -134,6 +141,18 @@ impl fleet::Host for PluginState {
         let i = usize::try_from(backend).ok()?;
         self.context.load.get(i).copied()
     }
+
+    fn caught_up(&mut self, backend: u32) -> bool {
+        usize::try_from(backend)
+            .ok()
+            .and_then(|i| self.context.caught_up.get(i).copied())
+            .unwrap_or(false)
+    }
+
+    fn applied_position(&mut self, backend: u32) -> Option<String> {
+        let i = usize::try_from(backend).ok()?;
+        self.context.applied.get(i).cloned().flatten()
+    }
 }
 
 impl types::HostSession for PluginState {
@@ -147,6 +166,10 @@ impl types::HostSession for PluginState {
 
     fn database(&mut self, _: Resource<types::Session>) -> Option<String> {
         self.context.database.clone()
+    }
+
+    fn required_position(&mut self, _: Resource<types::Session>) -> Option<String> {
+        self.context.required.clone()
     }
 
     fn drop(&mut self, _: Resource<types::Session>) -> wasmtime::Result<()> {
@@ -168,6 +191,7 @@ mod tests {
             in_transaction: false,
             autocommit: true,
             tls: false,
+            required_position: None,
         };
         let mut ctx = CallContext::default();
         let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(1 << 20));

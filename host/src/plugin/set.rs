@@ -78,6 +78,7 @@ pub fn wit_session(s: &SessionInfo<'_>) -> types::SessionInfo {
         in_transaction: s.in_transaction,
         autocommit: s.autocommit,
         tls: s.tls,
+        must_see_position: s.required_position.is_some(),
     }
 }
 
@@ -183,6 +184,12 @@ impl PolicySet {
             let data = w.store.data_mut();
             data.context.load.clear();
             data.context.load.extend(fleet.iter().map(wit_load));
+            data.context.caught_up.clear();
+            data.context.caught_up.extend(fleet.iter().map(|b| b.caught_up));
+            data.context.applied.clear();
+            data.context
+                .applied
+                .extend(fleet.iter().map(|b| b.applied.as_ref().map(ToString::to_string)));
             let seen = data.fleet_seen.as_deref().is_some_and(|seen| {
                 seen.len() == fleet.len()
                     && seen.iter().zip(fleet).all(|(a, b)| *a == wit_backend(b))

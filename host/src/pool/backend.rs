@@ -447,7 +447,19 @@ impl Backend {
             in_use: self.in_use.load(Ordering::Relaxed),
             idle: self.idle.load(Ordering::Relaxed),
             weight: self.config.weight,
+            caught_up: true,
+            applied: None,
         }
+    }
+
+    /// Whether this backend is known to have applied `position`, and what it applied (for
+    /// routers of a session that must see `position`).
+    pub fn progress(&self, position: &GtidPosition) -> (bool, GtidPosition) {
+        let applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (applied.covers(position), applied.clone())
     }
 
     /// The pool, for operators.

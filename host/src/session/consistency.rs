@@ -72,6 +72,17 @@ impl Session {
         }
     }
 
+    /// The position this session's reads must see, as far as it is known before routing: its
+    /// last write's under `session`. (`global` asks the primary after routing; `eventual` needs
+    /// none.)
+    pub(super) fn required_position(&self) -> Option<&GtidPosition> {
+        if self.gw.config.routing.consistency == Consistency::Session {
+            self.written.as_ref()
+        } else {
+            None
+        }
+    }
+
     /// The connection a read routed to a replica runs on: that one if the replica has applied
     /// what this session must see, else one of the primary's.
     pub(super) async fn consistent(

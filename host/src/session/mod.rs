@@ -472,6 +472,7 @@ impl Session {
             in_transaction: self.in_txn,
             autocommit: self.autocommit(),
             tls: self.tls,
+            required_position: self.required_position(),
         }
     }
 
@@ -570,11 +571,16 @@ impl Session {
         {
             return Arc::clone(fleet.primary());
         }
-        let chosen = match self
-            .gw
-            .policy()
-            .route(facts, &self.info(), &fleet.statuses())
-        {
+        let mut statuses = fleet.statuses();
+        let info = self.info();
+        if let Some(need) = info.required_position {
+            for (s, b) in statuses.iter_mut().zip(fleet.backends()) {
+                let (caught_up, applied) = b.progress(need);
+                s.caught_up = caught_up;
+                s.applied = Some(applied);
+            }
+        }
+        let chosen = match self.gw.policy().route(facts, &info, &statuses) {
             RouteDecision::Primary => None,
             RouteDecision::Backend(i) => fleet.backends().get(i),
             RouteDecision::Named(name) => fleet.by_name(&name).filter(|b| b.status().healthy),

@@ -34,6 +34,7 @@ impl RedactionScope {
             in_transaction: self.in_transaction,
             autocommit: self.autocommit,
             tls: self.tls,
+            required_position: None,
         }
     }
 

@@ -11,6 +11,10 @@
 //!   - `least-in-use`: the one with the fewest connections serving statements;
 //!   - `lowest-latency`: the one with the lowest median latency.
 //! - `max-lag-ms` (1000)
+//! - `consistency` ("session"): `session`: a read of a session that must see its last write
+//!   goes to a usable replica known to have applied it, when the strategy's pick has not (none
+//!   known: the pick, where the host waits for the write, bounded, else reads on the primary);
+//!   `eventual`: the strategy's pick.
 //!
 //! Hints: `/* sluice:route=primary */`, `/* sluice:route=replica */` (a replica even for a
 //! statement that is not a plain read, when one is usable), `/* sluice:route=<backend name> */`.
@@ -48,11 +52,22 @@ pub enum Strategy {
     LowestLatency,
 }
 
+/// What a read must see (the host enforces the gateway's own level whatever the router says;
+/// this lets the router pick a replica that needs no wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    #[default]
+    Session,
+    Eventual,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
     pub strategy: Strategy,
     pub max_lag_ms: u32,
+    pub consistency: Consistency,
 }
 
 impl Default for Settings {
@@ -60,7 +75,30 @@ impl Default for Settings {
         Self {
             strategy: Strategy::Sticky,
             max_lag_ms: 1000,
+            consistency: Consistency::Session,
         }
+    }
+}
+
+/// A replica that may serve reads: healthy, its lag known and under `max-lag-ms`.
+fn usable(settings: &Settings, b: &BackendStatus) -> bool {
+    b.role == Role::Replica && b.healthy && b.lag_ms.is_some_and(|l| l <= settings.max_lag_ms)
+}
+
+/// Under `session` consistency, for a session that must see its last write: the pick if it has
+/// applied it, else the first usable replica that has, else still the pick.
+pub fn prefer_caught_up<'a>(
+    settings: &Settings,
+    choice: Choice<'a>,
+    fleet: &[BackendStatus],
+    caught_up: impl Fn(usize) -> bool,
+) -> Choice<'a> {
+    match choice {
+        Choice::Replica(i) if settings.consistency == Consistency::Session && !caught_up(i) => (0
+            ..fleet.len())
+            .find(|&j| usable(settings, &fleet[j]) && caught_up(j))
+            .map_or(choice, Choice::Replica),
+        other => other,
     }
 }
 
@@ -111,11 +149,8 @@ pub fn choose<'a>(
             }
         }
     }
-    let usable = |b: &BackendStatus| {
-        b.role == Role::Replica && b.healthy && b.lag_ms.is_some_and(|l| l <= settings.max_lag_ms)
-    };
     // The usable replicas, as fleet indexes, without collecting them.
-    let candidates = || (0..fleet.len()).filter(|&i| usable(&fleet[i]));
+    let candidates = || (0..fleet.len()).filter(|&i| usable(settings, &fleet[i]));
     let count = candidates().count() as u64;
     if count == 0 {
         return Choice::Primary;
@@ -188,7 +223,15 @@ impl Routing for Policy {
                         latency_p50_us: u32::MAX,
                     })
             };
-            choose(&st.settings, st.turn, &read, &st.fleet, load)
+            let pick = choose(&st.settings, st.turn, &read, &st.fleet, load);
+            if s.must_see_position {
+                let caught_up = |i: usize| {
+                    u32::try_from(i).is_ok_and(bindings::sluice::policy::fleet::caught_up)
+                };
+                prefer_caught_up(&st.settings, pick, &st.fleet, caught_up)
+            } else {
+                pick
+            }
         });
         match chosen {
             Choice::Primary => RouteDecision::Primary,
@@ -360,5 +403,35 @@ mod tests {
         assert_eq!(choose(&s, 0, &read(1), &f, load), Choice::Replica(2));
         s.strategy = Strategy::LowestLatency;
         assert_eq!(choose(&s, 0, &read(1), &f, load), Choice::Replica(2));
+    }
+
+    #[test]
+    fn a_session_that_must_see_its_write_prefers_a_replica_that_has_it() {
+        let s = Settings::default();
+        let f = fleet();
+        // The pick (1) has not applied the write, 2 has: 2.
+        let only_2 = |i: usize| i == 2;
+        assert_eq!(
+            prefer_caught_up(&s, Choice::Replica(1), &f, only_2),
+            Choice::Replica(2)
+        );
+        // None has: the pick stays (the host waits there, bounded).
+        assert_eq!(
+            prefer_caught_up(&s, Choice::Replica(1), &f, |_| false),
+            Choice::Replica(1)
+        );
+        // The primary stays the primary; `eventual` keeps the pick.
+        assert_eq!(
+            prefer_caught_up(&s, Choice::Primary, &f, only_2),
+            Choice::Primary
+        );
+        let eventual = Settings {
+            consistency: Consistency::Eventual,
+            ..Settings::default()
+        };
+        assert_eq!(
+            prefer_caught_up(&eventual, Choice::Replica(1), &f, only_2),
+            Choice::Replica(1)
+        );
     }
 }
