@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         in_transaction: false,
         autocommit: true,
         tls: false,
-            required_position: None,
+        required_position: None,
     };
     c.bench_function("facts+check+route/native built-in policy", |b| {
         b.iter(|| {

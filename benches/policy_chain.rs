@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
         in_transaction: false,
         autocommit: true,
         tls: false,
-            required_position: None,
+        required_position: None,
     };
 
     c.bench_function("facts+guard+router/wasm (pooled instances)", |b| {

@@ -120,7 +120,7 @@ fn smoke(p: &Plugin) -> Result<(), String> {
         in_transaction: false,
         autocommit: true,
         tls: false,
-            required_position: None,
+        required_position: None,
     };
     let call = Call {
         facts: &facts,

@@ -185,11 +185,15 @@ impl PolicySet {
             data.context.load.clear();
             data.context.load.extend(fleet.iter().map(wit_load));
             data.context.caught_up.clear();
-            data.context.caught_up.extend(fleet.iter().map(|b| b.caught_up));
-            data.context.applied.clear();
             data.context
-                .applied
-                .extend(fleet.iter().map(|b| b.applied.as_ref().map(ToString::to_string)));
+                .caught_up
+                .extend(fleet.iter().map(|b| b.caught_up));
+            data.context.applied.clear();
+            data.context.applied.extend(
+                fleet
+                    .iter()
+                    .map(|b| b.applied.as_ref().map(ToString::to_string)),
+            );
             let seen = data.fleet_seen.as_deref().is_some_and(|seen| {
                 seen.len() == fleet.len()
                     && seen.iter().zip(fleet).all(|(a, b)| *a == wit_backend(b))
