@@ -124,7 +124,9 @@ impl Session {
             }
             None => String::new(),
         };
+        // The replica's transaction is gone whatever happens next.
         self.in_txn = false;
+        self.last_status &= !crate::protocol::constants::status::IN_TRANS;
         self.publish_view();
         let primary = Arc::clone(self.group.primary());
         let mut conn = self.borrow(&primary).await?;
@@ -138,7 +140,6 @@ impl Session {
                     .optimistic_conflicts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(id = self.id, replica = %replica, "optimistic transaction conflicted on the primary");
-                self.last_status &= !crate::protocol::constants::status::IN_TRANS;
                 return Err(GatewayError::OptimisticConflict { replica }.into());
             }
         }
