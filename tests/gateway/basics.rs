@@ -28,6 +28,48 @@ fn mariadb_cli_with_and_without_tls() {
 }
 
 #[test]
+fn the_compressed_protocol_carries_small_and_large_packets() {
+    let gw = TestGateway::start(primary_only_config());
+    let compressed = |extra: &[&str], sql: &str| {
+        let args = [&["--compress", "--max-allowed-packet=64M"], extra, &["app"]].concat();
+        let (ok, out, err) = cli(gw.addr, "app", "app-secret", &args, sql);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
+    assert_eq!(
+        compressed(&[], "SHOW SESSION STATUS LIKE 'Compression'"),
+        "Compression\tON"
+    );
+    let (ok, out, err) = cli(
+        gw.addr,
+        "app",
+        "app-secret",
+        &["app"],
+        "SHOW SESSION STATUS LIKE 'Compression'",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "Compression\tOFF");
+    // A statement and a row over 16 MiB (several packets, several frames), and inside TLS.
+    // (Too long for an argument: the client reads it from a file.)
+    let file = std::env::temp_dir().join(format!("sluice-compressed-{}.sql", std::process::id()));
+    std::fs::write(
+        &file,
+        format!("SELECT LENGTH('{}'), 'end';\n", "x".repeat(17 << 20)),
+    )
+    .expect("write the statement");
+    let out = compressed(&[], &format!("source {}", file.display()));
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out, format!("{}\tend", 17 << 20));
+    assert_eq!(
+        compressed(
+            &["--ssl"],
+            "SELECT MD5(x), LENGTH(x) FROM (SELECT REPEAT('ab', 9000000) AS x) t"
+        ),
+        "a469a0b8bd03cedd6c653763c61f0e90\t18000000"
+    );
+}
+
+#[test]
 fn wrong_password_and_unknown_user_get_1045() {
     let gw = TestGateway::start(primary_only_config());
     let (ok, _, err) = cli(gw.addr, "app", "nope", &[], "SELECT 1");

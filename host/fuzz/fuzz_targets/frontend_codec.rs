@@ -19,18 +19,23 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_execute_params(&body, n, &mut types, &mut long);
         let _ = decode_execute_params(&body, n, &mut types, &mut long);
     }
-    // Framing: the bytes as a stream of packets.
+    // Framing: the bytes as a stream of packets, plain and inside compressed frames.
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    rt.block_on(async {
-        let (mut a, b) = tokio::io::duplex(data.len().max(1) + 16);
-        use tokio::io::AsyncWriteExt;
-        let _ = a.write_all(data).await;
-        drop(a);
-        let mut s = sluice::protocol::PacketStream::new(b, 1 << 20);
-        for _ in 0..64 {
-            if s.read_packet().await.is_err() {
-                break;
+    for compressed in [false, true] {
+        rt.block_on(async {
+            let (mut a, b) = tokio::io::duplex(data.len().max(1) + 16);
+            use tokio::io::AsyncWriteExt;
+            let _ = a.write_all(data).await;
+            drop(a);
+            let mut s = sluice::protocol::PacketStream::new(b, 1 << 20);
+            if compressed {
+                s.enable_compression();
             }
-        }
-    });
+            for _ in 0..64 {
+                if s.read_packet().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
 });

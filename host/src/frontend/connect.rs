@@ -37,7 +37,8 @@ pub const SERVER_CAPABILITIES: u32 = cap::FOUND_ROWS
     | cap::CONNECT_ATTRS
     | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | cap::SESSION_TRACK
-    | cap::DEPRECATE_EOF;
+    | cap::DEPRECATE_EOF
+    | cap::COMPRESS;
 
 /// An authenticated client, ready for its first command (the final OK is not sent yet: the
 /// session sends it once the requested database is confirmed).

@@ -7,6 +7,7 @@ pub mod cap {
     pub const LONG_FLAG: u32 = 1 << 2;
     pub const CONNECT_WITH_DB: u32 = 1 << 3;
     pub const NO_SCHEMA: u32 = 1 << 4;
+    pub const COMPRESS: u32 = 1 << 5;
     pub const ODBC: u32 = 1 << 6;
     pub const LOCAL_FILES: u32 = 1 << 7;
     pub const IGNORE_SPACE: u32 = 1 << 8;

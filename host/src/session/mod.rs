@@ -205,7 +205,14 @@ impl Session {
         };
         let mut s = Self::new(a, gw, id, group);
         let ready = match s.confirm_database().await {
-            Ok(()) => s.send_ok(0, 0).await.is_ok(),
+            Ok(()) => {
+                let ok = s.send_ok(0, 0).await.is_ok();
+                // The connection phase ends with that OK; the compressed protocol starts after it.
+                if s.caps & cap::COMPRESS != 0 {
+                    s.stream.enable_compression();
+                }
+                ok
+            }
             Err(SessionError::Reply(e)) => {
                 let _ = s.send_err(&e).await;
                 false
@@ -278,6 +285,9 @@ impl Session {
                         }
                         PacketError::OutOfOrder { .. } => Some(GatewayError::Malformed(
                             crate::protocol::DecodeError::Malformed("packets out of order"),
+                        )),
+                        PacketError::BadCompression(why) => Some(GatewayError::Malformed(
+                            crate::protocol::DecodeError::Malformed(why),
                         )),
                         PacketError::Closed | PacketError::Io(_) => None,
                     };

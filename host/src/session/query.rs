@@ -183,11 +183,17 @@ impl Session {
     }
 
     /// The status variables that describe the client's connection, not the backend's.
-    pub(super) fn tls_status(&self) -> [(&'static str, &'static str); 2] {
+    pub(super) fn tls_status(&self) -> [(&'static str, &'static str); 3] {
         let tls = self.stream.io().tls_params();
+        let compressed = if self.stream.is_compressed() {
+            "ON"
+        } else {
+            "OFF"
+        };
         [
             ("Ssl_cipher", tls.map_or("", |t| t.cipher)),
             ("Ssl_version", tls.map_or("", |t| t.version)),
+            ("Compression", compressed),
         ]
     }
 
