@@ -34,13 +34,26 @@ pub enum PacketError {
     BadCompression(&'static str),
 }
 
-/// The compressed protocol's layer: frames read ahead, the frame sequence id, and a buffer for
-/// the frames written.
-#[derive(Default)]
+/// The compressed protocol's layer: frames read ahead, the frame sequence id, a buffer for the
+/// frames written, and the zlib states (kept: a deflate state is some 256 KiB to set up).
 struct Compression {
     raw: BytesMut,
     seq: u8,
     out: Vec<u8>,
+    deflate: flate2::Compress,
+    inflate: flate2::Decompress,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            raw: BytesMut::new(),
+            seq: 0,
+            out: Vec::new(),
+            deflate: flate2::Compress::new(flate2::Compression::fast(), true),
+            inflate: flate2::Decompress::new(true),
+        }
+    }
 }
 
 impl Compression {
@@ -65,15 +78,16 @@ impl Compression {
         // At most `ulen` (< 16 MiB) bytes come out, whatever the frame holds.
         let start = into.len();
         into.resize(start + ulen, 0);
-        let mut inflate = flate2::Decompress::new(true);
-        let done = inflate
+        self.inflate.reset(true);
+        let done = self
+            .inflate
             .decompress(
                 &payload,
                 &mut into[start..],
                 flate2::FlushDecompress::Finish,
             )
             .map_err(|_| PacketError::BadCompression("not a zlib stream"))?;
-        if done != flate2::Status::StreamEnd || inflate.total_out() != ulen as u64 {
+        if done != flate2::Status::StreamEnd || self.inflate.total_out() != ulen as u64 {
             into.truncate(start);
             return Err(PacketError::BadCompression(
                 "length differs from its header",
@@ -90,9 +104,10 @@ impl Compression {
             self.out.extend_from_slice(&[0; 7]);
             let mut ulen = 0;
             if chunk.len() >= MIN_COMPRESS {
-                let mut deflate = flate2::Compress::new(flate2::Compression::fast(), true);
+                self.deflate.reset();
                 self.out.reserve(chunk.len() + 64);
-                let ok = deflate
+                let ok = self
+                    .deflate
                     .compress_vec(chunk, &mut self.out, flate2::FlushCompress::Finish)
                     .is_ok_and(|s| s == flate2::Status::StreamEnd);
                 if ok && self.out.len() - at - 7 < chunk.len() {

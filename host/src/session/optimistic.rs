@@ -83,7 +83,7 @@ impl Session {
 
     /// After a statement of an optimistic transaction (or one that may start it): log it, or
     /// forget the log once the transaction ended.
-    pub(super) fn log_optimistic(&mut self, sql: &Bytes, digest: u64, started_here: bool) {
+    pub(super) fn log_optimistic(&mut self, sql: &[u8], digest: u64, started_here: bool) {
         if !self.in_txn {
             self.optimistic = None;
             return;
@@ -96,7 +96,7 @@ impl Session {
             self.optimistic = Some(OptimisticLog::default());
         }
         if let Some(log) = &mut self.optimistic {
-            log.statements.push((sql.clone(), digest));
+            log.statements.push((Bytes::copy_from_slice(sql), digest));
         }
     }
 

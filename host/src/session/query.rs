@@ -98,7 +98,7 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(&facts, i));
-        let ssl = lists_session_status(&facts, &text).then(|| self.tls_status());
+        let ssl = lists_session_status(&facts, &text).then(|| self.own_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,
@@ -137,8 +137,7 @@ impl Session {
         }
         self.settle(conn, &facts, outcome).await?;
         if let Some(d) = digest {
-            let sql = Bytes::copy_from_slice(&sql_to_run);
-            self.log_optimistic(&sql, d.finish(), optimistic_start);
+            self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);
         }
         Ok(())
     }
@@ -183,7 +182,7 @@ impl Session {
     }
 
     /// The status variables that describe the client's connection, not the backend's.
-    pub(super) fn tls_status(&self) -> [(&'static str, &'static str); 3] {
+    pub(super) fn own_status(&self) -> [(&'static str, &'static str); 3] {
         let tls = self.stream.io().tls_params();
         let compressed = if self.stream.is_compressed() {
             "ON"
