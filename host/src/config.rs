@@ -103,8 +103,14 @@ pub struct FrontendConfig {
     pub listen: SocketAddr,
     /// Client connections beyond this get ERR 1040.
     pub max_connections: usize,
-    /// Largest client packet accepted (bytes), after reassembly.
+    /// Largest client packet accepted (bytes), after reassembly; also the longest parameter a
+    /// client may send by COM_STMT_SEND_LONG_DATA (as the server's `max_allowed_packet`).
     pub max_allowed_packet: usize,
+    /// Bytes of COM_STMT_SEND_LONG_DATA one session may hold until its executes (all its
+    /// statements' parameters together): the gateway holds long data until the execute, since
+    /// statements are prepared on whichever backend connection serves it. Beyond it the
+    /// execute fails with ERR 1105 and nothing is sent.
+    pub max_long_data: usize,
     /// Seconds a client has to complete the handshake.
     pub handshake_timeout_secs: u64,
     /// Seconds a client may stay idle between commands before it is disconnected.
@@ -135,6 +141,7 @@ impl Default for FrontendConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6033)),
             max_connections: 4096,
             max_allowed_packet: 64 << 20,
+            max_long_data: 256 << 20,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 28_800,
             drain_timeout_secs: 30,
@@ -406,6 +413,12 @@ impl Config {
             return Err(invalid(
                 "frontend.max-allowed-packet".into(),
                 "must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if f.max_long_data > 1 << 34 {
+            return Err(invalid(
+                "frontend.max-long-data".into(),
+                "must be at most 16 GiB",
             ));
         }
         if f.tls.cert.is_some() != f.tls.key.is_some() {

@@ -2,92 +2,11 @@
 //! gateway answers with a proper ERR where the protocol allows, closes cleanly where it does not,
 //! and keeps serving everyone else. A raw client speaks the bytes.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use mysql_common::scramble::scramble_native;
+use std::io::Write;
+use std::net::SocketAddr;
 
 use crate::harness::{TestGateway, cli, primary_only_config};
-
-/// A MySQL client at the byte level.
-struct Raw {
-    s: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).expect("connect");
-        // A safety net against a hang, not an assertion about speed.
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        Self { s }
-    }
-
-    fn send(&mut self, seq: u8, payload: &[u8]) {
-        let len = (payload.len() as u32).to_le_bytes();
-        let mut p = vec![len[0], len[1], len[2], seq];
-        p.extend_from_slice(payload);
-        self.s.write_all(&p).expect("write");
-    }
-
-    /// The next packet, or `None` once the gateway closed the connection.
-    fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut h = [0u8; 4];
-        self.s.read_exact(&mut h).ok()?;
-        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
-        let mut p = vec![0u8; len];
-        self.s.read_exact(&mut p).ok()?;
-        Some(p)
-    }
-
-    fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.s.read(&mut b), Ok(0) | Err(_))
-    }
-
-    /// Reads the greeting and returns the 20-byte salt.
-    fn greeting(&mut self) -> Vec<u8> {
-        let g = self.recv().expect("greeting");
-        assert_eq!(g[0], 10);
-        let nul = g.iter().position(|&b| b == 0).expect("version end");
-        let mut salt = g[nul + 5..nul + 13].to_vec();
-        let rest = &g[nul + 13 + 1 + 2 + 1 + 2 + 2 + 1 + 10..];
-        salt.extend_from_slice(&rest[..12]);
-        salt
-    }
-
-    /// Logs in as app with mysql_native_password.
-    fn login(addr: SocketAddr) -> Self {
-        let mut r = Self::connect(addr);
-        let salt = r.greeting();
-        let caps: u32 =
-            0x0000_0200 | 0x0000_8000 | 0x0008_0000 | 0x0001_0000 | 0x0002_0000 | 0x0000_0008;
-        let mut p = Vec::new();
-        p.extend_from_slice(&caps.to_le_bytes());
-        p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-        p.push(45);
-        p.extend_from_slice(&[0; 23]);
-        p.extend_from_slice(b"app\0");
-        let auth = scramble_native(&salt, b"app-secret").expect("scramble");
-        p.push(20);
-        p.extend_from_slice(&auth);
-        p.extend_from_slice(b"app\0mysql_native_password\0");
-        r.send(1, &p);
-        let ok = r.recv().expect("auth reply");
-        assert_eq!(ok[0], 0, "login failed: {ok:?}");
-        r
-    }
-
-    fn command(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
-        self.send(0, payload);
-        self.recv()
-    }
-}
-
-fn err_code(p: &[u8]) -> Option<u16> {
-    (p.first() == Some(&0xFF)).then(|| u16::from_le_bytes([p[1], p[2]]))
-}
+use crate::raw::{Raw, err_code};
 
 fn still_serving(addr: SocketAddr) {
     let (ok, out, err) = cli(addr, "app", "app-secret", &[], "SELECT 'alive'");
@@ -276,19 +195,6 @@ fn random_garbage_never_takes_the_gateway_down() {
     still_serving(gw.addr);
 }
 
-/// Reads packets up to and including an EOF (0xFE, short).
-fn until_eof(r: &mut Raw) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let p = r.recv().expect("packet");
-        let eof = p.first() == Some(&0xFE) && p.len() < 9;
-        out.push(p);
-        if eof {
-            return out;
-        }
-    }
-}
-
 #[test]
 fn long_data_reset_and_close_of_prepared_statements() {
     let gw = TestGateway::start(small_packet_config());
@@ -298,8 +204,8 @@ fn long_data_reset_and_close_of_prepared_statements() {
     let id = [ok[1], ok[2], ok[3], ok[4]];
     assert_eq!(u16::from_le_bytes([ok[5], ok[6]]), 1, "one column");
     assert_eq!(u16::from_le_bytes([ok[7], ok[8]]), 1, "one parameter");
-    until_eof(&mut r); // parameter definitions
-    until_eof(&mut r); // column definitions
+    r.until_eof(); // parameter definitions
+    r.until_eof(); // column definitions
     // Two pieces of long data for parameter 0: no reply.
     for piece in [&b"abc"[..], &b"def"[..]] {
         let mut p = vec![0x18];
@@ -317,8 +223,8 @@ fn long_data_reset_and_close_of_prepared_statements() {
         r.send(0, &p);
         let count = r.recv().expect("column count");
         assert_eq!(count, vec![1], "{}", String::from_utf8_lossy(&count));
-        until_eof(r);
-        let rows = until_eof(r);
+        r.until_eof();
+        let rows = r.until_eof();
         rows[0].clone()
     };
     let row = execute(&mut r);

@@ -235,7 +235,12 @@ pub fn shipped_config(f: &Fleet) -> Config {
 
 /// Only the primary behind the gateway.
 pub fn primary_only_config() -> Config {
-    let mut c = base_config();
+    primary_only_config_for(fleet())
+}
+
+/// Only fleet `f`'s primary behind the gateway.
+pub fn primary_only_config_for(f: &Fleet) -> Config {
+    let mut c = config_for(f);
     c.backends.retain(|b| b.role == Role::Primary);
     c
 }

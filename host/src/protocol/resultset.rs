@@ -1,5 +1,5 @@
 //! Result sets and prepared statements: column definitions, text and binary rows, PREPARE_OK and
-//! the parameters of COM_STMT_EXECUTE.
+//! the body of COM_STMT_EXECUTE.
 //!
 //! Values arrive from the backend driver as `mysql_common` values: text rows as raw bytes (relayed
 //! unchanged), binary rows typed (re-encoded by the column's wire type, so widths match).
@@ -132,125 +132,60 @@ pub fn encode_prepare_ok(out: &mut Vec<u8>, id: u32, columns: u16, params: u16, 
     out.extend_from_slice(&warnings.to_le_bytes());
 }
 
-/// A parameter's wire type as the client declared it: type byte and the unsigned flag.
+/// COM_STMT_EXECUTE's body after the statement id, split where a relay needs it. The values stay
+/// as the client encoded them: the backend reads them against the types the client bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamType {
-    pub ty: u8,
-    pub unsigned: bool,
+pub struct ExecuteBody<'a> {
+    /// One bit per parameter, set for NULL.
+    pub null_bitmap: &'a [u8],
+    /// Two bytes per parameter (type, flags) when this execute binds new types; clients send
+    /// them once and the statement keeps them.
+    pub new_types: Option<&'a [u8]>,
+    /// The values of the parameters that are neither NULL nor sent as long data.
+    pub values: &'a [u8],
 }
 
-/// Decodes COM_STMT_EXECUTE's body after the statement id.
-///
-/// `types` holds the types bound by an earlier execute (clients send them only once) and is
-/// updated when the client sends new ones. Parameters that came by COM_STMT_SEND_LONG_DATA are
-/// taken from `long_data` and absent from the packet.
-pub fn decode_execute_params(
-    body: &[u8],
-    num_params: usize,
-    types: &mut Vec<ParamType>,
-    long_data: &mut [Option<Vec<u8>>],
-) -> Result<Vec<Value>, DecodeError> {
-    let mut r = Reader::new(body);
-    let _flags = r.u8("cursor flags")?;
-    let _iterations = r.u32("iteration count")?;
-    if num_params == 0 {
-        return Ok(Vec::new());
-    }
-    let null_bitmap = r.bytes(num_params.div_ceil(8), "NULL bitmap")?;
-    let new_bound = r.u8("new-params-bound flag")?;
-    if new_bound == 1 {
-        types.clear();
-        for _ in 0..num_params {
-            let ty = r.u8("parameter type")?;
-            let flag = r.u8("parameter flag")?;
-            types.push(ParamType {
-                ty,
-                unsigned: flag & 0x80 != 0,
+impl<'a> ExecuteBody<'a> {
+    /// Splits a body for a statement of `num_params` parameters. The cursor flags and iteration
+    /// count are read and dropped: the gateway executes without cursors, once.
+    pub fn decode(body: &'a [u8], num_params: usize) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let _flags = r.u8("cursor flags")?;
+        let _iterations = r.u32("iteration count")?;
+        if num_params == 0 {
+            return Ok(Self {
+                null_bitmap: &[],
+                new_types: None,
+                values: &[],
             });
         }
+        let null_bitmap = r.bytes(num_params.div_ceil(8), "NULL bitmap")?;
+        let new_types = match r.u8("new-params-bound flag")? {
+            1 => Some(r.bytes(num_params * 2, "parameter types")?),
+            _ => None,
+        };
+        Ok(Self {
+            null_bitmap,
+            new_types,
+            values: r.rest(),
+        })
     }
-    if types.len() != num_params {
-        return Err(DecodeError::Malformed(
-            "parameters were never bound with types",
-        ));
-    }
-    let mut values = Vec::with_capacity(num_params);
-    for i in 0..num_params {
-        if let Some(data) = long_data.get_mut(i).and_then(Option::take) {
-            values.push(Value::Bytes(data));
-            continue;
-        }
-        if null_bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            values.push(Value::NULL);
-            continue;
-        }
-        values.push(decode_binary_value(&mut r, types[i])?);
-    }
-    Ok(values)
-}
 
-fn decode_binary_value(r: &mut Reader<'_>, t: ParamType) -> Result<Value, DecodeError> {
-    const W: &str = "parameter value";
-    let int = |u: u64, signed: i64| {
-        if t.unsigned {
-            Value::UInt(u)
-        } else {
-            Value::Int(signed)
+    /// The body a backend executes: no cursor, one iteration, `types` (the statement's latest
+    /// binding, two bytes per parameter) always bound, since the backend statement may be
+    /// another one than the client bound them on.
+    pub fn encode(&self, out: &mut Vec<u8>, types: &[u8]) {
+        out.reserve(8 + self.null_bitmap.len() + types.len() + self.values.len());
+        out.push(0);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        if types.is_empty() {
+            return;
         }
-    };
-    Ok(match t.ty {
-        0x06 => Value::NULL, // MYSQL_TYPE_NULL
-        0x01 => {
-            let b = r.u8(W)?;
-            int(u64::from(b), i64::from(b as i8))
-        }
-        0x02 | 0x0d => {
-            let b = r.u16(W)?;
-            int(u64::from(b), i64::from(b as i16))
-        }
-        0x03 | 0x09 => {
-            let b = r.u32(W)?;
-            int(u64::from(b), i64::from(b as i32))
-        }
-        0x08 => {
-            let b = r.u64(W)?;
-            int(b, b as i64)
-        }
-        0x04 => Value::Float(f32::from_bits(r.u32(W)?)),
-        0x05 => Value::Double(f64::from_bits(r.u64(W)?)),
-        0x0a | 0x0c | 0x07 | 0x0e | 0x11 | 0x12 => {
-            let len = r.u8(W)?;
-            let mut d = Reader::new(r.bytes(usize::from(len), W)?);
-            if len == 0 {
-                Value::Date(0, 0, 0, 0, 0, 0, 0)
-            } else {
-                let y = d.u16(W)?;
-                let m = d.u8(W)?;
-                let day = d.u8(W)?;
-                let (h, mi, s) = if len >= 7 {
-                    (d.u8(W)?, d.u8(W)?, d.u8(W)?)
-                } else {
-                    (0, 0, 0)
-                };
-                let us = if len >= 11 { d.u32(W)? } else { 0 };
-                Value::Date(y, m, day, h, mi, s, us)
-            }
-        }
-        0x0b | 0x13 => {
-            let len = r.u8(W)?;
-            let mut d = Reader::new(r.bytes(usize::from(len), W)?);
-            if len == 0 {
-                Value::Time(false, 0, 0, 0, 0, 0)
-            } else {
-                let neg = d.u8(W)? == 1;
-                let days = d.u32(W)?;
-                let (h, mi, s) = (d.u8(W)?, d.u8(W)?, d.u8(W)?);
-                let us = if len >= 12 { d.u32(W)? } else { 0 };
-                Value::Time(neg, days, h, mi, s, us)
-            }
-        }
-        _ => Value::Bytes(r.lenenc_bytes(W)?.to_vec()),
-    })
+        out.extend_from_slice(self.null_bitmap);
+        out.push(1);
+        out.extend_from_slice(types);
+        out.extend_from_slice(self.values);
+    }
 }
 
 /// True when the column carries the UNSIGNED flag.
@@ -263,25 +198,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn execute_params_decode_with_remembered_types() {
-        let mut types = Vec::new();
-        let mut long = vec![None, None];
+    fn execute_bodies_split_and_always_bind_types() {
         // flags, iterations, bitmap (param 1 NULL), bound=1, types LONGLONG, VAR_STRING, value
-        let mut body = vec![0, 1, 0, 0, 0, 0b10, 1, 0x08, 0, 0xfd, 0];
+        let mut body = vec![0x01, 1, 0, 0, 0, 0b10, 1, 0x08, 0, 0xfd, 0];
         body.extend_from_slice(&42i64.to_le_bytes());
-        let v = decode_execute_params(&body, 2, &mut types, &mut long).expect("decode");
-        assert_eq!(v, vec![Value::Int(42), Value::NULL]);
-        // Second execute: types not resent.
-        let mut body = vec![0, 1, 0, 0, 0, 0, 0];
-        body.extend_from_slice(&7i64.to_le_bytes());
-        body.extend_from_slice(&[3, b'a', b'b', b'c']);
-        let v = decode_execute_params(&body, 2, &mut types, &mut long).expect("decode");
-        assert_eq!(v, vec![Value::Int(7), Value::Bytes(b"abc".to_vec())]);
-        // Truncated values are errors, never panics.
-        for n in 0..body.len() {
-            let _ = decode_execute_params(&body[..n], 2, &mut types, &mut long);
+        let b = ExecuteBody::decode(&body, 2).expect("decode");
+        assert_eq!(b.null_bitmap, &[0b10]);
+        assert_eq!(b.new_types, Some(&[0x08, 0, 0xfd, 0][..]));
+        assert_eq!(b.values, &42i64.to_le_bytes());
+        // A later execute without types is relayed with the remembered ones, and no cursor.
+        let mut later = vec![0x01, 1, 0, 0, 0, 0, 0];
+        later.extend_from_slice(&7i64.to_le_bytes());
+        let b = ExecuteBody::decode(&later, 2).expect("decode");
+        assert_eq!(b.new_types, None);
+        let mut out = Vec::new();
+        b.encode(&mut out, &[0x08, 0, 0xfd, 0]);
+        let mut expected = vec![0, 1, 0, 0, 0, 0, 1, 0x08, 0, 0xfd, 0];
+        expected.extend_from_slice(&7i64.to_le_bytes());
+        assert_eq!(out, expected);
+        // Truncated headers are errors, never panics.
+        for n in 0..11 {
+            assert!(ExecuteBody::decode(&body[..n], 2).is_err(), "{n}");
         }
-        assert!(decode_execute_params(&body[..9], 2, &mut types, &mut long).is_err());
+        // No parameters: flags and iterations only.
+        let mut out = Vec::new();
+        ExecuteBody::decode(&[0, 1, 0, 0, 0], 0)
+            .expect("decode")
+            .encode(&mut out, &[]);
+        assert_eq!(out, vec![0, 1, 0, 0, 0]);
     }
 
     #[test]

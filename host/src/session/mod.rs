@@ -170,7 +170,10 @@ impl Session {
             last_insert_id: 0,
             last_row_count: -1,
             last_found_rows: 0,
-            stmts: Statements::new(gw.config.frontend.max_allowed_packet),
+            stmts: Statements::new(prepared::LongDataLimits {
+                per_parameter: gw.config.frontend.max_allowed_packet,
+                per_session: gw.config.frontend.max_long_data,
+            }),
             salt: a.salt,
             optimistic: None,
             gw,
