@@ -13,6 +13,7 @@ pub mod facts;
 pub mod frontend;
 pub mod gateway;
 pub mod gtid;
+pub mod infile;
 pub mod phase;
 pub mod plugin;
 pub mod pool;

@@ -19,10 +19,11 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 }
 
 fn sha(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(data).iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn outcome(reply: &Reply) -> String {
@@ -199,7 +200,7 @@ fn long_data_the_gateway_cannot_hold_is_refused_at_the_execute() {
     assert!(matches!(created, Reply::Ok(_)), "{created:?}");
     let (id, _) = r.prepare("INSERT INTO app.ld_refused (b) VALUES (?)");
     for _ in 0..3 {
-        r.send_long_data(id, 0, &[b'x'; 512 << 10]);
+        r.send_long_data(id, 0, &vec![b'x'; 512 << 10]);
     }
     let Reply::Err(code, message) = r.execute_long(id, 1) else {
         panic!("more than the session may hold was executed");

@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod conformance;
 mod harness;
+mod load_data;
 mod long_tail;
 mod multiplex;
 mod policies;

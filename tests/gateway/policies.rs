@@ -12,7 +12,7 @@ use crate::harness::{
     PolicyDir, TestGateway, start_private_fleet, wait_for_policy_error, wait_for_policy_version,
 };
 
-fn guard_manifest(name: &str, plugin: &str, on_error: &str, settings: &str) -> String {
+pub fn guard_manifest(name: &str, plugin: &str, on_error: &str, settings: &str) -> String {
     format!(
         "name = \"{name}\"\nkind = \"guard\"\nplugin = \"{plugin}\"\non-error = \"{on_error}\"\n[limits]\ndeadline-ms = 20\nmemory-mib = 8\n[settings]\n{settings}\n"
     )

@@ -29,7 +29,7 @@ impl Raw {
     pub fn connect(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).expect("connect");
         // A safety net against a hang, not an assertion about speed.
-        s.set_read_timeout(Some(Duration::from_secs(60)))
+        s.set_read_timeout(Some(Duration::from_mins(1)))
             .expect("timeout");
         Self { s, seq: 0 }
     }

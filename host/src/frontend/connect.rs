@@ -38,7 +38,8 @@ pub const SERVER_CAPABILITIES: u32 = cap::FOUND_ROWS
     | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | cap::SESSION_TRACK
     | cap::DEPRECATE_EOF
-    | cap::COMPRESS;
+    | cap::COMPRESS
+    | cap::LOCAL_FILES;
 
 /// An authenticated client, ready for its first command (the final OK is not sent yet: the
 /// session sends it once the requested database is confirmed).

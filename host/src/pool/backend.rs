@@ -616,7 +616,10 @@ impl BackendConn {
 impl Drop for BackendConn {
     fn drop(&mut self) {
         if let Some(p) = self.pooled.take() {
-            self.backend.put(p, self.reusable);
+            // A statement abandoned mid-way (its future dropped) leaves the driver's connection
+            // marked disconnected: never lend it again.
+            let reusable = self.reusable && !p.conn.conn.is_disconnected();
+            self.backend.put(p, reusable);
         }
     }
 }

@@ -44,7 +44,9 @@ pub fn opts(c: &BackendConfig, account: &Account) -> OptsBuilder {
         .prefer_socket(false)
         .tcp_nodelay(true)
         .client_found_rows(account.found_rows)
-        .stmt_cache_size(c.stmt_cache_size);
+        .stmt_cache_size(c.stmt_cache_size)
+        // LOAD DATA LOCAL: the file comes from the session's client (crate::infile).
+        .local_infile_handler(Some(crate::infile::backend_handler));
     if c.tls {
         opts = opts.ssl_opts(
             SslOpts::default()

@@ -10,6 +10,7 @@
 //! next statement routes elsewhere, or at once when another session finds the pool empty.
 
 pub mod consistency;
+pub mod load_data;
 pub mod optimistic;
 pub mod prepared;
 pub mod query;

@@ -23,9 +23,6 @@ impl Session {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = String::from_utf8_lossy(&sql);
         let mut facts = facts::analyze(&text);
-        if facts.local_infile {
-            return Err(GatewayError::Unsupported("LOAD DATA LOCAL INFILE (the gateway does not relay client files; load from a file on the server or use INSERT)".into()).into());
-        }
         if facts.multi_statement && !self.multi_statements {
             return Err(GatewayError::Server {
                 code: 1064,
@@ -43,6 +40,18 @@ impl Session {
         if let Some(new_sql) = self.guard(&facts, &text)? {
             facts = facts::analyze(&new_sql);
             sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
+        }
+        if facts.local_infile {
+            if facts.multi_statement {
+                return Err(GatewayError::Unsupported(
+                    "LOAD DATA LOCAL INFILE within a multi-statement query (send it on its own)"
+                        .into(),
+                )
+                .into());
+            }
+            if let Some(refusal) = self.local_infile_refusal() {
+                return Err(refusal.into());
+            }
         }
         let id_expr = facts
             .mentions_connection_id
@@ -108,9 +117,12 @@ impl Session {
             status: ssl.as_ref().map(|s| &s[..]),
         };
         let before = self.stream.packets_out();
-        let mut outcome = self
-            .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
-            .await;
+        let mut outcome = if facts.local_infile {
+            self.run_load_local(&mut conn, &sql_to_run, mode).await
+        } else {
+            self.run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
+                .await
+        };
         let lost = matches!(
             outcome,
             Err(SessionError::Reply(GatewayError::BackendLost { .. }))
