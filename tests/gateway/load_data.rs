@@ -219,3 +219,158 @@ fn a_guard_that_denies_load_data_refuses_it_before_the_file_moves() {
     assert_eq!(code, 1227);
     assert!(message.contains("guard: deny-load-data"), "{message}");
 }
+
+/// The gateway binary with the shipped configuration (default policies) in front of `primary`.
+struct GatewayProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl GatewayProcess {
+    fn start(primary: u16) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(crate::harness::repo_root().join("config/sluice.toml"))
+            .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "SLUICE_BACKENDS",
+                format!("[{{name=\"primary\",address=\"127.0.0.1:{primary}\",role=\"primary\"}}]"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sluice");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut up = false;
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert!(up, "sluice did not start listening");
+        Self { child, addr }
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB.
+    fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("process status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in status"))
+    }
+
+    /// Resets the peak RSS and returns the current RSS (KiB).
+    fn rss_baseline(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .expect("reset the peak RSS (clear_refs)");
+        self.status_kib("VmRSS:")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tab-separated file of `rows` rows of about 100 bytes, and what the server should report for
+/// it: `COUNT(*)`, `SUM(id)`, `SUM(CRC32(payload))`.
+fn big_file(path: &std::path::Path, rows: u64) -> String {
+    use std::io::Write;
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("file"));
+    let (mut sum_id, mut sum_crc) = (0u64, 0u64);
+    let mut line = Vec::with_capacity(128);
+    for i in 0..rows {
+        line.clear();
+        let seed = format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let payload = seed.repeat(6);
+        let mut crc = flate2::Crc::new();
+        crc.update(payload.as_bytes());
+        sum_id += i;
+        sum_crc += u64::from(crc.sum());
+        write!(line, "{i}\t{payload}\n").expect("format");
+        w.write_all(&line).expect("write");
+    }
+    w.flush().expect("flush");
+    format!("{rows}\t{sum_id}\t{sum_crc}")
+}
+
+#[test]
+fn a_200_mb_file_loads_in_bounded_gateway_memory() {
+    // A server of its own: the load would make the shared fleet's replicas lag.
+    let f = crate::harness::start_private_server("load-200mb");
+    let gw = GatewayProcess::start(f.port);
+    let dir = std::env::temp_dir().join(format!("sluice-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("big.tsv");
+    let expected = big_file(&file, 2_000_000);
+    let size = std::fs::metadata(&file).expect("size").len();
+    assert!(size > 200_000_000, "{size}");
+    let table = "app.ld_big";
+    let check = format!("SELECT COUNT(*), SUM(id), SUM(CRC32(payload)) FROM {table}");
+    let (ok, _, err) = cli(
+        gw.addr,
+        "app",
+        "app-secret",
+        &["app"],
+        &format!("CREATE OR REPLACE TABLE {table} (id BIGINT, payload VARCHAR(200))"),
+    );
+    assert!(ok, "{err}");
+
+    // mariadb --local-infile.
+    let base = gw.rss_baseline();
+    let (ok, _, err) = cli(
+        gw.addr,
+        "app",
+        "app-secret",
+        &["--local-infile=1", "app"],
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE {table}",
+            file.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    let growth = gw.status_kib("VmHWM:").saturating_sub(base);
+    assert_eq!(f.sql(0, &check), expected);
+    eprintln!("mariadb CLI: {size} bytes loaded, gateway peak RSS +{growth} KiB");
+    assert!(
+        growth < 32 << 10,
+        "the gateway grew by {growth} KiB for the mariadb CLI's load"
+    );
+
+    // PyMySQL local_infile=True.
+    f.sql(0, &format!("TRUNCATE TABLE {table}"));
+    let base = gw.rss_baseline();
+    let out = std::process::Command::new("python3")
+        .arg(crate::harness::repo_root().join("tests/clients/load_data_check.py"))
+        .arg(gw.addr.port().to_string())
+        .arg(&file)
+        .arg(table)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000000");
+    let growth = gw.status_kib("VmHWM:").saturating_sub(base);
+    assert_eq!(f.sql(0, &check), expected);
+    eprintln!("PyMySQL: {size} bytes loaded, gateway peak RSS +{growth} KiB");
+    assert!(
+        growth < 32 << 10,
+        "the gateway grew by {growth} KiB for PyMySQL's load"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
