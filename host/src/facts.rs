@@ -75,6 +75,11 @@ pub struct QueryFacts {
     pub has_where: bool,
     pub tables: Vec<String>,
     pub multi_statement: bool,
+    /// How many statements the packet holds.
+    pub statements: u32,
+    /// Bit `i` set when statement `i` (of the first 64) is a CALL or an anonymous block: it
+    /// answers with its result sets and then an OK, where any other statement answers once.
+    pub calls: u64,
     pub digest: String,
     /// A keyed hash of `digest` (random keys per process, so shapes cannot be forged to
     /// collide): the key of per-digest caches.
@@ -515,6 +520,10 @@ pub fn analyze(sql: &str) -> QueryFacts {
                     stmt.first = Some(k);
                     stmt.create = key == kw::CREATE;
                     stmt.compound = starts_compound(key, second.as_ref());
+                    // An anonymous block answers like a procedure.
+                    if k == StatementKind::Call || stmt.compound {
+                        f.calls |= 1u64.checked_shl(statements as u32 - 1).unwrap_or(0);
+                    }
                     if !first_kind_set {
                         f.kind = k;
                         first_kind_set = true;
@@ -594,6 +603,7 @@ pub fn analyze(sql: &str) -> QueryFacts {
         prev = Some(t);
     }
     f.multi_statement = statements > 1;
+    f.statements = u32::try_from(statements).unwrap_or(u32::MAX);
     f.hints = std::mem::take(&mut lx.hints);
     let declared_read_only = f.kind == StatementKind::Transaction
         && f.starts_transaction == Some(TransactionAccess::ReadOnly);
@@ -960,6 +970,9 @@ mod tests {
         assert!(!analyze("IF 1 THEN SELECT 1; ELSE SELECT 2; END IF").multi_statement);
         assert!(analyze("CREATE TABLE t (a INT); SELECT 1").multi_statement);
         assert!(analyze("SELECT IF(1, 2, 3); SELECT 2").multi_statement);
+        let f = analyze("SELECT 1; CALL p(); DO 1; BEGIN NOT ATOMIC SELECT 1; END");
+        assert_eq!((f.statements, f.calls), (4, 0b1010));
+        assert_eq!(analyze(procedure).calls, 0);
     }
 
     #[test]

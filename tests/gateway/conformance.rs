@@ -144,6 +144,8 @@ const SETUP: &[&str] = &[
     "DROP TABLE IF EXISTS types",
     "DROP TABLE IF EXISTS big",
     "DROP PROCEDURE IF EXISTS two_sets",
+    "DROP PROCEDURE IF EXISTS reshape",
+    "DROP TABLE IF EXISTS reshaped",
     "CREATE TABLE types (id INT AUTO_INCREMENT PRIMARY KEY, ti TINYINT, tu TINYINT UNSIGNED, \
      si SMALLINT, su SMALLINT UNSIGNED, mi MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, \
      bi BIGINT, bu BIGINT UNSIGNED, dc DECIMAL(20,6), f FLOAT, d DOUBLE, dt DATE, tm TIME(6), \
@@ -151,6 +153,35 @@ const SETUP: &[&str] = &[
      j JSON, bl BLOB, tx TEXT, vc VARCHAR(100) CHARACTER SET utf8mb4, vb VARBINARY(50), ch CHAR(5), lt LONGTEXT)",
     "CREATE TABLE big (id INT PRIMARY KEY, b LONGBLOB)",
     "CREATE PROCEDURE two_sets() BEGIN SELECT 1 AS one; SELECT 'two', 2.5; END",
+    "CREATE PROCEDURE reshape(IN n INT) BEGIN SELECT n AS a; END",
+    "CREATE TABLE reshaped (a INT)",
+    "INSERT INTO reshaped VALUES (1)",
+];
+
+/// Prepared statements whose results change shape between executions: a procedure re-defined
+/// with other result sets and columns, a table altered. The client keeps its statement (the
+/// driver's cache); each execution's results are what the server sends for it.
+const RESHAPES: &[(&str, &str)] = &[
+    (
+        "CALL reshape(?)",
+        "CREATE OR REPLACE PROCEDURE reshape(IN n INT) BEGIN SELECT 'x' AS b, 2.5 AS c, n; SELECT n + 1; SELECT 'three' AS z, NULL; END",
+    ),
+    (
+        "CALL reshape(?)",
+        "CREATE OR REPLACE PROCEDURE reshape(IN n INT) BEGIN UPDATE reshaped SET a = a + n; END",
+    ),
+    (
+        "CALL reshape(?)",
+        "CREATE OR REPLACE PROCEDURE reshape(IN n INT) BEGIN SELECT n, n, n, n; SELECT CAST(n AS CHAR) AS s; END",
+    ),
+    (
+        "SELECT *, ? FROM reshaped",
+        "ALTER TABLE reshaped ADD COLUMN b VARCHAR(10) DEFAULT 'bee', ADD COLUMN c DOUBLE DEFAULT 1.5",
+    ),
+    (
+        "SELECT *, ? FROM reshaped",
+        "ALTER TABLE reshaped DROP COLUMN a",
+    ),
 ];
 
 const TEXT_STATEMENTS: &[&str] = &[
@@ -261,6 +292,18 @@ async fn run_all(conn: &mut Conn) -> Vec<(String, Vec<Seen>)> {
     }
     for (s, p) in binary_statements() {
         out.push((format!("binary: {s}"), run_binary(conn, s, p).await));
+    }
+    for (i, (stmt, change)) in RESHAPES.iter().enumerate() {
+        let p = || Params::Positional(vec![Value::Int(i as i64 + 1)]);
+        out.push((
+            format!("binary before change {i}: {stmt}"),
+            run_binary(conn, stmt, p()).await,
+        ));
+        conn.query_drop(*change).await.expect("change");
+        out.push((
+            format!("binary after change {i}: {stmt}"),
+            run_binary(conn, stmt, p()).await,
+        ));
     }
     // The 20 MiB value also through the text protocol.
     out.push((

@@ -136,7 +136,11 @@ fn load_data_local_matches_the_server() {
     let dir = std::env::temp_dir().join(format!("sluice-ldl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("cli.tsv");
-    let rows: String = (0..5000).map(|i| format!("{i}\tname-{i}\n")).collect();
+    let rows = (0..5000).fold(String::new(), |mut s, i| {
+        use std::fmt::Write;
+        let _ = writeln!(s, "{i}\tname-{i}");
+        s
+    });
     std::fs::write(&file, rows).expect("write file");
     let (ok, out, err) = cli(
         gw.addr,
@@ -299,7 +303,7 @@ fn big_file(path: &std::path::Path, rows: u64) -> String {
         crc.update(payload.as_bytes());
         sum_id += i;
         sum_crc += u64::from(crc.sum());
-        write!(line, "{i}\t{payload}\n").expect("format");
+        writeln!(line, "{i}\t{payload}").expect("format");
         w.write_all(&line).expect("write");
     }
     w.flush().expect("flush");

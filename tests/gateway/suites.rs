@@ -41,3 +41,37 @@ fn mysqlclient_tests_end_as_direct() {
 fn mariadb_connector_python_tests_end_as_direct_but_for_listed_gaps() {
     same_outcomes("mariadb-connector");
 }
+
+/// A prepared CALL across re-definitions of its procedure (other result sets, other columns)
+/// and a prepared SELECT across ALTER TABLE, with Connector/Python's prepared cursor: the same
+/// results through the shipped config as direct.
+#[test]
+fn prepared_results_follow_procedure_and_table_changes() {
+    let f = fleet();
+    let gw = TestGateway::start(shipped_config(f));
+    let python = std::env::var_os("SUITES_DIR")
+        .map_or_else(
+            || {
+                std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/sluice/suites")
+            },
+            std::path::PathBuf::from,
+        )
+        .join("venv/bin/python");
+    let run = |port: u16| {
+        let out = Command::new(&python)
+            .arg(repo_root().join("tests/clients/reshape_check.py"))
+            .arg(port.to_string())
+            .output()
+            .expect("run tests/clients/reshape_check.py (scripts/suites-install)");
+        assert!(
+            out.status.success(),
+            "port {port}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let direct = run(f.port);
+    assert!(direct.contains("'three'"), "{direct}");
+    assert_eq!(run(gw.addr.port()), direct);
+}

@@ -68,52 +68,52 @@ impl Session {
         mode: RelayMode<'_>,
     ) -> Result<Outcome, SessionError> {
         let backend = Arc::clone(&conn.backend);
-        let result = {
-            let (request, FileRelay { name, data }) = infile::channel();
-            let statement = infile::answering(request, conn.conn().query_iter(sql));
-            tokio::pin!(statement);
-            // Until the backend asks for the file, the statement may end without asking (an ERR).
-            let requested = tokio::select! {
-                r = &mut statement => Err(r),
-                n = name => Ok(n),
-            };
-            let result = match requested {
-                Err(r) => r,
-                Ok(Err(_)) => {
-                    // The request was dropped unanswered: the statement is ending; take its result.
-                    statement.await
-                }
-                Ok(Ok(file_name)) => {
-                    let pump = pump_file(&mut self.stream, &file_name, data);
-                    tokio::pin!(pump);
-                    let mut pumped = false;
-                    loop {
-                        tokio::select! {
-                            r = &mut statement => {
-                                if !pumped {
-                                    // The backend stopped taking the file (it went away): the
-                                    // client's file is read to its end all the same, so the client
-                                    // is in step for the error.
-                                    (&mut pump).await?;
-                                }
-                                break r;
-                            }
-                            p = &mut pump, if !pumped => {
-                                p?;
-                                pumped = true;
-                            }
-                        }
-                    }
-                }
-            };
-            result
-        };
+        let (request, relay) = infile::channel();
+        let statement = infile::answering(request, conn.conn().query_iter(sql));
+        let result = with_file(statement, &mut self.stream, relay).await?;
         let mut result = result
             .map_err(|e| SessionError::Reply(GatewayError::from_backend(backend.name(), e)))?;
         let last =
             relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), None).await;
         drop(result);
         relay::finish(&mut self.stream, conn.conn(), last?, self.caps)
+    }
+}
+
+/// Drives `statement` and, once its backend asks for the file, the client's file into it.
+async fn with_file<F: Future>(
+    statement: F,
+    stream: &mut PacketStream<ClientIo>,
+    FileRelay { name, data }: FileRelay,
+) -> Result<F::Output, SessionError> {
+    tokio::pin!(statement);
+    // Until the backend asks for the file, the statement may end without asking (an ERR).
+    let requested = tokio::select! {
+        r = &mut statement => return Ok(r),
+        n = name => n,
+    };
+    let Ok(file_name) = requested else {
+        // The request was dropped unanswered: the statement is ending; take its result.
+        return Ok(statement.await);
+    };
+    let pump = pump_file(stream, &file_name, data);
+    tokio::pin!(pump);
+    let mut pumped = false;
+    loop {
+        tokio::select! {
+            r = &mut statement => {
+                if !pumped {
+                    // The backend stopped taking the file (it went away): the client's file is
+                    // read to its end all the same, so the client is in step for the error.
+                    (&mut pump).await?;
+                }
+                return Ok(r);
+            }
+            p = &mut pump, if !pumped => {
+                p?;
+                pumped = true;
+            }
+        }
     }
 }
 

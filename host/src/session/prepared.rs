@@ -218,7 +218,8 @@ impl Session {
         }
         let (mut conn, _) = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
-        let prepared = conn.conn().prep(text.as_ref()).await;
+        // Fresh, not from the driver's cache: the client learns the statement as it is now.
+        let prepared = conn.conn().prep_fresh(text.as_ref()).await;
         let stmt = match prepared {
             Ok(s) => s,
             Err(e) => {
@@ -317,6 +318,7 @@ impl Session {
             base_status: self.last_status,
             rename: &[],
             status: ssl.as_ref().map(|s| &s[..]),
+            order: relay::StatementOrder::of(&facts),
         };
         let outcome = async {
             let stmt = conn

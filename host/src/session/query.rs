@@ -115,6 +115,7 @@ impl Session {
             base_status: self.last_status,
             rename: &renames,
             status: ssl.as_ref().map(|s| &s[..]),
+            order: relay::StatementOrder::of(&facts),
         };
         let before = self.stream.packets_out();
         let mut outcome = if facts.local_infile {
@@ -267,7 +268,9 @@ impl Session {
                 return Err(e);
             }
         };
-        self.last_status = outcome.status;
+        // Only the flags that describe the session carry over to later replies (index use,
+        // metadata changes, slowness are one statement's).
+        self.last_status = outcome.status & status::SESSION_OWNED;
         self.in_txn = outcome.status & status::IN_TRANS != 0;
         if outcome.last_insert_id > 0 {
             self.last_insert_id = outcome.last_insert_id;

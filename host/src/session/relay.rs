@@ -35,6 +35,37 @@ pub struct RelayMode<'a> {
     /// with a name and a value column (`SHOW STATUS`, `information_schema.SESSION_STATUS`), the
     /// rows with these names get these values.
     pub status: Option<&'a [(&'a str, &'a str)]>,
+    /// The client's statements, to say in each result set's metadata whether more results
+    /// follow, as the server does.
+    pub order: StatementOrder,
+}
+
+/// The statements a packet holds, as far as their results go: a CALL (or an anonymous block)
+/// answers with result sets and then an OK, any other statement once. The EOF after a result
+/// set's column definitions carries MORE_RESULTS_EXISTS when more results follow the set; a
+/// client reads it before the rows (Connector/C decides by it how to read a prepared CALL).
+#[derive(Debug, Clone, Copy)]
+pub struct StatementOrder {
+    pub count: u32,
+    pub calls: u64,
+}
+
+impl StatementOrder {
+    pub fn of(facts: &crate::facts::QueryFacts) -> Self {
+        Self {
+            count: facts.statements.max(1),
+            calls: facts.calls,
+        }
+    }
+
+    fn is_call(&self, at: u32) -> bool {
+        1u64.checked_shl(at).is_none_or(|bit| self.calls & bit != 0)
+    }
+
+    /// More results follow a result set of statement `at`.
+    fn more_after_set(&self, at: u32) -> bool {
+        self.is_call(at) || at + 1 < self.count
+    }
 }
 
 /// The (name, value) column indexes of a status listing.
@@ -124,6 +155,8 @@ pub async fn relay_sets<P: Protocol>(
 ) -> Result<LastResult, SessionError> {
     let deprecate_eof = mode.caps & cap::DEPRECATE_EOF != 0;
     let more_status = mode.base_status | status::MORE_RESULTS_EXISTS;
+    // The statement the next result answers.
+    let mut at = 0u32;
     loop {
         let Some(columns) = result.columns() else {
             // No result pending, or the driver holds a later statement's error (a
@@ -135,6 +168,7 @@ pub async fn relay_sets<P: Protocol>(
             if let Some(d) = digest.as_deref_mut() {
                 d.ok(result.affected_rows());
             }
+            at += 1;
             // An OK result. Is another result behind it?
             if result.is_empty() {
                 return Ok(LastResult::Ok);
@@ -157,7 +191,15 @@ pub async fn relay_sets<P: Protocol>(
         let status = mode
             .status
             .and_then(|o| status_columns(&columns).map(|c| (c, o)));
-        write_columns(stream, &columns, mode, plan.as_deref());
+        let metadata_status = if mode.order.more_after_set(at) {
+            more_status
+        } else {
+            mode.base_status
+        };
+        if !mode.order.is_call(at) {
+            at += 1;
+        }
+        write_columns(stream, &columns, mode, plan.as_deref(), metadata_status);
         if let Some(d) = digest.as_deref_mut() {
             d.columns(columns.len());
         }
@@ -274,6 +316,7 @@ fn write_columns(
     columns: &[Column],
     mode: RelayMode<'_>,
     plan: Option<&[ColumnAction]>,
+    metadata_status: u16,
 ) {
     let (mark, buf) = stream.begin();
     encode_column_count(buf, columns.len());
@@ -297,7 +340,7 @@ fn write_columns(
     }
     if mode.caps & cap::DEPRECATE_EOF == 0 {
         let (mark, buf) = stream.begin();
-        encode_eof(buf, 0, mode.base_status);
+        encode_eof(buf, 0, metadata_status);
         stream.finish(mark);
     }
 }

@@ -375,6 +375,28 @@ impl crate::Conn {
         Ok(())
     }
 
+    /// (Sluice patch) Prepares `query` on the server even when the statement cache holds it,
+    /// replacing the cached statement: the answer describes the statement as it is now (a
+    /// cached one carries the parameters and columns of when it was prepared).
+    pub async fn prep_fresh<Q: AsQuery>(&mut self, query: Q) -> Result<Statement> {
+        let query = query.as_query();
+        let parsed = ParsedNamedParams::parse(query.as_ref())?;
+        if let Some(old) = self.get_cached_stmt(parsed.query()) {
+            self.close_statement(old.id()).await?;
+        }
+        let inner_stmt = self
+            .prepare_statement(Cow::Borrowed(parsed.query()))
+            .await?;
+        Ok(Statement::new(
+            inner_stmt,
+            parsed
+                .params()
+                .iter()
+                .map(|x| x.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+        ))
+    }
+
     /// (Sluice patch) Executes `statement` with a COM_STMT_EXECUTE body built by the caller
     /// (everything after the statement id: flags, iteration count, NULL bitmap, types, values),
     /// first sending `long_data` (parameter index, bytes) as COM_STMT_SEND_LONG_DATA in packets
