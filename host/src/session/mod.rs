@@ -11,6 +11,7 @@
 
 pub mod consistency;
 pub mod load_data;
+pub mod long_data;
 pub mod optimistic;
 pub mod prepared;
 pub mod query;

@@ -18,6 +18,8 @@ use crate::facts::{self, QueryFacts};
 use crate::protocol::buf::DecodeError;
 use crate::protocol::resultset::{ExecuteBody, encode_prepare_ok};
 
+pub use super::long_data::{LongData, LongDataHeld, LongDataLimits};
+
 /// Statements one client may hold at once (MySQL's default `max_prepared_stmt_count` is 16382
 /// for the whole server).
 const MAX_STATEMENTS_PER_SESSION: usize = 4096;
@@ -31,56 +33,11 @@ struct ClientStatement {
     long_data: LongData,
 }
 
-/// COM_STMT_SEND_LONG_DATA of one statement, held by the gateway until its execute: statements
-/// are prepared lazily on whichever backend connection serves the execute, so the data cannot
-/// go ahead of it. Bounded per parameter and per session; what would exceed a bound is refused
-/// whole at the execute, never truncated.
-#[derive(Default)]
-struct LongData {
-    /// Per parameter, the bytes received so far.
-    params: Vec<Option<Vec<u8>>>,
-    /// Why the next execute fails, once some data was refused.
-    refused: Option<LongDataRefusal>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LongDataRefusal {
-    /// A parameter index the statement does not have.
-    NoSuchParameter,
-    /// A parameter longer than `frontend.max-allowed-packet`, as the server refuses one longer
-    /// than its `max_allowed_packet`.
-    ParameterTooLong,
-    /// More than `frontend.max-long-data` held by the session.
-    SessionLimit,
-}
-
-impl LongData {
-    fn held(&self) -> usize {
-        self.params.iter().flatten().map(Vec::len).sum()
-    }
-
-    /// Drops the data, keeping the refusal; returns the bytes freed.
-    fn drop_data(&mut self) -> usize {
-        let freed = self.held();
-        self.params.iter_mut().for_each(|p| *p = None);
-        freed
-    }
-}
-
-/// Bounds on the long data a session holds.
-#[derive(Debug, Clone, Copy)]
-pub struct LongDataLimits {
-    pub per_parameter: usize,
-    pub per_session: usize,
-}
-
 /// A session's prepared statements.
 pub struct Statements {
     next_id: u32,
     map: HashMap<u32, ClientStatement>,
-    limits: LongDataLimits,
-    /// Long data held by all statements, in bytes.
-    held: usize,
+    long_data: LongDataHeld,
 }
 
 impl Statements {
@@ -88,19 +45,18 @@ impl Statements {
         Self {
             next_id: 1,
             map: HashMap::new(),
-            limits,
-            held: 0,
+            long_data: LongDataHeld::new(limits),
         }
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
-        self.held = 0;
+        self.long_data.forget_all();
     }
 
     pub fn close(&mut self, id: u32) {
         if let Some(mut s) = self.map.remove(&id) {
-            self.held -= s.long_data.drop_data();
+            self.long_data.reset(&mut s.long_data);
         }
     }
 
@@ -112,89 +68,22 @@ impl Statements {
                 id,
                 command: "mysqld_stmt_reset",
             })?;
-        self.held -= s.long_data.drop_data();
-        s.long_data.refused = None;
+        self.long_data.reset(&mut s.long_data);
         Ok(())
     }
 
     /// COM_STMT_SEND_LONG_DATA has no reply: an unknown statement is ignored (its execute will
     /// name it), anything else refused is remembered and reported by the next execute.
     pub fn send_long_data(&mut self, id: u32, param: u16, data: &[u8]) {
-        let Some(s) = self.map.get_mut(&id) else {
-            return;
-        };
-        let ld = &mut s.long_data;
-        if ld.refused.is_some() {
-            return;
-        }
-        let refusal = match ld.params.get(usize::from(param)) {
-            None => Some(LongDataRefusal::NoSuchParameter),
-            Some(slot) => {
-                let len = slot.as_ref().map_or(0, Vec::len);
-                if len + data.len() > self.limits.per_parameter {
-                    Some(LongDataRefusal::ParameterTooLong)
-                } else if self.held + data.len() > self.limits.per_session {
-                    Some(LongDataRefusal::SessionLimit)
-                } else {
-                    None
-                }
-            }
-        };
-        match (refusal, ld.params.get_mut(usize::from(param))) {
-            (None, Some(slot)) => {
-                slot.get_or_insert_with(Vec::new).extend_from_slice(data);
-                self.held += data.len();
-            }
-            (refusal, _) => {
-                ld.refused = refusal;
-                self.held -= ld.drop_data();
-            }
+        if let Some(s) = self.map.get_mut(&id) {
+            self.long_data.append(&mut s.long_data, param, data);
         }
     }
 
-    /// What a statement's execute sends ahead of it: its long data (taken: an execute consumes
-    /// it, as on the server), or the error that refused some of it.
     fn take_long_data(&mut self, id: u32) -> Result<Vec<(u16, Vec<u8>)>, GatewayError> {
-        let Some(s) = self.map.get_mut(&id) else {
-            return Ok(Vec::new());
-        };
-        let refused = s.long_data.refused.take();
-        let taken: Vec<(u16, Vec<u8>)> = s
-            .long_data
-            .params
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, p)| Some((u16::try_from(i).ok()?, p.take()?)))
-            .collect();
-        self.held -= taken.iter().map(|(_, d)| d.len()).sum::<usize>();
-        match refused {
-            None => Ok(taken),
-            Some(r) => Err(self.refusal_error(r)),
-        }
-    }
-
-    fn refusal_error(&self, r: LongDataRefusal) -> GatewayError {
-        let message = match r {
-            LongDataRefusal::NoSuchParameter => {
-                return GatewayError::Server {
-                    code: 1210,
-                    state: "HY000".into(),
-                    message: "Incorrect arguments to mysqld_stmt_send_long_data".into(),
-                };
-            }
-            LongDataRefusal::ParameterTooLong => format!(
-                "Parameter of prepared statement which is set through mysql_send_long_data() is longer than 'max_allowed_packet' bytes ({}: the gateway's frontend.max-allowed-packet)",
-                self.limits.per_parameter
-            ),
-            LongDataRefusal::SessionLimit => format!(
-                "Parameters of prepared statements set through mysql_send_long_data() exceed the {} bytes a session may hold in the gateway (frontend.max-long-data)",
-                self.limits.per_session
-            ),
-        };
-        GatewayError::Server {
-            code: 1105,
-            state: "HY000".into(),
-            message,
+        match self.map.get_mut(&id) {
+            Some(s) => self.long_data.take(&mut s.long_data),
+            None => Ok(Vec::new()),
         }
     }
 }
@@ -252,10 +141,7 @@ impl Session {
                 facts,
                 params,
                 types: Vec::new(),
-                long_data: LongData {
-                    params: vec![None; params],
-                    refused: None,
-                },
+                long_data: LongData::new(params),
             },
         );
         self.after_statement(conn);
