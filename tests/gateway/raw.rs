@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use mysql_common::scramble::scramble_native;
+use sluice::protocol::buf::{Reader, put_lenenc_int};
 
 /// The largest payload of one packet; a logical packet this long or longer continues.
 pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
@@ -200,7 +201,7 @@ impl Raw {
         let mut p = vec![0x17];
         p.extend_from_slice(&id.to_le_bytes());
         p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xfd, 0]);
-        put_lenenc(&mut p, value.len() as u64);
+        put_lenenc_int(&mut p, value.len() as u64);
         p.extend_from_slice(value);
         self.send_command(&p);
         self.reply()
@@ -276,24 +277,6 @@ pub fn err_code(p: &[u8]) -> Option<u16> {
     (p.first() == Some(&0xFF)).then(|| u16::from_le_bytes([p[1], p[2]]))
 }
 
-pub fn put_lenenc(out: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=250 => out.push(n as u8),
-        251..=0xFFFF => {
-            out.push(0xFC);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x1_0000..=0xFF_FFFF => {
-            out.push(0xFD);
-            out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-        }
-        _ => {
-            out.push(0xFE);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-    }
-}
-
 /// The value of a length-encoded string at the start of `r`.
 pub fn lenenc_value(r: &[u8]) -> &[u8] {
     let (len, n) = lenenc(r);
@@ -302,16 +285,9 @@ pub fn lenenc_value(r: &[u8]) -> &[u8] {
 
 /// A length-encoded integer: its value and how many bytes it took.
 fn lenenc(r: &[u8]) -> (usize, usize) {
-    match r[0] {
-        0xFC => (usize::from(u16::from_le_bytes([r[1], r[2]])), 3),
-        0xFD => (
-            usize::from(r[1]) | usize::from(r[2]) << 8 | usize::from(r[3]) << 16,
-            4,
-        ),
-        0xFE => (
-            u64::from_le_bytes(r[1..9].try_into().expect("8 bytes")) as usize,
-            9,
-        ),
-        n => (usize::from(n), 1),
-    }
+    let mut reader = Reader::new(r);
+    let n = reader
+        .lenenc_int("length")
+        .expect("a length-encoded integer");
+    (n as usize, r.len() - reader.remaining())
 }

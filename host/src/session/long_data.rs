@@ -169,9 +169,9 @@ mod tests {
         })
     }
 
-    fn code(r: Result<Vec<(u16, Vec<u8>)>, GatewayError>) -> Option<u16> {
+    fn code(r: &Result<Vec<(u16, Vec<u8>)>, GatewayError>) -> Option<u16> {
         match r {
-            Err(GatewayError::Server { code, .. }) => Some(code),
+            Err(GatewayError::Server { code, .. }) => Some(*code),
             _ => None,
         }
     }
@@ -196,7 +196,7 @@ mod tests {
         h.append(&mut ld, 0, b"e");
         assert_eq!(h.held(), 0, "the refused parameter's data is freed");
         h.append(&mut ld, 0, b"x");
-        assert_eq!(code(h.take(&mut ld)), Some(1105));
+        assert_eq!(code(&h.take(&mut ld)), Some(1105));
         // The refusal is reported once; the statement is usable again.
         h.append(&mut ld, 0, b"ok");
         assert_eq!(h.take(&mut ld).ok(), Some(vec![(0, b"ok".to_vec())]));
@@ -204,12 +204,12 @@ mod tests {
         let (mut a, mut b) = (LongData::new(1), LongData::new(1));
         h.append(&mut a, 0, b"1234");
         h.append(&mut b, 0, b"567");
-        assert_eq!(code(h.take(&mut b)), Some(1105));
+        assert_eq!(code(&h.take(&mut b)), Some(1105));
         assert_eq!(h.held(), 4);
         h.reset(&mut a);
         assert_eq!(h.held(), 0);
         let mut c = LongData::new(1);
         h.append(&mut c, 3, b"x");
-        assert_eq!(code(h.take(&mut c)), Some(1210));
+        assert_eq!(code(&h.take(&mut c)), Some(1210));
     }
 }
