@@ -311,6 +311,11 @@ pub struct BackendConfig {
     pub tls: bool,
     /// Accept any certificate (development only).
     pub tls_skip_verify: bool,
+    /// The circuit breaker opens after this many of the traffic's connection failures (connects
+    /// refused or timed out, connections lost mid-statement) within `breaker-window-ms`; the
+    /// backend is then `down` until a monitor probe answers (within two monitor intervals).
+    pub breaker_failures: usize,
+    pub breaker_window_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -331,6 +336,8 @@ impl Default for BackendConfig {
             stmt_cache_size: 128,
             tls: false,
             tls_skip_verify: false,
+            breaker_failures: 5,
+            breaker_window_ms: 10_000,
         }
     }
 }
@@ -487,6 +494,12 @@ impl Config {
                 return Err(invalid(
                     key("acquire-timeout-ms"),
                     "acquire-timeout-ms and connect-timeout-ms must be at least 1",
+                ));
+            }
+            if b.breaker_failures == 0 || b.breaker_window_ms == 0 {
+                return Err(invalid(
+                    key("breaker-failures"),
+                    "breaker-failures and breaker-window-ms must be at least 1",
                 ));
             }
         }

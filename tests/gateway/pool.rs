@@ -129,6 +129,19 @@ async fn restart(f: &Arc<Fleet>, node: u16, backend: &Backend, outage: Duration)
     tokio::task::spawn_blocking(move || fl.start_node(node))
         .await
         .expect("start");
+    if node > 0 {
+        // A restarted replica comes back writable (read_only is not persisted here): it is not
+        // read from, and its health says why, until the operator sets it read-only again.
+        wait_until(30, "the gateway sees the replica writable", || {
+            backend.health().1.contains("writable")
+        })
+        .await;
+        assert!(!backend.status().healthy);
+        let fl = Arc::clone(f);
+        tokio::task::spawn_blocking(move || fl.sql(node, "SET GLOBAL read_only = ON"))
+            .await
+            .expect("read_only");
+    }
     wait_until(30, "the gateway sees the backend healthy", || {
         backend.status().healthy
     })

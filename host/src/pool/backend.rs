@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::Account;
 use super::connect::{self, ConnectError, Link};
 use super::core::{CloseReason, PoolCore, PoolCounts, PoolLimits, Pooled, Put, Take};
+use super::health::{BreakerConfig, Health, HealthState, Probe, Transition};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
 use crate::gtid::GtidPosition;
@@ -54,7 +55,12 @@ pub struct Backend {
     waiting: AtomicU32,
     generation: AtomicU64,
     draining: AtomicBool,
+    /// The health state machine; `healthy` mirrors whether it is usable, for routing without a
+    /// lock.
+    health: Mutex<Health>,
     healthy: AtomicBool,
+    /// Health transitions since start, by the state entered (up, lagging, down, draining).
+    transitions: [AtomicU64; 4],
     /// The monitor's own view (its last probe answered), apart from the traffic's: a backend the
     /// traffic already marked unhealthy still starts a new generation when the monitor loses it.
     monitor_up: AtomicBool,
@@ -77,6 +83,12 @@ pub struct PoolStatus {
     pub backend: String,
     pub counts: PoolCounts,
     pub healthy: bool,
+    /// The health state and why.
+    pub health: HealthState,
+    pub why: String,
+    pub breaker_open: bool,
+    /// Health transitions since start, by the state entered (up, lagging, down, draining).
+    pub transitions: [u64; 4],
     /// Acquire time percentiles in microseconds: p50, p99, max; and how many were measured.
     pub acquire_p50_us: u64,
     pub acquire_p99_us: u64,
@@ -116,7 +128,15 @@ impl Backend {
             waiting: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            health: Mutex::new(Health::new(
+                config.role,
+                BreakerConfig {
+                    failures: config.breaker_failures,
+                    window: Duration::from_millis(config.breaker_window_ms),
+                },
+            )),
             healthy: AtomicBool::new(true),
+            transitions: Default::default(),
             monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
             applied: Mutex::new(GtidPosition::default()),
@@ -241,7 +261,7 @@ impl Backend {
     ) -> Result<BackendConn, GatewayError> {
         match connect::open(&self.config, account).await {
             Ok(link) => {
-                self.healthy.store(true, Ordering::Relaxed);
+                self.health_mut().traffic_success();
                 let p = {
                     let mut g = self.lock();
                     let p = g.core.opened(link, Arc::clone(account), Instant::now());
@@ -261,6 +281,8 @@ impl Backend {
             }
             Err(ConnectError::Transport(reason)) => {
                 slot.failed();
+                let t = self.health_mut().traffic_failure(Instant::now());
+                self.note(t);
                 // Unreachable: whatever was open before is of a server that went away.
                 self.went_down();
                 Err(GatewayError::BackendUnavailable {
@@ -311,21 +333,53 @@ impl Backend {
         }
     }
 
-    /// What the monitor saw: reachable, and the replication lag (None: unknown). A backend that
-    /// stops answering starts a new generation: nothing opened before is lent again.
-    pub fn set_monitored(&self, healthy: bool, lag_ms: Option<u32>) {
-        self.healthy.store(healthy, Ordering::Relaxed);
-        let was = self.monitor_up.swap(healthy, Ordering::Relaxed);
+    fn health_mut(&self) -> MutexGuard<'_, Health> {
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Logs and counts a health transition, and mirrors the health for routing.
+    fn note(&self, t: Option<Transition>) {
+        let usable = self.health_mut().usable();
+        self.healthy.store(usable, Ordering::Relaxed);
+        let Some(t) = t else { return };
+        let i = match t.to {
+            HealthState::Up => 0,
+            HealthState::Lagging => 1,
+            HealthState::Down => 2,
+            HealthState::Draining => 3,
+        };
+        self.transitions[i].fetch_add(1, Ordering::Relaxed);
+        if t.to == HealthState::Up {
+            tracing::info!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.why, "backend health changed");
+        } else {
+            tracing::warn!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.why, "backend health changed");
+        }
+    }
+
+    /// The monitor's probe answered: what it saw, and the replication lag (None: unknown).
+    pub fn set_probed(&self, probe: Probe, lag_ms: Option<u32>) {
+        self.monitor_up.store(true, Ordering::Relaxed);
         self.lag_ms
             .store(lag_ms.map_or(u64::MAX, u64::from), Ordering::Relaxed);
-        if was && !healthy {
+        let t = self.health_mut().probed(probe);
+        self.note(t);
+    }
+
+    /// The monitor's probe failed on the transport. A backend that stops answering starts a new
+    /// generation: nothing opened before is lent again.
+    pub fn set_unreachable(&self, reason: String) {
+        self.lag_ms.store(u64::MAX, Ordering::Relaxed);
+        let t = self.health_mut().unreachable(reason);
+        self.note(t);
+        if self.monitor_up.swap(false, Ordering::Relaxed) {
             self.went_down();
         }
     }
 
     /// The backend went away (a connect failed, the monitor lost it): a new generation.
     pub fn went_down(&self) {
-        self.healthy.store(false, Ordering::Relaxed);
         let stale = {
             let mut g = self.lock();
             let stale = g.core.new_generation();
@@ -340,13 +394,19 @@ impl Backend {
         }
     }
 
-    /// A connection to this backend was lost mid-statement: the backend is marked unhealthy
-    /// until the monitor or a successful connect says otherwise, and every idle connection is
-    /// pinged before it is lent again.
+    /// A connection to this backend was lost mid-statement: a failure for the breaker, and
+    /// every idle connection is pinged before it is lent again.
     pub fn connection_lost(&self) {
-        self.healthy.store(false, Ordering::Relaxed);
+        let t = self.health_mut().traffic_failure(Instant::now());
+        self.note(t);
         let mut g = self.lock();
         g.core.suspect(Instant::now());
+    }
+
+    /// The health state and why (for operators and logs).
+    pub fn health(&self) -> (HealthState, String) {
+        let h = self.health_mut();
+        (h.state(), h.why().to_string())
     }
 
     /// Whether this server is known to have applied `position`.
@@ -398,7 +458,8 @@ impl Backend {
             self.mirror(&g.core);
             d
         };
-        tracing::info!(backend = %self.name, "draining");
+        let t = self.health_mut().set_draining(true);
+        self.note(t);
         for p in idle {
             connect::close(p.conn);
         }
@@ -409,10 +470,13 @@ impl Backend {
     }
 
     pub fn undrain(&self) {
-        let mut g = self.lock();
-        g.core.undrain();
-        self.mirror(&g.core);
-        tracing::info!(backend = %self.name, "drain ended");
+        {
+            let mut g = self.lock();
+            g.core.undrain();
+            self.mirror(&g.core);
+        }
+        let t = self.health_mut().set_draining(false);
+        self.note(t);
     }
 
     /// Closes idle connections that are due, and opens warm ones up to `pool-min`.
@@ -464,11 +528,17 @@ impl Backend {
 
     /// The pool, for operators.
     pub fn pool_status(&self) -> PoolStatus {
+        let (health, why) = self.health();
+        let breaker_open = self.health_mut().breaker_open();
         let g = self.lock();
         PoolStatus {
             backend: self.config.name.clone(),
             counts: g.core.counts(),
             healthy: self.healthy.load(Ordering::Relaxed),
+            health,
+            why,
+            breaker_open,
+            transitions: std::array::from_fn(|i| self.transitions[i].load(Ordering::Relaxed)),
             acquire_p50_us: g.acquire_us.value_at_quantile(0.5),
             acquire_p99_us: g.acquire_us.value_at_quantile(0.99),
             acquire_max_us: g.acquire_us.max(),

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod connect;
 pub mod core;
 pub mod fleet;
+pub mod health;
 pub mod maintain;
 pub mod monitor;
 

@@ -1,11 +1,13 @@
-//! The monitor: per backend, a connection of its own that checks health and, on replicas, reads
-//! replication lag (`SHOW SLAVE STATUS`) every `monitor.interval-ms`. A replica whose replication
-//! threads are not both running, or whose lag the server does not report, has an unknown lag.
+//! The monitor: per backend, a connection of its own that probes it every `monitor.interval-ms`:
+//! `@@read_only` and, on replicas, replication (`SHOW SLAVE STATUS`: both threads running, the
+//! lag) and the GTID position applied. What it sees feeds the backend's health
+//! ([`super::health`]): a replica that stopped replicating, reports no lag or turned writable is
+//! `lagging` and not read from; a probe answering closes an open breaker.
 //!
-//! A probe that fails on the transport (refused, lost: the server stopped or restarted, which
-//! always breaks the monitor's own connection) marks the backend down, and the pool starts a new
-//! generation. A monitor account the server refuses says nothing about the backend's health:
-//! it is logged and the probe is skipped.
+//! A probe that fails on the transport (refused, lost, or no answer within the interval: the
+//! server stopped, restarted or stalls, which always breaks the monitor's own connection) marks
+//! the backend down, and the pool starts a new generation. A monitor account the server refuses
+//! says nothing about the backend's health: it is logged and the probe is skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 
 use super::Backend;
+use super::health::{Probe, Replication};
 use crate::config::{MonitorConfig, Role};
 
 /// Watches `backend` until `shutdown` turns true.
@@ -45,17 +48,22 @@ pub async fn run(
                 _ => {}
             }
         }
-        let ok = match conn.as_mut() {
+        let probed = match conn.as_mut() {
             Some(c) => {
                 tokio::time::timeout(interval.max(Duration::from_secs(1)), probe(&backend, c))
                     .await
-                    .unwrap_or(false)
+                    .unwrap_or_else(|_| Err("no answer to the probe in time".into()))
             }
-            None => refused,
+            None if refused => Ok(None),
+            None => Err("cannot connect".into()),
         };
-        if !ok {
-            conn = None;
-            backend.set_monitored(false, None);
+        match probed {
+            Ok(Some((probe, lag))) => backend.set_probed(probe, lag),
+            Ok(None) => {}
+            Err(reason) => {
+                conn = None;
+                backend.set_unreachable(reason);
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -77,20 +85,24 @@ fn opts(backend: &Backend, cfg: &MonitorConfig) -> OptsBuilder {
         .prefer_socket(false)
 }
 
-/// One check; false when the connection failed.
-async fn probe(backend: &Backend, c: &mut Conn) -> bool {
+/// One check: what it saw and the replication lag, or why the server could not be probed.
+async fn probe(backend: &Backend, c: &mut Conn) -> Result<Option<(Probe, Option<u32>)>, String> {
+    let lost = |e: mysql_async::Error| e.to_string();
+    // The version doubles as the liveness check: clients are greeted with the primary's.
+    let (version, read_only): (String, bool) = c
+        .query_first("SELECT @@version, @@read_only")
+        .await
+        .map_err(lost)?
+        .ok_or("the probe returned no row")?;
     if backend.config.role == Role::Primary {
-        // The version doubles as the liveness check: clients are greeted with it.
-        let Ok(version) = c.query_first::<String, _>("SELECT @@version").await else {
-            return false;
+        backend.set_version(&version);
+        let probe = Probe {
+            read_only,
+            replication: Replication::None,
         };
-        if let Some(v) = version {
-            backend.set_version(&v);
-        }
-        backend.set_monitored(true, Some(0));
-        return true;
+        return Ok(Some((probe, Some(0))));
     }
-    match c.query_first::<Row, _>("SHOW SLAVE STATUS").await {
+    let replication = match c.query_first::<Row, _>("SHOW SLAVE STATUS").await {
         Ok(Some(row)) => {
             let running = |col: &str| {
                 row.get_opt::<String, _>(col)
@@ -101,29 +113,35 @@ async fn probe(backend: &Backend, c: &mut Conn) -> bool {
                 .get_opt::<Option<u64>, _>("Seconds_Behind_Master")
                 .and_then(Result::ok)
                 .flatten();
-            let lag = if running("Slave_IO_Running") && running("Slave_SQL_Running") {
-                behind.map(|s| u32::try_from(s.saturating_mul(1000)).unwrap_or(u32::MAX))
+            if running("Slave_IO_Running") && running("Slave_SQL_Running") {
+                Replication::Running {
+                    lag_ms: behind
+                        .map(|s| u32::try_from(s.saturating_mul(1000)).unwrap_or(u32::MAX)),
+                }
             } else {
-                None
-            };
-            backend.set_monitored(true, lag);
-            // What it has applied, for read-your-writes without a wait.
-            if let Ok(Some(pos)) = c.query_first::<String, _>("SELECT @@gtid_slave_pos").await
-                && let Some(p) = crate::gtid::GtidPosition::parse(&pos)
-            {
-                backend.note_applied(&p);
+                Replication::Stopped
             }
-            true
         }
-        Ok(None) => {
-            // Not replicating at all.
-            backend.set_monitored(true, None);
-            true
-        }
-        Err(mysql_async::Error::Server(_)) => {
-            backend.set_monitored(true, None);
-            true
-        }
-        Err(_) => false,
+        Ok(None) => Replication::None,
+        // The monitor account may not read replication status: nothing known of it.
+        Err(mysql_async::Error::Server(_)) => Replication::Running { lag_ms: None },
+        Err(e) => return Err(lost(e)),
+    };
+    // What it has applied, for read-your-writes without a wait.
+    if let Ok(Some(pos)) = c.query_first::<String, _>("SELECT @@gtid_slave_pos").await
+        && let Some(p) = crate::gtid::GtidPosition::parse(&pos)
+    {
+        backend.note_applied(&p);
     }
+    let lag = match replication {
+        Replication::Running { lag_ms } => lag_ms,
+        _ => None,
+    };
+    Ok(Some((
+        Probe {
+            read_only,
+            replication,
+        },
+        lag,
+    )))
 }
