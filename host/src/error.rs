@@ -145,6 +145,12 @@ impl GatewayError {
     /// Classifies a driver error from a backend.
     pub fn from_backend(backend: &str, e: mysql_async::Error) -> Self {
         match e {
+            // ER_SERVER_SHUTDOWN: the server aborted the statement as it stops, and its
+            // connections die with it: the connection is lost, whatever ran of the statement.
+            mysql_async::Error::Server(s) if s.code == 1053 => Self::BackendLost {
+                backend: backend.to_string(),
+                reason: format!("the server is shutting down ({})", s.message),
+            },
             mysql_async::Error::Server(s) => Self::Server {
                 code: s.code,
                 state: s.state,

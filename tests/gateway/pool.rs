@@ -54,6 +54,8 @@ struct Reads {
     /// Errors while the test counts them (outside an outage).
     errors: Mutex<Vec<String>>,
     outage_errors: AtomicU64,
+    /// What the reads that failed during outages said.
+    outage_messages: Mutex<Vec<String>>,
     wrong_state: Mutex<Vec<String>>,
     counting: AtomicBool,
     stop: AtomicBool,
@@ -103,6 +105,7 @@ fn start_readers(
                                 reads.errors.lock().expect("lock").push(format!("client {i}: {e}"));
                             } else {
                                 reads.outage_errors.fetch_add(1, Ordering::Relaxed);
+                                reads.outage_messages.lock().expect("lock").push(e.to_string());
                             }
                         }
                     }
@@ -188,6 +191,12 @@ async fn a_replica_restarted_five_times_serves_every_session_with_its_state() {
         t.await.expect("reader");
     }
     println!("{}", report.join("\n"));
+    // Reads outside transactions move to the other replica or the primary: none fails.
+    let outage = reads.outage_messages.lock().expect("lock");
+    assert!(
+        outage.is_empty(),
+        "reads failed during the outages: {outage:#?}"
+    );
     let errors = reads.errors.lock().expect("lock");
     assert!(
         errors.is_empty(),
