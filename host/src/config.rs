@@ -316,6 +316,11 @@ pub struct BackendConfig {
     /// backend is then `down` until a monitor probe answers (within two monitor intervals).
     pub breaker_failures: usize,
     pub breaker_window_ms: u64,
+    /// Milliseconds a statement may wait for the backend's next packet (0: no limit). Past it
+    /// the statement fails with a 2013-class error and the connection counts as lost: a
+    /// black-holed backend fails statements clearly instead of hanging them. A query that
+    /// legitimately computes longer than this before its first row needs a larger value.
+    pub read_timeout_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -338,6 +343,7 @@ impl Default for BackendConfig {
             tls_skip_verify: false,
             breaker_failures: 5,
             breaker_window_ms: 10_000,
+            read_timeout_ms: 30_000,
         }
     }
 }

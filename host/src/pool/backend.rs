@@ -635,6 +635,12 @@ impl BackendConn {
         &mut self.link().conn
     }
 
+    /// How long the backend may stay silent during a statement (`read-timeout-ms`).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        let ms = self.backend.config.read_timeout_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     pub fn thread_id(&self) -> u32 {
         self.pooled.as_ref().map_or(0, |p| p.conn.conn.id())
     }

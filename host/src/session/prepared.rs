@@ -108,17 +108,19 @@ impl Session {
         let (mut conn, _) = self.connection_for(&facts).await?;
         let name = conn.backend.name().to_string();
         // Fresh, not from the driver's cache: the client learns the statement as it is now.
-        let prepared = conn.conn().prep_fresh(text.as_ref()).await;
+        let read_timeout = conn.read_timeout();
+        let prepared =
+            relay::answer(read_timeout, &name, conn.conn().prep_fresh(text.as_ref())).await;
         let stmt = match prepared {
             Ok(s) => s,
             Err(e) => {
-                let e = GatewayError::from_backend(&name, e);
-                if matches!(e, GatewayError::BackendLost { .. }) {
+                if matches!(e, SessionError::Reply(GatewayError::BackendLost { .. })) {
+                    conn.backend.connection_lost();
                     conn.discard();
                 } else {
                     self.after_statement(conn);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let id = self.stmts.next_id;
@@ -205,20 +207,23 @@ impl Session {
             rename: &[],
             status: ssl.as_ref().map(|s| &s[..]),
             order: relay::StatementOrder::of(&facts),
+            read_timeout: conn.read_timeout(),
         };
         let outcome = async {
-            let stmt = conn
-                .conn()
-                .prep(sql.as_ref())
-                .await
-                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            let stmt = relay::answer(
+                mode.read_timeout,
+                backend.name(),
+                conn.conn().prep(sql.as_ref()),
+            )
+            .await?;
             let long_data: Vec<(u16, &[u8])> =
                 long_data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
-            let mut result = conn
-                .conn()
-                .exec_raw_iter(&stmt, &long_data, &backend_body)
-                .await
-                .map_err(|e| GatewayError::from_backend(backend.name(), e))?;
+            let mut result = relay::answer(
+                mode.read_timeout,
+                backend.name(),
+                conn.conn().exec_raw_iter(&stmt, &long_data, &backend_body),
+            )
+            .await?;
             let last =
                 relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), None).await;
             drop(result);

@@ -116,6 +116,7 @@ impl Session {
             rename: &renames,
             status: ssl.as_ref().map(|s| &s[..]),
             order: relay::StatementOrder::of(&facts),
+            read_timeout: conn.read_timeout(),
         };
         let before = self.stream.packets_out();
         let mut outcome = if facts.local_infile {
@@ -224,10 +225,12 @@ impl Session {
             conn.thread_id(),
         )));
         let result = async {
-            let mut result =
-                conn.conn().query_iter(sql).await.map_err(|e| {
-                    SessionError::Reply(GatewayError::from_backend(backend.name(), e))
-                })?;
+            let mut result = relay::answer(
+                mode.read_timeout,
+                backend.name(),
+                conn.conn().query_iter(sql),
+            )
+            .await?;
             let last =
                 relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), digest)
                     .await;

@@ -38,6 +38,33 @@ pub struct RelayMode<'a> {
     /// The client's statements, to say in each result set's metadata whether more results
     /// follow, as the server does.
     pub order: StatementOrder,
+    /// How long the backend may stay silent (`read-timeout-ms`; None: no limit).
+    pub read_timeout: Option<std::time::Duration>,
+}
+
+/// The backend's next answer, waited for at most `read_timeout`: a backend that stays silent
+/// past it fails the statement as a lost connection (the caller throws the connection away).
+pub async fn answer<T>(
+    read_timeout: Option<std::time::Duration>,
+    backend: &str,
+    next: impl Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, SessionError> {
+    let answered = match read_timeout {
+        Some(limit) => match tokio::time::timeout(limit, next).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(SessionError::Reply(GatewayError::BackendLost {
+                    backend: backend.to_string(),
+                    reason: format!(
+                        "no answer within {} ms (read-timeout-ms)",
+                        limit.as_millis()
+                    ),
+                }));
+            }
+        },
+        None => next.await,
+    };
+    answered.map_err(backend_err(backend))
 }
 
 /// The statements a packet holds, as far as their results go: a CALL (or an anonymous block)
@@ -161,7 +188,7 @@ pub async fn relay_sets<P: Protocol>(
         let Some(columns) = result.columns() else {
             // No result pending, or the driver holds a later statement's error (a
             // multi-statement whose second statement failed): `next` gives it up.
-            result.next().await.map_err(backend_err(backend))?;
+            answer(mode.read_timeout, backend, result.next()).await?;
             return Ok(LastResult::Ok);
         };
         if columns.is_empty() {
@@ -184,7 +211,7 @@ pub async fn relay_sets<P: Protocol>(
             }
             .encode(buf, false);
             stream.finish(mark);
-            result.next().await.map_err(backend_err(backend))?;
+            answer(mode.read_timeout, backend, result.next()).await?;
             continue;
         }
         let plan = mode.redact.and_then(|r| r.plan(&columns));
@@ -210,7 +237,7 @@ pub async fn relay_sets<P: Protocol>(
             .zip(mode.redact)
             .map(|(plan, r)| RowBatch::new(plan, r.policy));
         let mut rows = 0u64;
-        while let Some(row) = result.next().await.map_err(backend_err(backend))? {
+        while let Some(row) = answer(mode.read_timeout, backend, result.next()).await? {
             rows += 1;
             let mut values = row.unwrap_raw();
             if let Some(d) = digest.as_deref_mut() {
@@ -238,12 +265,12 @@ pub async fn relay_sets<P: Protocol>(
         let more = if result.columns().is_some() {
             true
         } else {
-            match result.next().await {
+            match answer(mode.read_timeout, backend, result.next()).await {
                 Ok(_) => false,
                 Err(e) => {
-                    // An error result follows this set.
+                    // An error result follows this set (or the backend fell silent).
                     write_terminator(stream, deprecate_eof, result.warnings(), more_status);
-                    return Err(backend_err(backend)(e));
+                    return Err(e);
                 }
             }
         };

@@ -1,0 +1,135 @@
+//! A fault-injecting TCP proxy in front of a real server (not a mock of MySQL): it passes bytes
+//! through until told to stall them (a black hole: nothing is lost, nothing arrives), to add
+//! latency, or to drop every connection. Tests make slow, flapping and black-holed backends
+//! with it, deterministically.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does to the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Pass,
+    /// Every chunk waits this long before it is forwarded.
+    Delay(Duration),
+    /// Nothing is forwarded (connections stay open): a black-holed server.
+    Stall,
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    fault: watch::Sender<(Fault, u64)>,
+    _runtime: std::thread::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A proxy on a free loopback port in front of `127.0.0.1:target`.
+    pub fn start(target: u16) -> Self {
+        let (tx, rx) = watch::channel((Fault::Pass, 0u64));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                port_tx
+                    .send(listener.local_addr().expect("addr").port())
+                    .expect("port");
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let rx = rx.clone();
+                    tokio::spawn(relay(
+                        client,
+                        SocketAddr::from(([127, 0, 0, 1], target)),
+                        rx,
+                    ));
+                }
+            });
+        });
+        let port = port_rx.recv().expect("proxy started");
+        Self {
+            port,
+            fault: tx,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_modify(|f| f.0 = fault);
+    }
+
+    /// Closes every connection open now (new ones are accepted as usual).
+    pub fn drop_connections(&self) {
+        self.fault.send_modify(|f| f.1 += 1);
+    }
+}
+
+async fn relay(client: TcpStream, target: SocketAddr, rx: watch::Receiver<(Fault, u64)>) {
+    let generation = rx.borrow().1;
+    let Ok(server) = TcpStream::connect(target).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::select! {
+        () = pump(cr, sw, rx.clone(), generation) => {}
+        () = pump(sr, cw, rx, generation) => {}
+    }
+}
+
+/// Forwards `from` to `to` as the fault allows, until either side closes or the connections of
+/// `generation` are dropped.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: watch::Receiver<(Fault, u64)>,
+    generation: u64,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            changed = rx.changed() => {
+                if changed.is_err() || rx.borrow().1 != generation {
+                    return;
+                }
+                continue;
+            }
+        };
+        // Hold the chunk while the server is black-holed.
+        loop {
+            let (fault, g) = *rx.borrow_and_update();
+            if g != generation {
+                return;
+            }
+            match fault {
+                Fault::Stall => {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Fault::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Fault::Pass => break,
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
