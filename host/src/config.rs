@@ -208,6 +208,11 @@ pub struct RoutingConfig {
     /// `optimistic_trx`); else they fail with 9003 (SQLSTATE 40001). Off: they run on the
     /// primary from their first statement.
     pub optimistic_transactions: bool,
+    /// A statement that runs in autocommit on its own (not in a transaction, not one of a
+    /// multi-statement query) and loses a deadlock (1213) is run again this many times at most,
+    /// after 10, 20, 40 ... ms: the server rolled back only that statement. In a transaction a
+    /// deadlock rolled the whole transaction back and is relayed. 0: never.
+    pub deadlock_retries: u32,
 }
 
 impl Default for RoutingConfig {
@@ -218,6 +223,7 @@ impl Default for RoutingConfig {
             consistency_wait_ms: 10,
             read_after_write_primary_ms: 10,
             optimistic_transactions: false,
+            deadlock_retries: 3,
         }
     }
 }

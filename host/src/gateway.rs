@@ -98,6 +98,8 @@ pub struct Gateway {
     pub optimistic_moves: AtomicU64,
     /// Optimistic transactions whose results differed on the primary (failed with 9003).
     pub optimistic_conflicts: AtomicU64,
+    /// Autocommit statements run again after losing a deadlock.
+    pub deadlock_retries: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -120,6 +122,7 @@ impl Gateway {
             guard_reports: AtomicU64::new(0),
             optimistic_moves: AtomicU64::new(0),
             optimistic_conflicts: AtomicU64::new(0),
+            deadlock_retries: AtomicU64::new(0),
             shutdown,
         }
     }

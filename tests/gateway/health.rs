@@ -1,5 +1,5 @@
-//! Backend health under faults: a black-holed replica (through the fault proxy) fails no read,
-//! and reads move away from it and come back.
+//! Faults of the fleet: a black-holed replica (through the fault proxy) fails no read, and reads
+//! move away from it and come back; a deadlock lost by an autocommit statement is run again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use sluice::pool::Backend;
 use sluice::pool::health::HealthState;
 
 use crate::faults::{Fault, FaultProxy};
-use crate::harness::{TestGateway, config_for, start_private_fleet};
+use crate::harness::{TestGateway, config_for, fleet, primary_only_config, start_private_fleet};
 
 fn monitored(mut c: Config) -> Config {
     c.monitor = Some(MonitorConfig {
@@ -98,4 +98,83 @@ async fn a_black_holed_replica_fails_no_read_and_reads_move_away_and_back() {
         "the outage was counted: {:?}",
         status.transitions
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_lost_by_an_autocommit_statement_is_run_again_and_in_a_transaction_relayed() {
+    let f = fleet();
+    let gw = TestGateway::start(primary_only_config());
+    for explicit in [false, true] {
+        let table = if explicit {
+            "app.dl_txn"
+        } else {
+            "app.dl_auto"
+        };
+        f.sql(
+            0,
+            &format!(
+                "CREATE OR REPLACE TABLE {table} (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+                 INSERT INTO {table} VALUES (1, 0), (2, 0); \
+                 CREATE OR REPLACE TABLE {table}_heavy (id INT PRIMARY KEY, x INT) ENGINE=InnoDB; \
+                 INSERT INTO {table}_heavy SELECT seq, 0 FROM app.seq_1_to_1000"
+            ),
+        );
+        // H, directly: the heavier transaction (1000 rows changed) holds row 2.
+        let mut h = mysql_async::Conn::new(f.direct_opts(0, "app", "app-secret", Some("app")))
+            .await
+            .expect("direct");
+        h.query_drop("BEGIN").await.expect("begin");
+        h.query_drop(format!("UPDATE {table}_heavy SET x = x + 1"))
+            .await
+            .expect("heavy");
+        h.query_drop(format!("SELECT * FROM {table} WHERE id = 2 FOR UPDATE"))
+            .await
+            .expect("row 2");
+        // A, through the gateway: locks row 1, then waits for row 2.
+        let mut a = gw.app().await;
+        if explicit {
+            a.query_drop("BEGIN").await.expect("begin");
+        }
+        let update = format!("UPDATE {table} SET v = v + 1 ORDER BY id");
+        let task = tokio::spawn(async move {
+            let r = a.query_drop(update).await;
+            (r, a)
+        });
+        wait_until(30, "A waits for H's lock", || {
+            f.sql(
+                0,
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+            ) != "0"
+        })
+        .await;
+        // H asks for row 1: a deadlock, and InnoDB rolls back the lighter A.
+        h.query_drop(format!("SELECT * FROM {table} WHERE id = 1 FOR UPDATE"))
+            .await
+            .expect("H wins");
+        h.query_drop("COMMIT").await.expect("commit");
+        let (r, mut a) = task.await.expect("A");
+        let rows: Vec<(i32, i32)> = a
+            .query(format!("SELECT id, v FROM {table} ORDER BY id"))
+            .await
+            .expect("rows");
+        if explicit {
+            let Err(mysql_async::Error::Server(e)) = r else {
+                panic!("a deadlock in a transaction was not relayed: {r:?}");
+            };
+            assert_eq!(e.code, 1213);
+            assert_eq!(
+                rows,
+                vec![(1, 0), (2, 0)],
+                "the transaction was rolled back"
+            );
+        } else {
+            r.expect("the autocommit statement was run again");
+            assert_eq!(rows, vec![(1, 1), (2, 1)], "it ran once, whole");
+        }
+    }
+    let retries = gw
+        .gateway
+        .deadlock_retries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(retries >= 1, "{retries}");
 }

@@ -505,7 +505,7 @@ impl Session {
     }
 
     /// The session's autocommit, as the server reported it in the last reply.
-    fn autocommit(&self) -> bool {
+    pub(super) fn autocommit(&self) -> bool {
         self.last_status & status::AUTOCOMMIT != 0
     }
 

@@ -149,11 +149,43 @@ impl Session {
                 .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await;
         }
+        let mut deadlocks = 0;
+        while deadlocks < self.gw.config.routing.deadlock_retries
+            && self.stream.packets_out() == before
+            && self.deadlock_retryable(&facts, &outcome)
+        {
+            deadlocks += 1;
+            self.gw
+                .deadlock_retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(10 << (deadlocks - 1))).await;
+            digest = digest.map(|_| ResultDigest::default());
+            outcome = self
+                .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
+                .await;
+        }
         self.settle(conn, &facts, outcome).await?;
         if let Some(d) = digest {
             self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);
         }
         Ok(())
+    }
+
+    /// A deadlock (1213) the server resolved by rolling back only this statement: it ran in
+    /// autocommit, on its own, outside a transaction, and nothing of it reached the client.
+    fn deadlock_retryable(
+        &self,
+        facts: &QueryFacts,
+        outcome: &Result<Outcome, SessionError>,
+    ) -> bool {
+        matches!(
+            outcome,
+            Err(SessionError::Reply(GatewayError::Server { code: 1213, .. }))
+        ) && !self.in_txn
+            && self.autocommit()
+            && !facts.multi_statement
+            && !facts.local_infile
+            && facts.starts_transaction.is_none()
     }
 
     /// The guards' verdict on a statement (text or prepared): refused with the policy's error,
