@@ -178,3 +178,62 @@ async fn a_deadlock_lost_by_an_autocommit_statement_is_run_again_and_in_a_transa
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(retries >= 1, "{retries}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_replica_fails_no_autocommit_read() {
+    let f = start_private_fleet("flapping");
+    let proxy = Arc::new(FaultProxy::start(f.port + 1));
+    let mut c = monitored(config_for(&f));
+    c.backends.retain(|b| b.name != "replica2");
+    let b = c
+        .backends
+        .iter_mut()
+        .find(|b| b.name == "replica1")
+        .expect("replica1");
+    b.address = format!("127.0.0.1:{}", proxy.port);
+    c.routing.read_write_split = true;
+    let gw = TestGateway::start(c);
+    // A slow network as well: every chunk waits 2 ms.
+    proxy.set(Fault::Delay(Duration::from_millis(2)));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let on_replica = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let replica_port = f.port + 1;
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let mut conn = gw.app().await;
+        let (reads, failures, stop) =
+            (Arc::clone(&reads), Arc::clone(&failures), Arc::clone(&stop));
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match conn.query_first::<u16, _>("SELECT @@port").await {
+                    Ok(Some(p)) if p == replica_port => {
+                        on_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                }
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    // Every connection through the proxy dropped, five times, with reads running between.
+    for _ in 0..5 {
+        let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+        wait_until(30, "the clients read", || {
+            reads.load(std::sync::atomic::Ordering::Relaxed) >= before + 100
+        })
+        .await;
+        proxy.drop_connections();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    let failures = failures.lock().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "autocommit reads failed: {failures:#?}"
+    );
+}
