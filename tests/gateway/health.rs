@@ -205,6 +205,7 @@ async fn a_flapping_replica_fails_no_autocommit_read() {
         let mut conn = gw.app().await;
         let (reads, failures, stop) =
             (Arc::clone(&reads), Arc::clone(&failures), Arc::clone(&stop));
+        let on_replica = Arc::clone(&on_replica);
         readers.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match conn.query_first::<u16, _>("SELECT @@port").await {
