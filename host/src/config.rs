@@ -213,6 +213,12 @@ pub struct RoutingConfig {
     /// after 10, 20, 40 ... ms: the server rolled back only that statement. In a transaction a
     /// deadlock rolled the whole transaction back and is relayed. 0: never.
     pub deadlock_retries: u32,
+    /// Milliseconds a write waits for the group to have exactly one writer (a server writable
+    /// and not replicating) when it has none (a failover or switchover in progress) or several
+    /// (split brain); then it fails with 9004 or 9005. A write refused with 1290 (read-only) by
+    /// the server that was the writer waits as long for the monitor to see another and runs
+    /// there (the refused statement did not run).
+    pub failover_wait_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -224,6 +230,7 @@ impl Default for RoutingConfig {
             read_after_write_primary_ms: 10,
             optimistic_transactions: false,
             deadlock_retries: 3,
+            failover_wait_ms: 3_000,
         }
     }
 }

@@ -50,6 +50,16 @@ pub enum GatewayError {
         waited_ms: u64,
         max: usize,
     },
+    /// No server of the group is writable and not replicating.
+    #[error(
+        "No writer in backend group '{group}': no server is writable and not replicating (waited {waited_ms} ms, routing.failover-wait-ms); the statement did not run"
+    )]
+    NoWriter { group: String, waited_ms: u64 },
+    /// More than one server of the group is writable and not replicating.
+    #[error(
+        "Writes refused in backend group '{group}': {servers} are each writable and not replicating, and the gateway will not guess which is the writer; the statement did not run"
+    )]
+    SplitBrain { group: String, servers: String },
     /// The session's transaction sat idle past `transaction-idle-timeout-secs`.
     #[error(
         "The gateway rolled back this session's transaction: it was idle for more than {secs} s (transaction-idle-timeout-secs); session state bound to its connection (temporary tables, user variables, locks) is gone too. The statement did not run"
@@ -112,6 +122,8 @@ impl GatewayError {
             // connection wait that ran out; not 1040/08004, which client pools read as a dead server.
             Self::PoolTimeout { .. } => (9001, "HY000"),
             Self::TransactionIdleTimeout { .. } => (9002, "HY000"),
+            Self::NoWriter { .. } => (9004, "HY000"),
+            Self::SplitBrain { .. } => (9005, "HY000"),
             Self::UnknownStatement { .. } => (1243, "HY000"),
             Self::NoSuchThread(_) => (1094, "HY000"),
             Self::NotThreadOwner(_) => (1095, "HY000"),

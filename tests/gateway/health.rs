@@ -238,3 +238,101 @@ async fn a_flapping_replica_fails_no_autocommit_read() {
         "autocommit reads failed: {failures:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error() {
+    let f = Arc::new(start_private_fleet("switchover"));
+    let mut c = monitored(config_for(&f));
+    c.routing.read_write_split = true;
+    c.routing.failover_wait_ms = 20_000;
+    let gw = TestGateway::start(c);
+    let group = Arc::clone(gw.gateway.fleet.group(None).expect("group"));
+    wait_until(30, "the monitor probed every backend", || {
+        group
+            .backends()
+            .iter()
+            .all(|b| b.health().1 == "the probe answers")
+    })
+    .await;
+    let mut setup = gw.app().await;
+    setup
+        .query_drop("CREATE OR REPLACE TABLE app.sw (id INT AUTO_INCREMENT PRIMARY KEY, port INT)")
+        .await
+        .expect("table");
+    // A client writing in autocommit all along: every write must succeed.
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mut conn = gw.app().await;
+        let (acknowledged, errors, stop) = (
+            Arc::clone(&acknowledged),
+            Arc::clone(&errors),
+            Arc::clone(&stop),
+        );
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match conn
+                    .query_drop("INSERT INTO app.sw (port) VALUES (@@port)")
+                    .await
+                {
+                    Ok(()) => {
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => errors.lock().expect("lock").push(e.to_string()),
+                }
+            }
+        })
+    };
+    let writes = || acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(30, "writes run", || writes() >= 50).await;
+    // The switchover: the old primary stops taking writes, replica 1 catches up and is
+    // promoted, replica 2 follows it.
+    let p1 = f.port + 1;
+    let fl = Arc::clone(&f);
+    tokio::task::spawn_blocking(move || {
+        fl.sql(0, "SET GLOBAL read_only = ON");
+        let pos = fl.sql(0, "SELECT @@gtid_binlog_pos");
+        assert_eq!(
+            fl.sql(1, &format!("SELECT MASTER_GTID_WAIT('{pos}', 30)")),
+            "0"
+        );
+        fl.sql(1, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF");
+        fl.sql(
+            2,
+            &format!(
+                "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={p1}, \
+                 MASTER_USER='repl', MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos; \
+                 START SLAVE"
+            ),
+        );
+    })
+    .await
+    .expect("switchover");
+    wait_until(30, "the gateway sees replica1 as the writer", || {
+        group.primary().name() == "replica1"
+    })
+    .await;
+    let at_switch = writes();
+    wait_until(30, "writes go on", || writes() >= at_switch + 50).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let errors = errors.lock().expect("lock");
+    assert!(
+        errors.is_empty(),
+        "writes failed across the switchover: {errors:#?}"
+    );
+    // Every acknowledged write is on the new primary, and the writes after the switch ran there.
+    assert_eq!(
+        f.sql(1, "SELECT COUNT(*) FROM app.sw"),
+        writes().to_string()
+    );
+    let on_new: u64 = f
+        .sql(1, &format!("SELECT COUNT(*) FROM app.sw WHERE port = {p1}"))
+        .parse()
+        .expect("count");
+    assert!(
+        on_new >= writes() - at_switch,
+        "{on_new} writes on the new primary"
+    );
+}

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::Account;
 use super::connect::{self, ConnectError, Link};
 use super::core::{CloseReason, PoolCore, PoolCounts, PoolLimits, Pooled, Put, Take};
-use super::health::{BreakerConfig, Health, HealthState, Probe, Transition};
+use super::health::{BreakerConfig, Health, HealthState, Probe, Replication, Transition};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
 use crate::gtid::GtidPosition;
@@ -61,6 +61,8 @@ pub struct Backend {
     healthy: AtomicBool,
     /// Health transitions since start, by the state entered (up, lagging, down, draining).
     transitions: [AtomicU64; 4],
+    /// Whether the last probe found it writable and not replicating ([`WriterView`]).
+    writer_view: std::sync::atomic::AtomicU8,
     /// The monitor's own view (its last probe answered), apart from the traffic's: a backend the
     /// traffic already marked unhealthy still starts a new generation when the monitor loses it.
     monitor_up: AtomicBool,
@@ -75,6 +77,19 @@ pub struct Backend {
     /// a borrower that joins the line wakes one quiet session to give its connection back (and
     /// a drain wakes them all).
     pub pressure: tokio::sync::Notify,
+}
+
+/// What the monitor last saw of a backend as a writer candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WriterView {
+    /// Not probed yet (or no monitor): the configured primary is taken for the writer.
+    Unknown = 0,
+    /// Writable and not replicating.
+    Candidate = 1,
+    /// Read-only, or replicating.
+    NotCandidate = 2,
+    Unreachable = 3,
 }
 
 /// The pool of a backend, for operators: sizes, waits and what happened since start.
@@ -137,6 +152,7 @@ impl Backend {
             )),
             healthy: AtomicBool::new(true),
             transitions: Default::default(),
+            writer_view: std::sync::atomic::AtomicU8::new(WriterView::Unknown as u8),
             monitor_up: AtomicBool::new(true),
             lag_ms: AtomicU64::new(u64::MAX),
             applied: Mutex::new(GtidPosition::default()),
@@ -361,6 +377,20 @@ impl Backend {
     /// The monitor's probe answered: what it saw, and the replication lag (None: unknown).
     pub fn set_probed(&self, probe: Probe, lag_ms: Option<u32>) {
         self.monitor_up.store(true, Ordering::Relaxed);
+        // Writable and not replicating (no replication configured: a stopped one still names
+        // its source); with replication unknown, the configured role decides.
+        let candidate = !probe.read_only
+            && match probe.replication {
+                Replication::Running { .. } | Replication::Stopped => false,
+                Replication::Unknown => self.config.role == crate::config::Role::Primary,
+                Replication::None => true,
+            };
+        let view = if candidate {
+            WriterView::Candidate
+        } else {
+            WriterView::NotCandidate
+        };
+        self.writer_view.store(view as u8, Ordering::Relaxed);
         self.lag_ms
             .store(lag_ms.map_or(u64::MAX, u64::from), Ordering::Relaxed);
         let t = self.health_mut().probed(probe);
@@ -371,6 +401,8 @@ impl Backend {
     /// generation: nothing opened before is lent again.
     pub fn set_unreachable(&self, reason: String) {
         self.lag_ms.store(u64::MAX, Ordering::Relaxed);
+        self.writer_view
+            .store(WriterView::Unreachable as u8, Ordering::Relaxed);
         let t = self.health_mut().unreachable(reason);
         self.note(t);
         if self.monitor_up.swap(false, Ordering::Relaxed) {
@@ -401,6 +433,15 @@ impl Backend {
         self.note(t);
         let mut g = self.lock();
         g.core.suspect(Instant::now());
+    }
+
+    pub fn writer_view(&self) -> WriterView {
+        match self.writer_view.load(Ordering::Relaxed) {
+            1 => WriterView::Candidate,
+            2 => WriterView::NotCandidate,
+            3 => WriterView::Unreachable,
+            _ => WriterView::Unknown,
+        }
     }
 
     /// The health state and why (for operators and logs).

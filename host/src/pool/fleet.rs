@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Backend;
+use super::backend::WriterView;
 use crate::config::{BackendConfig, DEFAULT_GROUP, Role};
 use crate::phase::BackendStatus;
 
@@ -11,13 +12,46 @@ use crate::phase::BackendStatus;
 pub struct Group {
     pub name: String,
     backends: Vec<Arc<Backend>>,
+    /// The configured primary (config validation guarantees exactly one).
     primary: usize,
 }
 
+/// Which server of a group takes writes, as the monitor sees it: the one that is writable and
+/// not replicating, whatever its configured role (a promoted replica is the writer).
+#[derive(Clone)]
+pub enum Writer<'a> {
+    One(&'a Arc<Backend>),
+    None,
+    /// Split brain: these are all writable and not replicating.
+    Several(Vec<&'a str>),
+}
+
 impl Group {
-    /// The group's writer (config validation guarantees exactly one).
+    /// Where writes go: the detected writer; while there is none (or more than one) the
+    /// configured primary, for reads that fall back to it ([`Group::writer`] refuses writes).
     pub fn primary(&self) -> &Arc<Backend> {
-        &self.backends[self.primary]
+        match self.writer() {
+            Writer::One(b) => b,
+            _ => &self.backends[self.primary],
+        }
+    }
+
+    /// The writer. Before the monitor has probed the configured primary (or with no monitor)
+    /// the configured primary counts as writable.
+    pub fn writer(&self) -> Writer<'_> {
+        let mut found: Vec<&Arc<Backend>> = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            match b.writer_view() {
+                WriterView::Candidate => found.push(b),
+                WriterView::Unknown if i == self.primary => found.push(b),
+                _ => {}
+            }
+        }
+        match found.as_slice() {
+            [one] => Writer::One(one),
+            [] => Writer::None,
+            several => Writer::Several(several.iter().map(|b| b.name()).collect()),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -99,6 +99,8 @@ pub enum Replication {
     Stopped,
     /// Both threads running; the lag the server reports (None: it reports none).
     Running { lag_ms: Option<u32> },
+    /// The monitor account may not read it.
+    Unknown,
 }
 
 /// What one probe saw of a reachable server.
@@ -178,7 +180,7 @@ impl Health {
             (Role::Replica, Replication::None | Replication::Stopped) => {
                 (HealthState::Lagging, Why::ReplicationStopped)
             }
-            (Role::Replica, Replication::Running { lag_ms: None }) => {
+            (Role::Replica, Replication::Running { lag_ms: None } | Replication::Unknown) => {
                 (HealthState::Lagging, Why::LagUnknown)
             }
             (Role::Replica, Replication::Running { .. }) if !probe.read_only => {

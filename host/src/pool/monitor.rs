@@ -94,14 +94,9 @@ async fn probe(backend: &Backend, c: &mut Conn) -> Result<Option<(Probe, Option<
         .await
         .map_err(lost)?
         .ok_or("the probe returned no row")?;
-    if backend.config.role == Role::Primary {
-        backend.set_version(&version);
-        let probe = Probe {
-            read_only,
-            replication: Replication::None,
-        };
-        return Ok(Some((probe, Some(0))));
-    }
+    backend.set_version(&version);
+    // Every server's replication is read, the primary's too: the writer is the one server that
+    // is writable and not replicating, whatever its configured role.
     let replication = match c.query_first::<Row, _>("SHOW SLAVE STATUS").await {
         Ok(Some(row)) => {
             let running = |col: &str| {
@@ -124,9 +119,16 @@ async fn probe(backend: &Backend, c: &mut Conn) -> Result<Option<(Probe, Option<
         }
         Ok(None) => Replication::None,
         // The monitor account may not read replication status: nothing known of it.
-        Err(mysql_async::Error::Server(_)) => Replication::Running { lag_ms: None },
+        Err(mysql_async::Error::Server(_)) => Replication::Unknown,
         Err(e) => return Err(lost(e)),
     };
+    if backend.config.role == Role::Primary {
+        let probe = Probe {
+            read_only,
+            replication,
+        };
+        return Ok(Some((probe, Some(0))));
+    }
     // What it has applied, for read-your-writes without a wait.
     if let Ok(Some(pos)) = c.query_first::<String, _>("SELECT @@gtid_slave_pos").await
         && let Some(p) = crate::gtid::GtidPosition::parse(&pos)

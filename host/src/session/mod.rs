@@ -31,6 +31,7 @@ use crate::frontend::connect::{Authenticated, authenticate, refuse};
 use crate::frontend::io::ClientIo;
 use crate::gateway::{Gateway, SessionEntry};
 use crate::phase::{ClientIdentity, Grant, RouteDecision, SessionInfo};
+use crate::pool::fleet::Writer;
 use crate::pool::{Account, Backend, BackendConn, Group};
 use crate::protocol::command::Command;
 use crate::protocol::constants::{cap, status};
@@ -50,6 +51,20 @@ const TURNS_UNDER_PRESSURE: u32 = 16;
 
 /// While others wait, a parked connection is given back after this much client quiet.
 const QUIET_UNDER_PRESSURE: Duration = Duration::from_millis(1);
+
+/// How often a write waiting for a writer looks again (the monitor probes every interval).
+const WRITER_POLL: Duration = Duration::from_millis(20);
+
+/// Statements that change data (or open a transaction that will): they need the group's writer.
+/// Anything else routed to the primary (`SET`, `USE`, reads pinned there) runs on it even while
+/// the group has no writer.
+fn needs_writer(facts: &QueryFacts) -> bool {
+    use crate::facts::StatementKind as K;
+    matches!(
+        facts.kind,
+        K::Insert | K::Update | K::Delete | K::Replace | K::Ddl | K::Call | K::LoadData
+    ) || facts.starts_transaction == Some(TransactionAccess::ReadWrite)
+}
 
 /// Why a session holds its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -555,7 +570,10 @@ impl Session {
                 self.publish_view();
             }
         }
-        let backend = self.route(facts);
+        let mut backend = self.route(facts);
+        if needs_writer(facts) && Arc::ptr_eq(&backend, self.group.primary()) {
+            backend = self.writer().await?;
+        }
         if let Some(h) = parked {
             if Arc::ptr_eq(&h.conn.backend, &backend) {
                 return self.consistent(h.conn, true).await;
@@ -577,6 +595,48 @@ impl Session {
             other => other,
         }?;
         self.consistent(conn, false).await
+    }
+
+    /// The group's writer, for a statement that writes: while the group has none (a failover
+    /// in progress) or several (split brain), waits up to `routing.failover-wait-ms`, then
+    /// refuses the statement rather than guess.
+    async fn writer(&self) -> Result<Arc<Backend>, GatewayError> {
+        let wait = Duration::from_millis(self.gw.config.routing.failover_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let refusal = match self.group.writer() {
+                Writer::One(b) => return Ok(Arc::clone(b)),
+                Writer::None => GatewayError::NoWriter {
+                    group: self.group.name.clone(),
+                    waited_ms: self.gw.config.routing.failover_wait_ms,
+                },
+                Writer::Several(names) => GatewayError::SplitBrain {
+                    group: self.group.name.clone(),
+                    servers: names.join(", "),
+                },
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(refusal);
+            }
+            tokio::time::sleep(WRITER_POLL).await;
+        }
+    }
+
+    /// After `old`, the writer, refused a write as read-only (1290): the new writer, once the
+    /// monitor sees one (within `routing.failover-wait-ms`). None: `old` is still the writer
+    /// (the refusal had another cause), or none appeared.
+    pub(super) async fn moved_writer(&self, old: &Arc<Backend>) -> Option<Arc<Backend>> {
+        let wait = Duration::from_millis(self.gw.config.routing.failover_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.group.writer() {
+                Writer::One(b) if !Arc::ptr_eq(b, old) => return Some(Arc::clone(b)),
+                // The monitor still sees `old` as the writer: the read-only error may not be
+                // about the writer at all; ask again after its next probe.
+                _ if tokio::time::Instant::now() >= deadline => return None,
+                _ => tokio::time::sleep(WRITER_POLL).await,
+            }
+        }
     }
 
     fn route(&self, facts: &QueryFacts) -> Arc<Backend> {

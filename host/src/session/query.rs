@@ -164,11 +164,43 @@ impl Session {
                 .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await;
         }
+        if self.stream.packets_out() == before
+            && self.writer_refused(&facts, &outcome)
+            && let Some(writer) = self.moved_writer(&conn.backend).await
+        {
+            // Refused as read-only by the server that was the writer, and the monitor sees
+            // another: the statement did not run; it runs on the new writer.
+            tracing::info!(
+                from = conn.backend.name(),
+                to = writer.name(),
+                "the writer moved; running the refused write on the new writer"
+            );
+            drop(conn);
+            conn = self.borrow(&writer).await?;
+            digest = digest.map(|_| ResultDigest::default());
+            outcome = self
+                .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
+                .await;
+        }
         self.settle(conn, &facts, outcome).await?;
         if let Some(d) = digest {
             self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);
         }
         Ok(())
+    }
+
+    /// A write the server refused as read-only (1290 with `--read-only`, not the other causes
+    /// of 1290 such as `--secure-file-priv`), outside a transaction, on its own, on a session
+    /// whose state is not bound to that connection: it may run elsewhere.
+    fn writer_refused(&self, facts: &QueryFacts, outcome: &Result<Outcome, SessionError>) -> bool {
+        matches!(
+            outcome,
+            Err(SessionError::Reply(GatewayError::Server { code: 1290, message, .. }))
+                if message.contains("read-only") || message.contains("read_only")
+        ) && !self.in_txn
+            && !facts.multi_statement
+            && !facts.local_infile
+            && self.pins.is_empty()
     }
 
     /// A deadlock (1213) the server resolved by rolling back only this statement: it ran in
