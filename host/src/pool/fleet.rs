@@ -146,3 +146,68 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::health::{Probe, Replication};
+
+    fn fleet() -> Fleet {
+        let backend = |name: &str, role| BackendConfig {
+            name: name.into(),
+            address: "127.0.0.1:1".into(),
+            role,
+            ..BackendConfig::default()
+        };
+        Fleet::new(&[
+            backend("primary", Role::Primary),
+            backend("replica1", Role::Replica),
+            backend("replica2", Role::Replica),
+        ])
+    }
+
+    fn probe(read_only: bool, replicating: bool) -> Probe {
+        Probe {
+            read_only,
+            replication: if replicating {
+                Replication::Running { lag_ms: Some(0) }
+            } else {
+                Replication::None
+            },
+        }
+    }
+
+    fn writer(f: &Fleet) -> String {
+        match f.group(None).expect("group").writer() {
+            Writer::One(b) => b.name().to_string(),
+            Writer::None => "none".into(),
+            Writer::Several(names) => names.join("+"),
+        }
+    }
+
+    #[test]
+    fn the_writer_is_the_one_server_writable_and_not_replicating() {
+        let f = fleet();
+        let b = |name| f.by_name(name).expect("backend");
+        assert_eq!(
+            writer(&f),
+            "primary",
+            "before any probe: the configured primary"
+        );
+        // A replica restarted writable still replicates: not a writer.
+        b("replica1").set_probed(probe(false, true), Some(0));
+        b("primary").set_probed(probe(false, false), Some(0));
+        assert_eq!(writer(&f), "primary");
+        // A switchover: the old primary read-only, then replica1 promoted.
+        b("primary").set_probed(probe(true, false), Some(0));
+        assert_eq!(writer(&f), "none");
+        assert_eq!(f.group(None).expect("group").primary().name(), "primary");
+        b("replica1").set_probed(probe(false, false), Some(0));
+        assert_eq!(writer(&f), "replica1");
+        // Both writable and not replicating: split brain, no guess.
+        b("primary").set_probed(probe(false, false), Some(0));
+        assert_eq!(writer(&f), "primary+replica1");
+        b("primary").set_unreachable("gone".into());
+        assert_eq!(writer(&f), "replica1");
+    }
+}
