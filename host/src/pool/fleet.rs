@@ -39,18 +39,24 @@ impl Group {
     /// The writer. Before the monitor has probed the configured primary (or with no monitor)
     /// the configured primary counts as writable.
     pub fn writer(&self) -> Writer<'_> {
-        let mut found: Vec<&Arc<Backend>> = Vec::new();
-        for (i, b) in self.backends.iter().enumerate() {
-            match b.writer_view() {
-                WriterView::Candidate => found.push(b),
-                WriterView::Unknown if i == self.primary => found.push(b),
-                _ => {}
-            }
-        }
-        match found.as_slice() {
-            [one] => Writer::One(one),
-            [] => Writer::None,
-            several => Writer::Several(several.iter().map(|b| b.name()).collect()),
+        // Asked on every write: no allocation unless the answer is a split brain.
+        let candidate = |(i, b): &(usize, &Arc<Backend>)| match b.writer_view() {
+            WriterView::Candidate => true,
+            WriterView::Unknown => *i == self.primary,
+            WriterView::NotCandidate | WriterView::Unreachable => false,
+        };
+        let mut found = self.backends.iter().enumerate().filter(candidate);
+        match (found.next(), found.next()) {
+            (Some((_, one)), None) => Writer::One(one),
+            (None, _) => Writer::None,
+            (Some(_), Some(_)) => Writer::Several(
+                self.backends
+                    .iter()
+                    .enumerate()
+                    .filter(candidate)
+                    .map(|(_, b)| b.name())
+                    .collect(),
+            ),
         }
     }
 
