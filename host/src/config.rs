@@ -219,6 +219,10 @@ pub struct RoutingConfig {
     /// the server that was the writer waits as long for the monitor to see another and runs
     /// there (the refused statement did not run).
     pub failover_wait_ms: u64,
+    /// Milliseconds a text SELECT, INSERT, UPDATE, DELETE or REPLACE may run on a MariaDB
+    /// server (0: no limit): the gateway sends it as `SET STATEMENT max_statement_time=... FOR`,
+    /// so the server stops the work itself and answers 1969. Per user: `statement-timeout-ms`.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -231,6 +235,7 @@ impl Default for RoutingConfig {
             optimistic_transactions: false,
             deadlock_retries: 3,
             failover_wait_ms: 3_000,
+            statement_timeout_ms: 0,
         }
     }
 }
@@ -284,6 +289,9 @@ pub struct UserConfig {
     pub max_connections: usize,
     /// The backend group (cluster) this user's statements run on; absent: the default group.
     pub backend_group: Option<String>,
+    /// Milliseconds this user's statements may run on the server (absent: the routing
+    /// default). See `routing.statement-timeout-ms`.
+    pub statement_timeout_ms: Option<u64>,
 }
 
 /// The group of backends that do not name one, and of users whose grant names none.

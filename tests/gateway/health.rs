@@ -336,3 +336,25 @@ async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error()
         "{on_new} writes on the new primary"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_the_users_timeout_is_stopped_by_the_server() {
+    let mut c = monitored(primary_only_config());
+    c.users[0].statement_timeout_ms = Some(200);
+    let gw = TestGateway::start(c);
+    // The greeting's version comes from the monitor: the timeout needs to know it is MariaDB.
+    let primary = Arc::clone(gw.gateway.fleet.by_name("primary").expect("primary"));
+    wait_until(30, "the monitor read the version", || {
+        primary.version().is_some()
+    })
+    .await;
+    let mut conn = gw.app().await;
+    let long = conn.query_drop("SELECT SLEEP(5)").await;
+    let Err(mysql_async::Error::Server(e)) = long else {
+        panic!("the long statement was not stopped: {long:?}");
+    };
+    assert_eq!(e.code, 1969, "{}", e.message);
+    // Short statements run as before, and the session goes on.
+    let one: Option<u32> = conn.query_first("SELECT 1").await.expect("short");
+    assert_eq!(one, Some(1));
+}

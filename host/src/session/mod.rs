@@ -66,6 +66,17 @@ fn needs_writer(facts: &QueryFacts) -> bool {
     ) || facts.starts_transaction == Some(TransactionAccess::ReadWrite)
 }
 
+/// The user's statement timeout, or the routing default.
+fn statement_timeout(config: &crate::config::Config, user: &str) -> Option<Duration> {
+    let ms = config
+        .users
+        .iter()
+        .find(|u| u.name == user)
+        .and_then(|u| u.statement_timeout_ms)
+        .unwrap_or(config.routing.statement_timeout_ms);
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
 /// Why a session holds its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -147,6 +158,8 @@ pub struct Session {
     stmts: Statements,
     /// The greeting's scramble (COM_CHANGE_USER is proven against it).
     salt: [u8; 20],
+    /// How long this user's statements may run on the server (None: no limit).
+    statement_timeout: Option<Duration>,
     /// The transaction runs optimistically on a replica: what it ran there.
     optimistic: Option<optimistic::OptimisticLog>,
 }
@@ -192,6 +205,7 @@ impl Session {
                 per_session: gw.config.frontend.max_long_data,
             }),
             salt: a.salt,
+            statement_timeout: statement_timeout(&gw.config, &a.hello.user),
             optimistic: None,
             gw,
         }

@@ -90,6 +90,22 @@ impl Session {
         if let Some(e) = &found_rows_expr {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"found_rows", e));
         }
+        if let Some(limit) = self.statement_timeout.filter(|_| {
+            bounded_by_timeout(&facts)
+                && conn
+                    .backend
+                    .version()
+                    .is_some_and(|v| v.contains("MariaDB"))
+        }) {
+            // The server stops the work itself (1969) when the limit passes.
+            let mut bounded = format!(
+                "SET STATEMENT max_statement_time={:.3} FOR ",
+                limit.as_secs_f64()
+            )
+            .into_bytes();
+            bounded.extend_from_slice(&sql_to_run);
+            sql_to_run = std::borrow::Cow::Owned(bounded);
+        }
         let mut renames: Vec<(&str, &str)> = Vec::new();
         if let Some(e) = &id_expr {
             renames.push((e.as_str(), "CONNECTION_ID()"));
@@ -564,6 +580,17 @@ pub(super) fn lists_session_status(facts: &QueryFacts, sql: &str) -> bool {
 
 fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Statements `SET STATEMENT ... FOR` can bound: one plain DML statement (not a compound
+/// block, a multi-statement query or a LOAD DATA).
+fn bounded_by_timeout(facts: &QueryFacts) -> bool {
+    use crate::facts::StatementKind as K;
+    matches!(
+        facts.kind,
+        K::Select | K::Insert | K::Update | K::Delete | K::Replace
+    ) && !facts.multi_statement
+        && !facts.local_infile
 }
 
 /// `sql` with every call `name()` (any case, spaces allowed before and inside the parentheses)
