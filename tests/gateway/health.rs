@@ -358,3 +358,77 @@ async fn a_statement_over_the_users_timeout_is_stopped_by_the_server() {
     let one: Option<u32> = conn.query_first("SELECT 1").await.expect("short");
     assert_eq!(one, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_acknowledged_write()
+{
+    let f = Arc::new(crate::harness::start_private_server("restart-writes"));
+    let gw = TestGateway::start(monitored(crate::harness::primary_only_config_for(&f)));
+    let mut setup = gw.app().await;
+    setup
+        .query_drop("CREATE OR REPLACE TABLE app.rw (id INT AUTO_INCREMENT PRIMARY KEY, n INT)")
+        .await
+        .expect("table");
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let mut conn = gw.app().await;
+        let (acknowledged, errors, stop) = (
+            Arc::clone(&acknowledged),
+            Arc::clone(&errors),
+            Arc::clone(&stop),
+        );
+        writers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match conn.query_drop("INSERT INTO app.rw (n) VALUES (1)").await {
+                    Ok(()) => {
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // A clear MySQL error: the session goes on.
+                    Err(mysql_async::Error::Server(e)) => {
+                        errors
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{} {}", e.code, e.message));
+                    }
+                    Err(other) => panic!("not a MySQL error: {other}"),
+                }
+            }
+        }));
+    }
+    let writes = || acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(30, "writes run", || writes() >= 100).await;
+    let fl = Arc::clone(&f);
+    tokio::task::spawn_blocking(move || {
+        fl.stop_node(0);
+        fl.start_node(0);
+    })
+    .await
+    .expect("restart");
+    let after = writes();
+    wait_until(60, "writes run again", || writes() >= after + 100).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // Every acknowledged write is in the table.
+    assert_eq!(
+        f.sql(0, "SELECT COUNT(*) FROM app.rw"),
+        writes().to_string()
+    );
+    let errors = errors.lock().expect("lock");
+    println!("{} errors during the restart: {errors:#?}", errors.len());
+    for e in errors.iter() {
+        let code: u16 = e
+            .split(' ')
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            matches!(code, 2003 | 2013 | 9004),
+            "an error other than the backend being away: {e}"
+        );
+    }
+}

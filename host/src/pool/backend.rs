@@ -299,6 +299,14 @@ impl Backend {
                 slot.failed();
                 let t = self.health_mut().traffic_failure(Instant::now());
                 self.note(t);
+                // Not a writer until the monitor's probe answers again (when a monitor probes
+                // it at all: without one, the next connect decides).
+                let _ = self.writer_view.compare_exchange(
+                    WriterView::Candidate as u8,
+                    WriterView::Unreachable as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 // Unreachable: whatever was open before is of a server that went away.
                 self.went_down();
                 Err(GatewayError::BackendUnavailable {

@@ -600,6 +600,14 @@ impl Session {
         }
         let conn = match self.borrow(&backend).await {
             Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
+                if needs_writer(facts) =>
+            {
+                // The writer cannot be reached and the statement was not sent: it waits for the
+                // monitor to see a writer again (a restart, a failover), then goes there.
+                let writer = self.writer().await?;
+                self.borrow(&writer).await
+            }
+            Err(SessionError::Reply(GatewayError::BackendUnavailable { .. }))
                 if !Arc::ptr_eq(&backend, self.group.primary()) =>
             {
                 // A replica is down or draining: serve from the primary rather than fail the read.
