@@ -15,6 +15,7 @@ use super::relay::{self, RelayMode};
 use super::{Session, SessionError};
 use crate::error::GatewayError;
 use crate::facts::{self, QueryFacts};
+use crate::pool::BackendConn;
 use crate::protocol::buf::DecodeError;
 use crate::protocol::resultset::{ExecuteBody, encode_prepare_ok};
 
@@ -88,6 +89,21 @@ impl Statements {
     }
 }
 
+/// Prepares `sql` on `conn` afresh, not from the driver's cache: the client learns the
+/// statement as it is now.
+async fn fresh_prepare(
+    conn: &mut BackendConn,
+    sql: &str,
+) -> Result<mysql_async::Statement, SessionError> {
+    let backend = Arc::clone(&conn.backend);
+    relay::answer(
+        conn.read_timeout(),
+        backend.name(),
+        conn.conn().prep_fresh(sql),
+    )
+    .await
+}
+
 impl Session {
     pub(super) async fn com_stmt_prepare(&mut self, sql: Bytes) -> Result<(), SessionError> {
         let mut text: Arc<str> = Arc::from(String::from_utf8_lossy(&sql).as_ref());
@@ -106,11 +122,20 @@ impl Session {
             .into());
         }
         let (mut conn, _) = self.connection_for(&facts).await?;
-        let name = conn.backend.name().to_string();
-        // Fresh, not from the driver's cache: the client learns the statement as it is now.
-        let read_timeout = conn.read_timeout();
-        let prepared =
-            relay::answer(read_timeout, &name, conn.conn().prep_fresh(text.as_ref())).await;
+        let mut prepared = fresh_prepare(&mut conn, &text).await;
+        if matches!(
+            prepared,
+            Err(SessionError::Reply(GatewayError::BackendLost { .. }))
+        ) && !self.in_txn
+            && self.pins.is_empty()
+        {
+            // The backend went away: a prepare runs as well on the primary.
+            conn.backend.connection_lost();
+            conn.discard();
+            let primary = Arc::clone(self.group.primary());
+            conn = self.borrow(&primary).await?;
+            prepared = fresh_prepare(&mut conn, &text).await;
+        }
         let stmt = match prepared {
             Ok(s) => s,
             Err(e) => {
@@ -185,12 +210,6 @@ impl Session {
         let facts = s.facts.clone();
         self.pins.extend(facts.pins.iter().copied());
         let (mut conn, _) = self.connection_for(&facts).await?;
-        let backend = Arc::clone(&conn.backend);
-        self.entry.set_running(Some((
-            Arc::clone(&backend),
-            self.account.clone(),
-            conn.thread_id(),
-        )));
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
         let info = scope.as_ref().map(super::redact::RedactionScope::session);
@@ -209,19 +228,48 @@ impl Session {
             order: relay::StatementOrder::of(&facts),
             read_timeout: conn.read_timeout(),
         };
+        let long_data: Vec<(u16, &[u8])> =
+            long_data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+        let before = self.stream.packets_out();
+        let mut outcome = self
+            .run_execute(&mut conn, &sql, &long_data, &backend_body, mode)
+            .await;
+        if self.stream.packets_out() == before && self.lost_read(&facts, &outcome) {
+            // A read on a backend that just went away, nothing sent yet: once more on the primary.
+            conn.backend.connection_lost();
+            conn.discard();
+            let primary = Arc::clone(self.group.primary());
+            conn = self.borrow(&primary).await?;
+            outcome = self
+                .run_execute(&mut conn, &sql, &long_data, &backend_body, mode)
+                .await;
+        }
+        self.settle(conn, &facts, outcome).await
+    }
+
+    /// Prepares `sql` on `conn` (from its statement cache when it can) and executes it with the
+    /// client's `body`, after its long data, relaying the results.
+    async fn run_execute(
+        &mut self,
+        conn: &mut BackendConn,
+        sql: &str,
+        long_data: &[(u16, &[u8])],
+        body: &[u8],
+        mode: RelayMode<'_>,
+    ) -> Result<relay::Outcome, SessionError> {
+        let backend = Arc::clone(&conn.backend);
+        self.entry.set_running(Some((
+            Arc::clone(&backend),
+            self.account.clone(),
+            conn.thread_id(),
+        )));
         let outcome = async {
-            let stmt = relay::answer(
-                mode.read_timeout,
-                backend.name(),
-                conn.conn().prep(sql.as_ref()),
-            )
-            .await?;
-            let long_data: Vec<(u16, &[u8])> =
-                long_data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+            let stmt =
+                relay::answer(mode.read_timeout, backend.name(), conn.conn().prep(sql)).await?;
             let mut result = relay::answer(
                 mode.read_timeout,
                 backend.name(),
-                conn.conn().exec_raw_iter(&stmt, &long_data, &backend_body),
+                conn.conn().exec_raw_iter(&stmt, long_data, body),
             )
             .await?;
             let last =
@@ -231,6 +279,6 @@ impl Session {
         }
         .await;
         self.entry.set_running(None);
-        self.settle(conn, &facts, outcome).await
+        outcome
     }
 }

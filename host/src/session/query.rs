@@ -141,16 +141,7 @@ impl Session {
             self.run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await
         };
-        let lost = matches!(
-            outcome,
-            Err(SessionError::Reply(GatewayError::BackendLost { .. }))
-        );
-        if lost
-            && self.stream.packets_out() == before
-            && facts.read_only
-            && !self.in_txn
-            && self.pins.is_empty()
-        {
+        if self.stream.packets_out() == before && self.lost_read(&facts, &outcome) {
             // A read on a backend that just went away, nothing sent yet: once more on the primary.
             tracing::warn!(
                 backend = conn.backend.name(),
@@ -203,6 +194,21 @@ impl Session {
             self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);
         }
         Ok(())
+    }
+
+    /// A read outside a transaction, on a session not bound to its connection, whose backend
+    /// went away: run elsewhere, it gives the same answer (the caller checks nothing was sent).
+    pub(super) fn lost_read(
+        &self,
+        facts: &QueryFacts,
+        outcome: &Result<Outcome, SessionError>,
+    ) -> bool {
+        matches!(
+            outcome,
+            Err(SessionError::Reply(GatewayError::BackendLost { .. }))
+        ) && facts.read_only
+            && !self.in_txn
+            && self.pins.is_empty()
     }
 
     /// A write the server refused as read-only (1290 with `--read-only`, not the other causes
