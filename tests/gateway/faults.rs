@@ -18,6 +18,9 @@ pub enum Fault {
     Delay(Duration),
     /// Nothing is forwarded (connections stay open): a black-holed server.
     Stall,
+    /// New connections are closed at once: a server that is down (with
+    /// [`FaultProxy::drop_connections`] for the open ones).
+    Refuse,
 }
 
 pub struct FaultProxy {
@@ -45,6 +48,10 @@ impl FaultProxy {
                     let Ok((client, _)) = listener.accept().await else {
                         return;
                     };
+                    if rx.borrow().0 == Fault::Refuse {
+                        drop(client);
+                        continue;
+                    }
                     let rx = rx.clone();
                     tokio::spawn(relay(
                         client,
@@ -125,7 +132,7 @@ async fn pump(
                     tokio::time::sleep(d).await;
                     break;
                 }
-                Fault::Pass => break,
+                Fault::Pass | Fault::Refuse => break,
             }
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -462,3 +462,65 @@ pub fn wait_for_policy_error(gw: &Gateway, errors: u64) -> sluice::gateway::Poli
     }
     panic!("no reload was refused: {:?}", gw.policy_status());
 }
+
+/// The gateway binary with the shipped configuration (default policies) in front of `backends`
+/// (a TOML array, as `SLUICE_BACKENDS` takes it): a process of its own, whose memory a test can
+/// read.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl GatewayProcess {
+    pub fn start(backends: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(repo_root().join("config/sluice.toml"))
+            .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SLUICE_BACKENDS", backends)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sluice");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut up = false;
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert!(up, "sluice did not start listening");
+        Self { child, addr }
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB.
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("process status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in status"))
+    }
+
+    /// Resets the peak RSS and returns the current RSS (KiB).
+    pub fn rss_baseline(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .expect("reset the peak RSS (clear_refs)");
+        self.status_kib("VmRSS:")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -432,3 +432,89 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_flapping_for_a_minute_fails_no_read_and_leaks_nothing() {
+    let f = start_private_fleet("soak");
+    let proxy = FaultProxy::start(f.port + 1);
+    // The gateway binary with the shipped config and policies: its memory is its own.
+    let gw = crate::harness::GatewayProcess::start(&format!(
+        "[{{name=\"primary\",address=\"127.0.0.1:{}\",role=\"primary\"}},\
+         {{name=\"replica1\",address=\"127.0.0.1:{}\",role=\"replica\"}}]",
+        f.port, proxy.port
+    ));
+    let threads_connected = || -> u64 {
+        f.sql(1, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'")
+            .parse()
+            .expect("a count")
+    };
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let on_replica = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let replica_port = f.port + 1;
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..16 {
+        let mut conn = mysql_async::Conn::new(crate::harness::client_opts(
+            gw.addr,
+            "app",
+            "app-secret",
+            Some("app"),
+        ))
+        .await
+        .expect("connect");
+        let (reads, failures, stop) =
+            (Arc::clone(&reads), Arc::clone(&failures), Arc::clone(&stop));
+        let on_replica = Arc::clone(&on_replica);
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match conn.query_first::<u16, _>("SELECT @@port").await {
+                    Ok(Some(p)) if p == replica_port => {
+                        on_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                }
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            conn.disconnect().await.expect("disconnect");
+        }));
+    }
+    let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(30, "the clients warm up", || count() >= 5_000).await;
+    let rss_before = gw.status_kib("VmRSS:");
+    let threads_before = threads_connected();
+    // Down and up every 5 s for a minute: the flapping is the scenario, not a synchronisation.
+    for _ in 0..6 {
+        proxy.set(Fault::Refuse);
+        proxy.drop_connections();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        proxy.set(Fault::Pass);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let rss_after = gw.status_kib("VmRSS:");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    let failures = failures.lock().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "autocommit reads failed: {failures:#?}"
+    );
+    println!(
+        "{} reads; gateway RSS {rss_before} -> {rss_after} KiB; replica threads {threads_before}",
+        count()
+    );
+    assert!(
+        rss_after * 10 <= rss_before * 11,
+        "the gateway grew by more than 10%: {rss_before} -> {rss_after} KiB"
+    );
+    // The replica's connections go back to what they were (no connection left behind).
+    wait_until(
+        30,
+        "the replica's connections are back to their baseline",
+        || threads_connected() <= threads_before,
+    )
+    .await;
+}

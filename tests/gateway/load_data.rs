@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::harness::{PolicyDir, TestGateway, cli, fleet, primary_only_config};
+use crate::harness::{GatewayProcess, PolicyDir, TestGateway, cli, fleet, primary_only_config};
 use crate::raw::{LOCAL_FILES, Raw, Reply};
 
 const ROWS: &[u8] = b"1\tone\n2\ttwo\n3\tthree\n";
@@ -224,69 +224,6 @@ fn a_guard_that_denies_load_data_refuses_it_before_the_file_moves() {
     assert!(message.contains("guard: deny-load-data"), "{message}");
 }
 
-/// The gateway binary with the shipped configuration (default policies) in front of `primary`.
-struct GatewayProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn start(primary: u16) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--config"])
-            .arg(crate::harness::repo_root().join("config/sluice.toml"))
-            .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "SLUICE_BACKENDS",
-                format!("[{{name=\"primary\",address=\"127.0.0.1:{primary}\",role=\"primary\"}}]"),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn sluice");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut up = false;
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        assert!(up, "sluice did not start listening");
-        Self { child, addr }
-    }
-
-    /// A `/proc/<pid>/status` figure in KiB.
-    fn status_kib(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("process status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in status"))
-    }
-
-    /// Resets the peak RSS and returns the current RSS (KiB).
-    fn rss_baseline(&self) -> u64 {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
-            .expect("reset the peak RSS (clear_refs)");
-        self.status_kib("VmRSS:")
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A tab-separated file of `rows` rows of about 100 bytes, and what the server should report for
 /// it: `COUNT(*)`, `SUM(id)`, `SUM(CRC32(payload))`.
 fn big_file(path: &std::path::Path, rows: u64) -> String {
@@ -314,7 +251,10 @@ fn big_file(path: &std::path::Path, rows: u64) -> String {
 fn a_200_mb_file_loads_in_bounded_gateway_memory() {
     // A server of its own: the load would make the shared fleet's replicas lag.
     let f = crate::harness::start_private_server("load-200mb");
-    let gw = GatewayProcess::start(f.port);
+    let gw = GatewayProcess::start(&format!(
+        "[{{name=\"primary\",address=\"127.0.0.1:{}\",role=\"primary\"}}]",
+        f.port
+    ));
     let dir = std::env::temp_dir().join(format!("sluice-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("big.tsv");
