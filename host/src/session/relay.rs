@@ -49,8 +49,14 @@ pub async fn answer<T>(
     backend: &str,
     next: impl Future<Output = Result<T, mysql_async::Error>>,
 ) -> Result<T, SessionError> {
-    let answered = match read_timeout {
-        Some(limit) => match tokio::time::timeout(limit, next).await {
+    let mut next = std::pin::pin!(next);
+    // Most answers (rows of a streaming result) are already read ahead: polled once, they
+    // need no timer. Only an answer that has to wait gets one.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await;
+    let answered = match (first, read_timeout) {
+        (std::task::Poll::Ready(r), _) => r,
+        (std::task::Poll::Pending, None) => next.await,
+        (std::task::Poll::Pending, Some(limit)) => match tokio::time::timeout(limit, next).await {
             Ok(r) => r,
             Err(_) => {
                 return Err(SessionError::Reply(GatewayError::BackendLost {
@@ -62,7 +68,6 @@ pub async fn answer<T>(
                 }));
             }
         },
-        None => next.await,
     };
     answered.map_err(backend_err(backend))
 }
