@@ -233,6 +233,28 @@ pub fn shipped_config(f: &Fleet) -> Config {
     c
 }
 
+/// `c` with the monitor probing every 100 ms (the fleet's monitor account).
+pub fn monitored(mut c: Config) -> Config {
+    c.monitor = Some(sluice::config::MonitorConfig {
+        user: "sluice_monitor".into(),
+        password: "monitor-secret".into(),
+        interval_ms: 100,
+    });
+    c
+}
+
+/// Polls `cond` every 10 ms for at most `secs` seconds; panics with `what` if it never holds.
+pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Only the primary behind the gateway.
 pub fn primary_only_config() -> Config {
     primary_only_config_for(fleet())

@@ -2,31 +2,72 @@
 //! move away from it and come back; a deadlock lost by an autocommit statement is run again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use sluice::config::{Config, MonitorConfig};
 use sluice::pool::Backend;
 use sluice::pool::health::HealthState;
 
 use crate::faults::{Fault, FaultProxy};
-use crate::harness::{TestGateway, config_for, fleet, primary_only_config, start_private_fleet};
+use crate::harness::{
+    TestGateway, config_for, fleet, monitored, primary_only_config, start_private_fleet, wait_until,
+};
 
-fn monitored(mut c: Config) -> Config {
-    c.monitor = Some(MonitorConfig {
-        user: "sluice_monitor".into(),
-        password: "monitor-secret".into(),
-        interval_ms: 100,
-    });
-    c
+/// Clients reading `SELECT @@port` in autocommit until stopped: how many reads ran, how many
+/// the replica on `replica_port` served, and what failed.
+struct Readers {
+    reads: Arc<std::sync::atomic::AtomicU64>,
+    on_replica: Arc<std::sync::atomic::AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Polls `cond` every 10 ms for at most `secs` seconds; panics with `what` if it never holds.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+impl Readers {
+    fn start(conns: Vec<mysql_async::Conn>, replica_port: u16) -> Self {
+        let mut r = Self {
+            reads: Arc::default(),
+            on_replica: Arc::default(),
+            failures: Arc::default(),
+            stop: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for mut conn in conns {
+            let (reads, on_replica) = (Arc::clone(&r.reads), Arc::clone(&r.on_replica));
+            let (failures, stop) = (Arc::clone(&r.failures), Arc::clone(&r.stop));
+            r.tasks.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match conn.query_first::<u16, _>("SELECT @@port").await {
+                        Ok(Some(p)) if p == replica_port => {
+                            on_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                    }
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = conn.disconnect().await;
+            }));
+        }
+        r
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops them; asserts no read failed and the replica served some.
+    async fn stop_without_failures(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("reader");
+        }
+        let failed = self.failures.lock().expect("lock").clone();
+        assert!(failed.is_empty(), "autocommit reads failed: {failed:#?}");
+        assert!(
+            self.on_replica.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no read reached the replica"
+        );
     }
 }
 
@@ -195,48 +236,18 @@ async fn a_flapping_replica_fails_no_autocommit_read() {
     let gw = TestGateway::start(c);
     // A slow network as well: every chunk waits 2 ms.
     proxy.set(Fault::Delay(Duration::from_millis(2)));
-    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let on_replica = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let replica_port = f.port + 1;
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut readers = Vec::new();
+    let mut conns = Vec::new();
     for _ in 0..8 {
-        let mut conn = gw.app().await;
-        let (reads, failures, stop) =
-            (Arc::clone(&reads), Arc::clone(&failures), Arc::clone(&stop));
-        let on_replica = Arc::clone(&on_replica);
-        readers.push(tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match conn.query_first::<u16, _>("SELECT @@port").await {
-                    Ok(Some(p)) if p == replica_port => {
-                        on_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(e) => failures.lock().expect("lock").push(e.to_string()),
-                }
-                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
+        conns.push(gw.app().await);
     }
+    let readers = Readers::start(conns, f.port + 1);
     // Every connection through the proxy dropped, five times, with reads running between.
     for _ in 0..5 {
-        let before = reads.load(std::sync::atomic::Ordering::Relaxed);
-        wait_until(30, "the clients read", || {
-            reads.load(std::sync::atomic::Ordering::Relaxed) >= before + 100
-        })
-        .await;
+        let before = readers.reads();
+        wait_until(30, "the clients read", || readers.reads() >= before + 100).await;
         proxy.drop_connections();
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        r.await.expect("reader");
-    }
-    let failures = failures.lock().expect("lock");
-    assert!(
-        failures.is_empty(),
-        "autocommit reads failed: {failures:#?}"
-    );
+    readers.stop_without_failures().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,40 +459,21 @@ async fn a_replica_flapping_for_a_minute_fails_no_read_and_leaks_nothing() {
             .parse()
             .expect("a count")
     };
-    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let on_replica = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let replica_port = f.port + 1;
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut readers = Vec::new();
+    let mut conns = Vec::new();
     for _ in 0..16 {
-        let mut conn = mysql_async::Conn::new(crate::harness::client_opts(
-            gw.addr,
-            "app",
-            "app-secret",
-            Some("app"),
-        ))
-        .await
-        .expect("connect");
-        let (reads, failures, stop) =
-            (Arc::clone(&reads), Arc::clone(&failures), Arc::clone(&stop));
-        let on_replica = Arc::clone(&on_replica);
-        readers.push(tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match conn.query_first::<u16, _>("SELECT @@port").await {
-                    Ok(Some(p)) if p == replica_port => {
-                        on_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(e) => failures.lock().expect("lock").push(e.to_string()),
-                }
-                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            conn.disconnect().await.expect("disconnect");
-        }));
+        conns.push(
+            mysql_async::Conn::new(crate::harness::client_opts(
+                gw.addr,
+                "app",
+                "app-secret",
+                Some("app"),
+            ))
+            .await
+            .expect("connect"),
+        );
     }
-    let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
-    wait_until(30, "the clients warm up", || count() >= 5_000).await;
+    let readers = Readers::start(conns, f.port + 1);
+    wait_until(30, "the clients warm up", || readers.reads() >= 5_000).await;
     let rss_before = gw.status_kib("VmRSS:");
     let threads_before = threads_connected();
     // Down and up every 5 s for a minute: the flapping is the scenario, not a synchronisation.
@@ -493,19 +485,10 @@ async fn a_replica_flapping_for_a_minute_fails_no_read_and_leaks_nothing() {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let rss_after = gw.status_kib("VmRSS:");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        r.await.expect("reader");
-    }
-    let failed = failures.lock().expect("lock").clone();
-    assert!(failed.is_empty(), "autocommit reads failed: {failed:#?}");
-    assert!(
-        on_replica.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "no read reached the flapping replica"
-    );
+    let reads = readers.reads();
+    readers.stop_without_failures().await;
     println!(
-        "{} reads; gateway RSS {rss_before} -> {rss_after} KiB; replica threads {threads_before}",
-        count()
+        "{reads} reads; gateway RSS {rss_before} -> {rss_after} KiB; replica threads {threads_before}"
     );
     assert!(
         rss_after * 10 <= rss_before * 11,

@@ -9,32 +9,14 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Error};
-use sluice::config::{BackendConfig, Config, MonitorConfig, Role};
+use sluice::config::{BackendConfig, Role};
 use sluice::pool::Backend;
 use sluice::pool::core::CloseReason;
 
 use crate::harness::{
-    Fleet, TestGateway, config_for, fleet, primary_only_config, secrets_config,
-    start_private_fleet, start_private_server,
+    Fleet, TestGateway, config_for, fleet, monitored, primary_only_config, secrets_config,
+    start_private_fleet, start_private_server, wait_until,
 };
-
-fn monitored(mut c: Config) -> Config {
-    c.monitor = Some(MonitorConfig {
-        user: "sluice_monitor".into(),
-        password: "monitor-secret".into(),
-        interval_ms: 100,
-    });
-    c
-}
-
-/// Polls `cond` every 10 ms for at most `secs` seconds; panics with `what` if it never holds.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn server_code(e: &Error) -> Option<(u16, String)> {
     match e {
