@@ -71,6 +71,63 @@ impl Readers {
     }
 }
 
+/// Clients inserting with `insert` in autocommit until stopped: how many writes were
+/// acknowledged, and the MySQL errors they got (anything else fails the test: a session must
+/// always hear a proper error).
+struct Writers {
+    acknowledged: Arc<std::sync::atomic::AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(conns: Vec<mysql_async::Conn>, insert: &'static str) -> Self {
+        let mut w = Self {
+            acknowledged: Arc::default(),
+            errors: Arc::default(),
+            stop: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for mut conn in conns {
+            let (acknowledged, errors) = (Arc::clone(&w.acknowledged), Arc::clone(&w.errors));
+            let stop = Arc::clone(&w.stop);
+            w.tasks.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match conn.query_drop(insert).await {
+                        Ok(()) => {
+                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(mysql_async::Error::Server(e)) => errors
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{} {}", e.code, e.message)),
+                        Err(other) => panic!("not a MySQL error: {other}"),
+                    }
+                }
+            }));
+        }
+        w
+    }
+
+    fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops them: the writes acknowledged in all, and the errors they got ("code message").
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer");
+        }
+        let errors = self.errors.lock().expect("lock").clone();
+        (
+            self.acknowledged.load(std::sync::atomic::Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_replica_fails_no_read_and_reads_move_away_and_back() {
     let f = start_private_fleet("black-hole");
@@ -271,31 +328,11 @@ async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error()
         .await
         .expect("table");
     // A client writing in autocommit all along: every write must succeed.
-    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let mut conn = gw.app().await;
-        let (acknowledged, errors, stop) = (
-            Arc::clone(&acknowledged),
-            Arc::clone(&errors),
-            Arc::clone(&stop),
-        );
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match conn
-                    .query_drop("INSERT INTO app.sw (port) VALUES (@@port)")
-                    .await
-                {
-                    Ok(()) => {
-                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(e) => errors.lock().expect("lock").push(e.to_string()),
-                }
-            }
-        })
-    };
-    let writes = || acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+    let writers = Writers::start(
+        vec![gw.app().await],
+        "INSERT INTO app.sw (port) VALUES (@@port)",
+    );
+    let writes = || writers.acknowledged();
     wait_until(30, "writes run", || writes() >= 50).await;
     // The switchover: the old primary stops taking writes, replica 1 catches up and is
     // promoted, replica 2 follows it.
@@ -326,9 +363,7 @@ async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error()
     .await;
     let at_switch = writes();
     wait_until(30, "writes go on", || writes() >= at_switch + 50).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.expect("writer");
-    let errors = errors.lock().expect("lock");
+    let (acknowledged, errors) = writers.stop().await;
     assert!(
         errors.is_empty(),
         "writes failed across the switchover: {errors:#?}"
@@ -336,14 +371,14 @@ async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error()
     // Every acknowledged write is on the new primary, and the writes after the switch ran there.
     assert_eq!(
         f.sql(1, "SELECT COUNT(*) FROM app.sw"),
-        writes().to_string()
+        acknowledged.to_string()
     );
     let on_new: u64 = f
         .sql(1, &format!("SELECT COUNT(*) FROM app.sw WHERE port = {p1}"))
         .parse()
         .expect("count");
     assert!(
-        on_new >= writes() - at_switch,
+        on_new >= acknowledged - at_switch,
         "{on_new} writes on the new primary"
     );
 }
@@ -380,36 +415,12 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
         .query_drop("CREATE OR REPLACE TABLE app.rw (id INT AUTO_INCREMENT PRIMARY KEY, n INT)")
         .await
         .expect("table");
-    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
+    let mut conns = Vec::new();
     for _ in 0..4 {
-        let mut conn = gw.app().await;
-        let (acknowledged, errors, stop) = (
-            Arc::clone(&acknowledged),
-            Arc::clone(&errors),
-            Arc::clone(&stop),
-        );
-        writers.push(tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match conn.query_drop("INSERT INTO app.rw (n) VALUES (1)").await {
-                    Ok(()) => {
-                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    // A clear MySQL error: the session goes on.
-                    Err(mysql_async::Error::Server(e)) => {
-                        errors
-                            .lock()
-                            .expect("lock")
-                            .push(format!("{} {}", e.code, e.message));
-                    }
-                    Err(other) => panic!("not a MySQL error: {other}"),
-                }
-            }
-        }));
+        conns.push(gw.app().await);
     }
-    let writes = || acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+    let writers = Writers::start(conns, "INSERT INTO app.rw (n) VALUES (1)");
+    let writes = || writers.acknowledged();
     wait_until(30, "writes run", || writes() >= 100).await;
     let fl = Arc::clone(&f);
     tokio::task::spawn_blocking(move || {
@@ -420,16 +431,12 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
     .expect("restart");
     let after = writes();
     wait_until(60, "writes run again", || writes() >= after + 100).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer");
-    }
+    let (acknowledged, errors) = writers.stop().await;
     // Every acknowledged write is in the table.
     assert_eq!(
         f.sql(0, "SELECT COUNT(*) FROM app.rw"),
-        writes().to_string()
+        acknowledged.to_string()
     );
-    let errors = errors.lock().expect("lock");
     println!("{} errors during the restart: {errors:#?}", errors.len());
     for e in errors.iter() {
         let code: u16 = e
