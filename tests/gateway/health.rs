@@ -438,7 +438,7 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
         acknowledged.to_string()
     );
     println!("{} errors during the restart: {errors:#?}", errors.len());
-    for e in errors.iter() {
+    for e in &errors {
         let code: u16 = e
             .split(' ')
             .next()
