@@ -128,20 +128,28 @@ impl Writers {
     }
 }
 
+/// The fleet's primary and replica 1, reached through `proxy`, monitored, reads split.
+fn through_proxy(f: &crate::harness::Fleet, proxy: &FaultProxy) -> sluice::config::Config {
+    let mut c = monitored(config_for(f));
+    c.backends.retain(|b| b.name != "replica2");
+    replica1(&mut c).address = format!("127.0.0.1:{}", proxy.port);
+    c.routing.read_write_split = true;
+    c
+}
+
+fn replica1(c: &mut sluice::config::Config) -> &mut sluice::config::BackendConfig {
+    c.backends
+        .iter_mut()
+        .find(|b| b.name == "replica1")
+        .expect("replica1")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_replica_fails_no_read_and_reads_move_away_and_back() {
     let f = start_private_fleet("black-hole");
     let proxy = FaultProxy::start(f.port + 1);
-    let mut c = monitored(config_for(&f));
-    c.backends.retain(|b| b.name != "replica2");
-    let b = c
-        .backends
-        .iter_mut()
-        .find(|b| b.name == "replica1")
-        .expect("replica1");
-    b.address = format!("127.0.0.1:{}", proxy.port);
-    b.read_timeout_ms = 1000;
-    c.routing.read_write_split = true;
+    let mut c = through_proxy(&f, &proxy);
+    replica1(&mut c).read_timeout_ms = 1000;
     let gw = TestGateway::start(c);
     let replica: Arc<Backend> = Arc::clone(gw.gateway.fleet.by_name("replica1").expect("backend"));
     wait_until(30, "the monitor probed the replica", || {
@@ -281,16 +289,7 @@ async fn a_deadlock_lost_by_an_autocommit_statement_is_run_again_and_in_a_transa
 async fn a_flapping_replica_fails_no_autocommit_read() {
     let f = start_private_fleet("flapping");
     let proxy = Arc::new(FaultProxy::start(f.port + 1));
-    let mut c = monitored(config_for(&f));
-    c.backends.retain(|b| b.name != "replica2");
-    let b = c
-        .backends
-        .iter_mut()
-        .find(|b| b.name == "replica1")
-        .expect("replica1");
-    b.address = format!("127.0.0.1:{}", proxy.port);
-    c.routing.read_write_split = true;
-    let gw = TestGateway::start(c);
+    let gw = TestGateway::start(through_proxy(&f, &proxy));
     // A slow network as well: every chunk waits 2 ms.
     proxy.set(Fault::Delay(Duration::from_millis(2)));
     let mut conns = Vec::new();
