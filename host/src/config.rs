@@ -40,6 +40,9 @@ pub struct Config {
     pub policies: PoliciesConfig,
     pub secrets: SecretsConfig,
     pub monitor: Option<MonitorConfig>,
+    pub admin: AdminConfig,
+    pub digests: DigestsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
@@ -178,12 +181,90 @@ impl TlsConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `sluice=debug`, ...
     pub level: String,
+    pub format: LogFormat,
+    /// Statements slower than this many ms are logged (redacted) and counted; 0: off.
+    pub slow_query_ms: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
+            slow_query_ms: 1_000,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The admin HTTP API, status page and `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// The bearer token every endpoint but `/healthz` and `/readyz` requires, from this
+    /// environment variable or file (required when `listen` is not on loopback).
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Resolved from `token-env` / `token-file` at load; never logged.
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 6070)),
+            token_env: None,
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+/// The statement digest table (`/api/digests`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DigestsConfig {
+    pub enabled: bool,
+    /// Entries kept at most (digest, user, schema, backend); the least recently used goes.
+    pub max: usize,
+}
+
+impl Default for DigestsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max: 10_000,
+        }
+    }
+}
+
+/// Prometheus `/metrics` and the statement counters behind it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Label per-user series with `user` (one series per user: keep off for many users).
+    pub per_user: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_user: false,
         }
     }
 }
@@ -409,6 +490,9 @@ impl Config {
         if let Some(p) = self.frontend.tls.key.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.admin.token_file.as_mut() {
+            fix(p);
+        }
         for u in &mut self.users {
             if let Some(p) = u.password_file.as_mut() {
                 fix(p);
@@ -485,6 +569,10 @@ impl Config {
                 "secrets.env-prefix".into(),
                 "must not start with SLUICE_ (that prefix configures the gateway)",
             ));
+        }
+        self.validate_admin(file)?;
+        if self.digests.max == 0 {
+            return Err(invalid("digests.max".into(), "must be at least 1"));
         }
         if self.backends.is_empty() {
             return Err(invalid("backends".into(), "at least one backend is needed"));
@@ -594,6 +682,46 @@ impl Config {
         Ok(())
     }
 
+    /// The admin listener's token: from its source, and required off loopback.
+    fn validate_admin(&mut self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let a = &mut self.admin;
+        if a.token_env.is_some() && a.token_file.is_some() {
+            return Err(invalid(
+                "admin.token-env",
+                "give at most one of token-env, token-file".into(),
+            ));
+        }
+        if let Some(var) = &a.token_env {
+            let v = std::env::var(var)
+                .map_err(|_| invalid("admin.token-env", format!("environment variable {var} is not set")))?;
+            a.token = Some(v);
+        }
+        if let Some(path) = &a.token_file {
+            let v = std::fs::read_to_string(path).map_err(|e| {
+                invalid("admin.token-file", format!("cannot read {}: {e}", path.display()))
+            })?;
+            a.token = Some(v.trim().to_string());
+        }
+        if a.token.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("admin.token-env", "the token is empty".into()));
+        }
+        if a.enabled && a.token.is_none() && !a.listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address: set admin.token-env or admin.token-file",
+                    a.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
     }
@@ -658,6 +786,23 @@ mod tests {
             format!("{ok}\n[[users]]\nname = \"u\"\npassword = \"p\"\nbackend-group = \"nope\"\n");
         let e = Config::from_toml(&bad).expect_err("invalid").to_string();
         assert!(e.contains("users[0].backend-group"), "{e}");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let open = format!("{MIN}\n[admin]\nlisten = \"0.0.0.0:6070\"\n");
+        let e = Config::from_toml(&open).expect_err("invalid").to_string();
+        assert!(e.contains("admin.listen"), "{e}");
+        let dir = std::env::temp_dir().join(format!("sluice-token-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").expect("write token");
+        let with = format!("{open}token-file = \"{}\"\n", dir.display());
+        let c = Config::from_toml(&with).expect("valid");
+        assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
+        let _ = std::fs::remove_file(&dir);
+        let e = Config::from_toml(&format!("{MIN}\n[digests]\nmax = 0\n"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(e.contains("digests.max"), "{e}");
     }
 
     #[test]

@@ -93,6 +93,49 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// What kind of error a client saw, for operators: who refused or failed the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The login failed.
+    Auth,
+    /// A policy denied the statement.
+    Denied,
+    /// The backend server answered with an error (syntax, constraint, deadlock ...).
+    Server,
+    /// No backend could run it: unreachable, lost, pool exhausted, no writer.
+    Backend,
+    /// A gateway limit: connections, idle transaction.
+    Limit,
+    /// The client sent something the gateway cannot serve.
+    Client,
+    /// The gateway itself: shutdown, kill, conflict, internal.
+    Gateway,
+}
+
+impl ErrorClass {
+    pub const ALL: [Self; 7] = [
+        Self::Auth,
+        Self::Denied,
+        Self::Server,
+        Self::Backend,
+        Self::Limit,
+        Self::Client,
+        Self::Gateway,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Denied => "denied",
+            Self::Server => "server",
+            Self::Backend => "backend",
+            Self::Limit => "limit",
+            Self::Client => "client",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
 /// The SQLSTATE MySQL uses with a policy's chosen error code: access errors are 42000, the rest
 /// (1105 unknown error, 1175 safe updates, 1290 read-only, ...) HY000.
 fn denial_state(code: u16) -> &'static str {
@@ -135,6 +178,37 @@ impl GatewayError {
             Self::ShuttingDown => (1053, "08S01"),
             Self::UnknownDatabase(_) => (1049, "42000"),
             Self::Internal(_) => (1105, "HY000"),
+        }
+    }
+
+    /// The class operators count errors by (a metric label, a digest column).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::AccessDenied { .. }
+            | Self::FullAuthNeedsTls { .. }
+            | Self::TlsRequired { .. }
+            | Self::UnknownBackendGroup { .. } => ErrorClass::Auth,
+            Self::Denied { .. } => ErrorClass::Denied,
+            Self::Server { .. } | Self::UnknownDatabase(_) => ErrorClass::Server,
+            Self::BackendUnavailable { .. }
+            | Self::BackendLost { .. }
+            | Self::PoolTimeout { .. }
+            | Self::NoWriter { .. }
+            | Self::SplitBrain { .. } => ErrorClass::Backend,
+            Self::TooManyConnections
+            | Self::TooManyUserConnections { .. }
+            | Self::TransactionIdleTimeout { .. } => ErrorClass::Limit,
+            Self::UnknownCommand(_)
+            | Self::Malformed(_)
+            | Self::PacketTooLarge { .. }
+            | Self::UnknownStatement { .. }
+            | Self::NoSuchThread(_)
+            | Self::NotThreadOwner(_)
+            | Self::Unsupported(_) => ErrorClass::Client,
+            Self::ConnectionKilled
+            | Self::OptimisticConflict { .. }
+            | Self::ShuttingDown
+            | Self::Internal(_) => ErrorClass::Gateway,
         }
     }
 

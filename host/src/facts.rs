@@ -25,6 +25,47 @@ pub enum StatementKind {
     Other,
 }
 
+impl StatementKind {
+    pub const ALL: [Self; 13] = [
+        Self::Select,
+        Self::Insert,
+        Self::Update,
+        Self::Delete,
+        Self::Replace,
+        Self::Ddl,
+        Self::Transaction,
+        Self::Set,
+        Self::Use,
+        Self::Show,
+        Self::Call,
+        Self::LoadData,
+        Self::Other,
+    ];
+
+    /// Its position in [`Self::ALL`] (for per-kind counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Select => "select",
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Replace => "replace",
+            Self::Ddl => "ddl",
+            Self::Transaction => "transaction",
+            Self::Set => "set",
+            Self::Use => "use",
+            Self::Show => "show",
+            Self::Call => "call",
+            Self::LoadData => "load_data",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// A session-scoped variable assignment found in a SET statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetTarget {
@@ -615,10 +656,69 @@ pub fn analyze(sql: &str) -> QueryFacts {
         && !f.multi_statement;
     f.pins.sort_unstable();
     f.pins.dedup();
+    collapse_value_lists(&mut digest);
     f.digest = String::from_utf8(digest)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     f.digest_hash = digest_hash(&f.digest);
     f
+}
+
+/// Folds value lists in a digest to one shape, so ORM traffic does not make a digest per list
+/// length: `IN(?, ?, ?)` becomes `IN(...)`, and `VALUES(?, ?), (?, ?)` keeps its first row.
+fn collapse_value_lists(d: &mut Vec<u8>) {
+    fn find(d: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
+        d.get(from..)?
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|p| p + from)
+    }
+    // The word must start at a token boundary (`JOIN(` is not `IN(`).
+    let at_boundary = |d: &[u8], at: usize| at == 0 || matches!(d[at - 1], b' ' | b'(' | b',');
+    let mut from = 0;
+    while let Some(at) = find(d, from, b"IN(") {
+        let open = at + 2;
+        from = open + 1;
+        if !at_boundary(d, at) {
+            continue;
+        }
+        // Only placeholders: `?` items separated by `, `.
+        let mut i = open + 1;
+        let mut items = 0;
+        while d.get(i) == Some(&b'?') {
+            items += 1;
+            i += 1;
+            if d[i..].starts_with(b", ") {
+                i += 2;
+            } else {
+                break;
+            }
+        }
+        if items > 0 && d.get(i) == Some(&b')') {
+            d.splice(open + 1..i, b"...".iter().copied());
+        }
+    }
+    for word in [&b"VALUES("[..], &b"VALUE("[..]] {
+        let mut from = 0;
+        while let Some(at) = find(d, from, word) {
+            let open = at + word.len() - 1;
+            from = open + 1;
+            if !at_boundary(d, at) {
+                continue;
+            }
+            let Some(close) = d[open..].iter().position(|&c| c == b')').map(|p| p + open) else {
+                break;
+            };
+            if d[open + 1..close].contains(&b'(') {
+                continue;
+            }
+            let row = d[open..=close].to_vec();
+            let mut end = close + 1;
+            while d[end..].starts_with(b", ") && d[end + 2..].starts_with(&row) {
+                end += 2 + row.len();
+            }
+            d.drain(close + 1..end);
+        }
+    }
 }
 
 /// The process-wide keyed hash of digests.
@@ -1000,6 +1100,30 @@ mod tests {
             analyze("SELECT \"a\" FROM t").digest,
             analyze("SELECT 'b' FROM t").digest
         );
+    }
+
+    #[test]
+    fn digests_fold_value_lists_to_one_shape() {
+        let one = analyze("SELECT * FROM t WHERE id IN (1)").digest;
+        assert_eq!(one, "SELECT * FROM T WHERE ID IN(...)");
+        assert_eq!(analyze("select * from t where id in (1, 2, 3)").digest, one);
+        assert_eq!(
+            analyze("SELECT * FROM t WHERE id NOT IN (1,2) AND b IN (SELECT x FROM u)").digest,
+            "SELECT * FROM T WHERE ID NOT IN(...) AND B IN(SELECT X FROM U)"
+        );
+        let row = analyze("INSERT INTO t (a, b) VALUES (1, 'x')").digest;
+        assert_eq!(row, "INSERT INTO T(A, B) VALUES(?, ?)");
+        assert_eq!(
+            analyze("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'),(3,'z')").digest,
+            row
+        );
+        assert_eq!(
+            analyze("INSERT INTO t VALUES (1), (2) ON DUPLICATE KEY UPDATE a = VALUES(a)").digest,
+            "INSERT INTO T VALUES(?) ON DUPLICATE KEY UPDATE A = VALUES(A)"
+        );
+        // Function arguments are not value lists.
+        assert_eq!(analyze("SELECT f(1, -2)").digest, "SELECT F(?, ?)");
+        assert_eq!(analyze("SELECT JOIN(1)").digest, "SELECT JOIN(?)");
     }
 
     #[test]

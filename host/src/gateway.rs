@@ -12,6 +12,9 @@ use crate::config::Config;
 use crate::facts::PinReason;
 use crate::phase::Policy;
 use crate::plugin::loader::LoadError;
+use crate::plugin::runtime::Plugin;
+use crate::plugin::set::PolicySet;
+use crate::telemetry::{Telemetry, unix_ms};
 use crate::pool::{Account, Backend, Fleet};
 use crate::session::Hold;
 
@@ -22,6 +25,17 @@ pub struct SessionView {
     pub hold: Option<Hold>,
     /// Backend name and server thread id of the held connection.
     pub backend: Option<(String, u32)>,
+    /// The digest of the statement that made the first pin (no literal of it).
+    pub pinned_by: Option<String>,
+    pub schema: Option<String>,
+    pub in_transaction: bool,
+}
+
+/// The statement a session runs right now (its digest: no literal) and since when.
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub statement: String,
+    pub since: Option<Instant>,
 }
 
 /// Where a session's statement runs right now: backend, account, server thread id.
@@ -30,6 +44,13 @@ pub type Running = (Arc<Backend>, Arc<Account>, u32);
 /// A live session as other sessions see it (for `KILL`).
 pub struct SessionEntry {
     pub user: String,
+    /// The client's address (ip:port).
+    pub peer: String,
+    pub tls: bool,
+    pub connected: Instant,
+    /// Milliseconds since the Unix epoch at login.
+    pub connected_at_ms: u64,
+    pub activity: Mutex<Activity>,
     pub killed: AtomicBool,
     pub kill_notify: Notify,
     /// The backend thread running this session's statement right now.
@@ -59,6 +80,34 @@ impl SessionEntry {
             .clone()
     }
 
+    /// The session starts a statement with this digest (the buffer is reused: no allocation
+    /// once it has grown to the session's longest digest).
+    pub fn begin_statement(&self, digest: &str, since: Instant) {
+        let mut a = self
+            .activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        a.statement.clear();
+        a.statement.push_str(digest);
+        a.since = Some(since);
+    }
+
+    pub fn end_statement(&self) {
+        self.activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .since = None;
+    }
+
+    /// The running statement and how long it has run.
+    pub fn current(&self) -> Option<(String, std::time::Duration)> {
+        let a = self
+            .activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        a.since.map(|t| (a.statement.clone(), t.elapsed()))
+    }
+
     pub fn set_view(&self, v: SessionView) {
         *self
             .view
@@ -78,6 +127,8 @@ pub struct PolicyStatus {
     pub last_error: Option<LoadError>,
     /// Refused reloads since start.
     pub errors: u64,
+    /// The last reload attempt, ok or refused (ms since the Unix epoch).
+    pub last_attempt_ms: u64,
 }
 
 pub struct Gateway {
@@ -85,7 +136,11 @@ pub struct Gateway {
     /// The active policies behind the phase trait; swapped whole on reload.
     policy: arc_swap::ArcSwap<Box<dyn Policy>>,
     policy_status: Mutex<PolicyStatus>,
+    /// The loaded policies of the active set (for their counters).
+    plugins: Mutex<Vec<Arc<Plugin>>>,
     pub fleet: Fleet,
+    /// Per-statement recording: digests, metrics, per-user counts, the slow log.
+    pub telemetry: Telemetry,
     sessions: Mutex<HashMap<u32, Arc<SessionEntry>>>,
     next_id: AtomicU32,
     /// Users who completed caching_sha2 full authentication since start (the "cache").
@@ -109,10 +164,13 @@ const FALLBACK_VERSION: &str = "10.11.0-MariaDB";
 impl Gateway {
     pub fn new(config: Config, policy: Box<dyn Policy>, shutdown: watch::Receiver<bool>) -> Self {
         let fleet = Fleet::new(&config.backends);
+        let telemetry = Telemetry::new(&config);
         Self {
             config,
             policy: arc_swap::ArcSwap::from_pointee(policy),
             policy_status: Mutex::new(PolicyStatus::default()),
+            plugins: Mutex::new(Vec::new()),
+            telemetry,
             fleet,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
@@ -138,9 +196,18 @@ impl Gateway {
         self.policy.load_full()
     }
 
-    /// Makes `policy` the active set.
-    pub fn install_policies(&self, policy: Box<dyn Policy>, names: Vec<String>) {
-        self.policy.store(Arc::new(policy));
+    /// Makes `set` the active policies.
+    pub fn install_policies(&self, set: PolicySet) {
+        let plugins: Vec<Arc<Plugin>> = set.plugins().cloned().collect();
+        let names = plugins
+            .iter()
+            .map(|p| format!("{} ({})", p.name(), p.manifest.kind.name()))
+            .collect();
+        self.policy.store(Arc::new(Box::new(set)));
+        *self
+            .plugins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = plugins;
         let mut st = self
             .policy_status
             .lock()
@@ -148,6 +215,7 @@ impl Gateway {
         st.version += 1;
         st.active = names;
         st.last_error = None;
+        st.last_attempt_ms = unix_ms();
     }
 
     pub fn record_policy_error(&self, e: &LoadError) {
@@ -157,6 +225,26 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.last_error = Some(e.clone());
         st.errors += 1;
+        st.last_attempt_ms = unix_ms();
+    }
+
+    /// The policies of the active set.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every live session (for the admin API), by connection id.
+    pub fn session_entries(&self) -> Vec<(u32, Arc<SessionEntry>)> {
+        let mut v: Vec<_> = self
+            .sessions()
+            .iter()
+            .map(|(id, e)| (*id, Arc::clone(e)))
+            .collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v
     }
 
     pub fn policy_status(&self) -> PolicyStatus {
@@ -205,9 +293,14 @@ impl Gateway {
         self.sessions().values().filter(|s| s.user == user).count()
     }
 
-    pub fn register(&self, id: u32, user: &str) -> Arc<SessionEntry> {
+    pub fn register(&self, id: u32, user: &str, peer: String, tls: bool) -> Arc<SessionEntry> {
         let entry = Arc::new(SessionEntry {
             user: user.to_string(),
+            peer,
+            tls,
+            connected: Instant::now(),
+            connected_at_ms: unix_ms(),
+            activity: Mutex::new(Activity::default()),
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
             running: Mutex::new(None),

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod protocol;
 pub mod replay;
 pub mod session;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use crate::gateway::Gateway;
 use crate::protocol::PacketStream;
 use crate::protocol::reply::ErrPacket;
 use crate::session::Session;
+use crate::telemetry::metrics::Refusal;
 use connect::{ConnectError, connection_phase};
 
 /// Counts clients from accept to disconnect (the cap applies before authentication too).
@@ -56,6 +57,7 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                 tasks.spawn(async move {
                     let _slot = slot;
                     if n > gw.config.frontend.max_connections {
+                        gw.telemetry.metrics.refused(Refusal::TooMany);
                         too_many(tcp, gw.config.frontend.max_allowed_packet).await;
                         return;
                     }
@@ -121,11 +123,19 @@ async fn handle_client(
             tracing::debug!(id, "client left");
         }
         Ok(Err(ConnectError::Refused(e))) => {
+            let why = match e.class() {
+                crate::error::ErrorClass::Auth => Refusal::Auth,
+                _ => Refusal::Other,
+            };
+            gw.telemetry.metrics.refused(why);
             tracing::info!(id, %peer, error = %e, "connection refused");
         }
         Ok(Err(ConnectError::Io(e))) => {
             tracing::debug!(id, %peer, error = %e, "client left during handshake");
         }
-        Err(_) => tracing::info!(id, %peer, "handshake timeout"),
+        Err(_) => {
+            gw.telemetry.metrics.refused(Refusal::HandshakeTimeout);
+            tracing::info!(id, %peer, "handshake timeout");
+        }
     }
 }

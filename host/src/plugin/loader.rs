@@ -95,8 +95,15 @@ pub fn load_plugin(
     let component = engine
         .compile(&bytes)
         .map_err(|r| err(&file, format!("plugin {}: {r}", manifest.plugin.display())))?;
-    let plugin = Plugin::link(engine, manifest, &component, Arc::clone(secrets))
+    let mut plugin = Plugin::link(engine, manifest, &component, Arc::clone(secrets))
         .map_err(|r| err(&file, format!("plugin: {r}")))?;
+    plugin.content_sha256 = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     smoke(&plugin).map_err(|r| err(&file, r))?;
     if plugin.manifest.kind != Kind::Credentials {
         // Policy calls are synchronous on the runtime's threads, so at most that many run at

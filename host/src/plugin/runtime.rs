@@ -8,7 +8,7 @@
 //! `InstancePre`), so a trapped guest never serves again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,9 +203,92 @@ pub struct Warm {
 /// Calls after which a warm instance is replaced by a fresh one.
 const RECYCLE_AFTER: u32 = 100_000;
 
+/// What a policy did since it was loaded, for operators.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub deadline_hits: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    /// Statements a guard denied / reported, by its error code and message (its rule).
+    verdicts: Mutex<std::collections::HashMap<(bool, u16, String), u64>>,
+}
+
+/// Distinct rules counted per policy at most (a guard with a message per statement would grow
+/// the map otherwise); beyond, verdicts count under their code only.
+const MAX_RULES: usize = 256;
+
+/// A guard's verdicts of one rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleCount {
+    /// `deny` or `report`.
+    pub verdict: &'static str,
+    pub code: u16,
+    pub message: String,
+    pub count: u64,
+}
+
+impl PluginStats {
+    fn failed(&self, e: &CallError) {
+        let c = match e {
+            CallError::Timeout(_) => &self.deadline_hits,
+            CallError::OutOfMemory(_) => &self.out_of_memory,
+            CallError::Trap(_) | CallError::Instantiate(_) => &self.traps,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A guard denied (`report` false) or reported a statement.
+    pub fn verdict(&self, report: bool, code: u16, message: &str) {
+        let mut v = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let message = if v.len() >= MAX_RULES && !v.contains_key(&(report, code, message.to_string())) {
+            String::new()
+        } else {
+            message.to_string()
+        };
+        *v.entry((report, code, message)).or_default() += 1;
+    }
+
+    /// Verdicts by rule, most frequent first.
+    pub fn rules(&self) -> Vec<RuleCount> {
+        let mut v: Vec<RuleCount> = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|((report, code, message), n)| RuleCount {
+                verdict: if *report { "report" } else { "deny" },
+                code: *code,
+                message: message.clone(),
+                count: *n,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| b.count.cmp(&a.count));
+        v
+    }
+
+    /// (denials, reports) in all.
+    pub fn verdict_totals(&self) -> (u64, u64) {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .fold((0, 0), |(d, r), ((report, ..), n)| {
+                if *report { (d, r + n) } else { (d + n, r) }
+            })
+    }
+}
+
 /// A loaded policy: its manifest, its `InstancePre` and its warm instances.
 pub struct Plugin {
     pub manifest: Manifest,
+    pub stats: PluginStats,
+    /// SHA-256 of the component file (hex), to tell which build is serving.
+    pub content_sha256: String,
+    pub loaded_at: std::time::SystemTime,
     engine: Arc<PluginEngine>,
     secrets: Arc<SecretSources>,
     pre: Pre,
@@ -249,6 +332,9 @@ impl Plugin {
         let name: Arc<str> = Arc::from(manifest.name.as_str());
         Ok(Self {
             manifest,
+            stats: PluginStats::default(),
+            content_sha256: String::new(),
+            loaded_at: std::time::SystemTime::now(),
             engine: Arc::clone(engine),
             secrets,
             pre,
@@ -351,6 +437,7 @@ impl Plugin {
             None => self.instantiate()?,
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         match f(&mut warm) {
             Ok(r) => {
                 warm.calls += 1;
@@ -364,7 +451,11 @@ impl Plugin {
                 }
                 Ok(r)
             }
-            Err(e) => Err(self.classify(&warm, &e)),
+            Err(e) => {
+                let e = self.classify(&warm, &e);
+                self.stats.failed(&e);
+                Err(e)
+            }
         }
     }
 
@@ -374,9 +465,14 @@ impl Plugin {
         &self,
         f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let mut warm = self.instantiate()?;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut warm = self.instantiate().inspect_err(|e| self.stats.failed(e))?;
         warm.store.set_epoch_deadline(self.deadline_ticks());
-        f(&mut warm).map_err(|e| self.classify(&warm, &e))
+        f(&mut warm).map_err(|e| {
+            let e = self.classify(&warm, &e);
+            self.stats.failed(&e);
+            e
+        })
     }
 
     fn classify(&self, warm: &Warm, e: &wasmtime::Error) -> CallError {

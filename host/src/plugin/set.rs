@@ -300,6 +300,7 @@ impl Policy for PolicySet {
             ) {
                 Ok(safety::Verdict::Allow) => {}
                 Ok(safety::Verdict::Deny(d)) => {
+                    g.stats.verdict(false, d.code, &d.message);
                     return Verdict::Deny {
                         policy: g.name().to_string(),
                         code: d.code,
@@ -310,6 +311,7 @@ impl Policy for PolicySet {
                     rewritten = Some((facts::analyze(&new_sql), new_sql));
                 }
                 Ok(safety::Verdict::Report(d)) => {
+                    g.stats.verdict(true, d.code, &d.message);
                     reported.get_or_insert(Verdict::Report {
                         policy: g.name().to_string(),
                         code: d.code,

@@ -48,7 +48,7 @@ impl Reloader {
                     .plugins()
                     .map(|p| format!("{} ({})", p.name(), p.manifest.kind.name()))
                     .collect();
-                self.gw.install_policies(Box::new(set), names.clone());
+                self.gw.install_policies(set);
                 tracing::info!(dir = %self.dir.display(), policies = ?names, "policies loaded");
                 Ok(())
             }

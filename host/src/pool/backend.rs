@@ -44,8 +44,28 @@ struct Shared {
     warm_account: Option<Arc<Account>>,
 }
 
+/// What a backend served, for operators: statements, those that failed, bytes relayed.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub statements: AtomicU64,
+    pub errors: AtomicU64,
+    /// Bytes of results sent on to clients.
+    pub bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    pub fn count(&self, error: bool, bytes_out: u64) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    }
+}
+
 /// One configured backend server.
 pub struct Backend {
+    pub traffic: Traffic,
     pub config: BackendConfig,
     name: Arc<str>,
     shared: Mutex<Shared>,
@@ -131,6 +151,7 @@ impl Backend {
             validate_after: Duration::from_millis(config.validate_after_ms),
         };
         Self {
+            traffic: Traffic::default(),
             name: Arc::from(config.name.as_str()),
             shared: Mutex::new(Shared {
                 core: PoolCore::new(limits),

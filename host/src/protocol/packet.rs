@@ -140,6 +140,8 @@ pub struct PacketStream<S> {
     seq: u8,
     max_packet: usize,
     packets_out: u64,
+    /// Bytes queued (headers included) since the stream was made.
+    bytes_out: u64,
     compression: Option<Box<Compression>>,
 }
 
@@ -152,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             seq: 0,
             max_packet,
             packets_out: 0,
+            bytes_out: 0,
             compression: None,
         }
     }
@@ -169,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             seq,
             max_packet,
             packets_out: 0,
+            bytes_out: 0,
             compression: None,
         }
     }
@@ -328,6 +332,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.wbuf[at..at + 4].copy_from_slice(&[l[0], l[1], l[2], self.seq]);
         self.seq = self.seq.wrapping_add(1);
         self.packets_out += 1;
+        self.bytes_out += len as u64 + 4;
+    }
+
+    /// Bytes queued or sent since the stream was made, headers included (before compression).
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
     }
 
     /// Packets queued or sent since the stream was made (to tell whether a reply has started).

@@ -15,6 +15,7 @@ pub mod long_data;
 pub mod optimistic;
 pub mod prepared;
 pub mod query;
+mod record;
 pub mod redact;
 pub mod relay;
 
@@ -142,8 +143,8 @@ pub struct Session {
     unsynced_write: bool,
     /// When the session's last write succeeded.
     last_write: Option<std::time::Instant>,
-    /// What `publish_view` last showed: (hold, pins, backend thread).
-    published: (Option<Hold>, usize, u32),
+    /// What `publish_view` last showed: (hold, pins, backend thread, in transaction).
+    published: (Option<Hold>, usize, u32, bool),
     pins: BTreeSet<PinReason>,
     in_txn: bool,
     multi_statements: bool,
@@ -162,11 +163,26 @@ pub struct Session {
     statement_timeout: Option<Duration>,
     /// The transaction runs optimistically on a replica: what it ran there.
     optimistic: Option<optimistic::OptimisticLog>,
+    /// What the command being served did (for the recorder).
+    note: record::StatementNote,
+    user_stats: Arc<crate::telemetry::users::UserCounters>,
+    /// When the open transaction began.
+    txn_started: Option<std::time::Instant>,
+    /// The schema `publish_view` last showed.
+    published_schema: Option<String>,
 }
 
 impl Session {
     fn new(a: Authenticated, gw: Arc<Gateway>, id: u32, group: Arc<Group>) -> Self {
-        let entry = gw.register(id, &a.hello.user);
+        let entry = gw.register(id, &a.hello.user, a.peer.to_string(), a.tls);
+        let user_stats = gw.telemetry.users.get(&a.hello.user);
+        user_stats
+            .connections_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.telemetry
+            .metrics
+            .connections_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let account = Arc::new(Account {
             user: a.grant.backend_user.clone(),
             password: a.grant.backend_password.clone(),
@@ -192,7 +208,7 @@ impl Session {
             written: None,
             unsynced_write: false,
             last_write: None,
-            published: (None, 0, 0),
+            published: (None, 0, 0, false),
             pins: BTreeSet::new(),
             in_txn: false,
             multi_statements: a.capabilities & cap::MULTI_STATEMENTS != 0,
@@ -207,6 +223,10 @@ impl Session {
             salt: a.salt,
             statement_timeout: statement_timeout(&gw.config, &a.hello.user),
             optimistic: None,
+            note: record::StatementNote::default(),
+            user_stats,
+            txn_started: None,
+            published_schema: None,
             gw,
         }
     }
@@ -216,6 +236,14 @@ impl Session {
     pub async fn run(a: Authenticated, gw: Arc<Gateway>, id: u32) {
         let limit = a.grant.max_connections;
         if limit > 0 && gw.user_session_count(&a.hello.user) >= limit {
+            gw.telemetry
+                .metrics
+                .refused(crate::telemetry::metrics::Refusal::UserLimit);
+            gw.telemetry
+                .users
+                .get(&a.hello.user)
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut stream = a.stream;
             let _ = refuse(
                 &mut stream,
@@ -298,7 +326,11 @@ impl Session {
                         }
                         continue;
                     }
-                    match self.dispatch(cmd).await {
+                    let kind = record::command_kind(&cmd);
+                    self.begin_command();
+                    let result = self.dispatch(cmd).await;
+                    self.end_command(kind, &result);
+                    match result {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Quit) => return,
                         Err(SessionError::Reply(e)) => {
@@ -765,11 +797,18 @@ impl Session {
             self.held.as_ref().map(|h| h.why),
             self.pins.len(),
             self.held.as_ref().map_or(0, |h| h.conn.thread_id()),
+            self.in_txn,
         );
-        if now == self.published {
+        if now == self.published && self.published_schema == self.state.schema {
             return;
         }
         self.published = now;
+        self.published_schema.clone_from(&self.state.schema);
+        let pinned_by = if self.pins.is_empty() {
+            None
+        } else {
+            self.entry.view().pinned_by
+        };
         self.entry.set_view(crate::gateway::SessionView {
             pins: self.pins.iter().copied().collect(),
             hold: self.held.as_ref().map(|h| h.why),
@@ -777,7 +816,19 @@ impl Session {
                 .held
                 .as_ref()
                 .map(|h| (h.conn.backend.name().to_string(), h.conn.thread_id())),
+            pinned_by,
+            schema: self.state.schema.clone(),
+            in_transaction: self.in_txn,
         });
+    }
+
+    /// The statement whose facts pin the session, for operators: its digest (no literal).
+    fn note_pin_cause(&self, facts: &QueryFacts) {
+        if !facts.pins.is_empty() && self.entry.view().pinned_by.is_none() {
+            let mut v = self.entry.view();
+            v.pinned_by = Some(facts.digest.clone());
+            self.entry.set_view(v);
+        }
     }
 
     /// Forgets every connection-bound state: COM_RESET_CONNECTION, COM_CHANGE_USER.

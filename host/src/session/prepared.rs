@@ -208,16 +208,34 @@ impl Session {
         parts.encode(&mut backend_body, &s.types);
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
+        self.begin_statement(&facts);
+        let result = self.execute(&sql, &facts, &long_data, &backend_body).await;
+        if self.note.started.is_some() {
+            self.note.sql = Some(super::record::Sql::Prepared(sql));
+            self.note.facts = Some(facts);
+        }
+        result
+    }
+
+    /// Runs a prepared statement with its long data and parameters.
+    async fn execute(
+        &mut self,
+        sql: &Arc<str>,
+        facts: &QueryFacts,
+        long_data: &[(u16, Vec<u8>)],
+        backend_body: &[u8],
+    ) -> Result<(), SessionError> {
+        self.note_pin_cause(facts);
         self.pins.extend(facts.pins.iter().copied());
-        let (mut conn, _) = self.connection_for(&facts).await?;
+        let (mut conn, _) = self.connection_for(facts).await?;
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
         let info = scope.as_ref().map(super::redact::RedactionScope::session);
         let redact = scope
             .as_ref()
             .zip(info.as_ref())
-            .map(|(s, i)| s.redaction(&facts, i));
-        let ssl = super::query::lists_session_status(&facts, &sql).then(|| self.own_status());
+            .map(|(s, i)| s.redaction(facts, i));
+        let ssl = super::query::lists_session_status(facts, &sql).then(|| self.own_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,
@@ -225,26 +243,26 @@ impl Session {
             base_status: self.last_status,
             rename: &[],
             status: ssl.as_ref().map(|s| &s[..]),
-            order: relay::StatementOrder::of(&facts),
+            order: relay::StatementOrder::of(facts),
             read_timeout: conn.read_timeout(),
         };
         let long_data: Vec<(u16, &[u8])> =
             long_data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
         let before = self.stream.packets_out();
         let mut outcome = self
-            .run_execute(&mut conn, &sql, &long_data, &backend_body, mode)
+            .run_execute(&mut conn, sql, &long_data, backend_body, mode)
             .await;
-        if self.stream.packets_out() == before && self.lost_read(&facts, &outcome) {
+        if self.stream.packets_out() == before && self.lost_read(facts, &outcome) {
             // A read on a backend that just went away, nothing sent yet: once more on the primary.
             conn.backend.connection_lost();
             conn.discard();
             let primary = Arc::clone(self.group.primary());
             conn = self.borrow(&primary).await?;
             outcome = self
-                .run_execute(&mut conn, &sql, &long_data, &backend_body, mode)
+                .run_execute(&mut conn, sql, &long_data, backend_body, mode)
                 .await;
         }
-        self.settle(conn, &facts, outcome).await
+        self.settle(conn, facts, outcome).await
     }
 
     /// Prepares `sql` on `conn` (from its statement cache when it can) and executes it with the

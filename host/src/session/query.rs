@@ -21,8 +21,19 @@ impl Session {
         self.gw
             .questions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let text = String::from_utf8_lossy(&sql);
-        let mut facts = facts::analyze(&text);
+        let mut facts = facts::analyze(&String::from_utf8_lossy(&sql));
+        self.begin_statement(&facts);
+        let result = self.query(&sql, &mut facts).await;
+        if self.note.started.is_some() {
+            self.note.sql = Some(super::record::Sql::Text(sql));
+            self.note.facts = Some(facts);
+        }
+        result
+    }
+
+    /// Runs one text statement (`facts` become the rewritten statement's when a guard rewrites).
+    async fn query(&mut self, sql: &Bytes, facts: &mut QueryFacts) -> Result<(), SessionError> {
+        let text = String::from_utf8_lossy(sql);
         if facts.multi_statement && !self.multi_statements {
             return Err(GatewayError::Server {
                 code: 1064,
@@ -36,9 +47,9 @@ impl Session {
                 .kill(query_only, id.unwrap_or(u64::from(self.id)))
                 .await;
         }
-        let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&sql);
-        if let Some(new_sql) = self.guard(&facts, &text)? {
-            facts = facts::analyze(&new_sql);
+        let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(sql);
+        if let Some(new_sql) = self.guard(facts, &text)? {
+            *facts = facts::analyze(&new_sql);
             sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
         }
         if facts.local_infile {
@@ -59,22 +70,23 @@ impl Session {
         if let Some(e) = &id_expr {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"connection_id", e));
         }
+        self.note_pin_cause(facts);
         self.pins.extend(facts.pins.iter().copied());
         if !self.in_txn {
             self.optimistic = None;
         }
         if self.optimistic.is_some()
-            && (!Self::stays_optimistic(&facts) || self.optimistic_log_full())
+            && (!Self::stays_optimistic(facts) || self.optimistic_log_full())
         {
             self.move_to_primary().await?;
         }
-        let optimistic_start = self.starts_optimistic(&facts);
+        let optimistic_start = self.starts_optimistic(facts);
         let mut digest =
             (optimistic_start || self.optimistic.is_some()).then(ResultDigest::default);
 
-        let (mut conn, reused) = self.connection_for(&facts).await?;
+        let (mut conn, reused) = self.connection_for(facts).await?;
         if !reused {
-            self.replay_last_insert_id(&mut conn, &facts).await?;
+            self.replay_last_insert_id(&mut conn, facts).await?;
         }
         // On another connection than the previous statement's, ROW_COUNT() would answer for
         // that connection's last statement: the gateway puts in the session's.
@@ -91,7 +103,7 @@ impl Session {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"found_rows", e));
         }
         if let Some(limit) = self.statement_timeout.filter(|_| {
-            bounded_by_timeout(&facts)
+            bounded_by_timeout(facts)
                 && conn
                     .backend
                     .version()
@@ -122,8 +134,8 @@ impl Session {
         let redact = scope
             .as_ref()
             .zip(info.as_ref())
-            .map(|(s, i)| s.redaction(&facts, i));
-        let ssl = lists_session_status(&facts, &text).then(|| self.own_status());
+            .map(|(s, i)| s.redaction(facts, i));
+        let ssl = lists_session_status(facts, &text).then(|| self.own_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,
@@ -131,7 +143,7 @@ impl Session {
             base_status: self.last_status,
             rename: &renames,
             status: ssl.as_ref().map(|s| &s[..]),
-            order: relay::StatementOrder::of(&facts),
+            order: relay::StatementOrder::of(facts),
             read_timeout: conn.read_timeout(),
         };
         let before = self.stream.packets_out();
@@ -141,7 +153,7 @@ impl Session {
             self.run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await
         };
-        if self.stream.packets_out() == before && self.lost_read(&facts, &outcome) {
+        if self.stream.packets_out() == before && self.lost_read(facts, &outcome) {
             // A read on a backend that just went away, nothing sent yet: once more on the primary.
             tracing::warn!(
                 backend = conn.backend.name(),
@@ -159,7 +171,7 @@ impl Session {
         let mut deadlocks = 0;
         while deadlocks < self.gw.config.routing.deadlock_retries
             && self.stream.packets_out() == before
-            && self.deadlock_retryable(&facts, &outcome)
+            && self.deadlock_retryable(facts, &outcome)
         {
             deadlocks += 1;
             self.gw
@@ -172,7 +184,7 @@ impl Session {
                 .await;
         }
         if self.stream.packets_out() == before
-            && self.writer_refused(&facts, &outcome)
+            && self.writer_refused(facts, &outcome)
             && let Some(writer) = self.moved_writer(&conn.backend).await
         {
             // Refused as read-only by the server that was the writer, and the monitor sees
@@ -189,7 +201,7 @@ impl Session {
                 .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await;
         }
-        self.settle(conn, &facts, outcome).await?;
+        self.settle(conn, facts, outcome).await?;
         if let Some(d) = digest {
             self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);
         }
@@ -336,6 +348,10 @@ impl Session {
         facts: &QueryFacts,
         outcome: Result<Outcome, SessionError>,
     ) -> Result<(), SessionError> {
+        let was_in = self.in_txn;
+        if self.note.started.is_some() {
+            self.note.backend = Some(Arc::clone(&conn.backend));
+        }
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -354,9 +370,12 @@ impl Session {
                     }
                     self.after_statement(conn);
                 }
+                self.note_transaction(was_in, facts, true);
                 return Err(e);
             }
         };
+        self.note.rows_sent = outcome.found_rows.unwrap_or(0);
+        self.note.rows_affected = outcome.affected_rows;
         // Only the flags that describe the session carry over to later replies (index use,
         // metadata changes, slowness are one statement's).
         self.last_status = outcome.status & status::SESSION_OWNED;
@@ -373,6 +392,7 @@ impl Session {
         }
         self.note_write(&conn, facts);
         self.after_statement(conn);
+        self.note_transaction(was_in, facts, false);
         self.stream.flush().await?;
         Ok(())
     }

@@ -1,0 +1,122 @@
+//! What a session tells the recorder about each command: the statement's facts, the backend that
+//! ran it, its rows, its error; and when a transaction starts and ends.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Flow, Session, SessionError};
+use crate::facts::{QueryFacts, StatementKind};
+use crate::pool::Backend;
+use crate::protocol::command::Command;
+use crate::telemetry::StatementRecord;
+use crate::telemetry::metrics::CommandKind;
+
+/// The SQL of the statement, kept (by reference count) for the slow log's redacted text.
+pub(super) enum Sql {
+    Text(Bytes),
+    Prepared(Arc<str>),
+}
+
+/// What the command being served did, filled in as it runs.
+#[derive(Default)]
+pub(super) struct StatementNote {
+    pub started: Option<Instant>,
+    pub bytes_before: u64,
+    pub facts: Option<QueryFacts>,
+    pub sql: Option<Sql>,
+    pub backend: Option<Arc<Backend>>,
+    pub rows_sent: u64,
+    pub rows_affected: u64,
+}
+
+/// The facts of a statement that failed before it was analysed (an unknown prepared statement).
+static UNANALYSED: LazyLock<QueryFacts> = LazyLock::new(QueryFacts::default);
+
+pub(super) fn command_kind(cmd: &Command) -> CommandKind {
+    match cmd {
+        Command::Query(_) => CommandKind::Query,
+        Command::StmtPrepare(_) => CommandKind::Prepare,
+        Command::StmtExecute { .. } => CommandKind::Execute,
+        Command::StmtClose(_) => CommandKind::Close,
+        Command::StmtSendLongData { .. } => CommandKind::LongData,
+        Command::Ping => CommandKind::Ping,
+        Command::InitDb(_) => CommandKind::InitDb,
+        Command::ChangeUser(_) => CommandKind::ChangeUser,
+        Command::ResetConnection => CommandKind::Reset,
+        _ => CommandKind::Other,
+    }
+}
+
+impl Session {
+    /// A command starts.
+    pub(super) fn begin_command(&mut self) {
+        if self.gw.telemetry.enabled() {
+            self.note.started = Some(Instant::now());
+            self.note.bytes_before = self.stream.bytes_out();
+        }
+    }
+
+    /// A statement with these facts starts running (the admin API shows it, as its digest).
+    pub(super) fn begin_statement(&self, facts: &QueryFacts) {
+        if let Some(t) = self.note.started {
+            self.entry.begin_statement(&facts.digest, t);
+        }
+    }
+
+    /// A command ended: statements (text and prepared executes) are recorded.
+    pub(super) fn end_command(&mut self, kind: CommandKind, result: &Result<Flow, SessionError>) {
+        let note = std::mem::take(&mut self.note);
+        let Some(started) = note.started else {
+            return;
+        };
+        let t = &self.gw.telemetry;
+        t.metrics.command(kind);
+        if !matches!(kind, CommandKind::Query | CommandKind::Execute) {
+            return;
+        }
+        self.entry.end_statement();
+        let error = match result {
+            Err(SessionError::Reply(e)) => Some((e.class(), e.code_and_state().0)),
+            _ => None,
+        };
+        let facts = note.facts.as_ref().unwrap_or(&UNANALYSED);
+        let record = StatementRecord {
+            facts,
+            user: &self.user,
+            schema: self.state.schema.as_deref(),
+            backend: note.backend.as_deref(),
+            duration: started.elapsed(),
+            rows_sent: note.rows_sent,
+            rows_affected: note.rows_affected,
+            bytes_out: self.stream.bytes_out() - note.bytes_before,
+            error,
+        };
+        let redact = || {
+            let sql = match note.sql.as_ref()? {
+                Sql::Text(b) => String::from_utf8_lossy(b).into_owned(),
+                Sql::Prepared(s) => s.to_string(),
+            };
+            self.gw.policy().redact_sql(&sql)
+        };
+        t.record(&record, &self.user_stats, redact);
+    }
+
+    /// After a statement: a transaction that began or ended is counted (with its duration and
+    /// whether it rolled back: by ROLLBACK, or by the statement's failure).
+    pub(super) fn note_transaction(&mut self, was_in: bool, facts: &QueryFacts, failed: bool) {
+        match (was_in, self.in_txn) {
+            (false, true) => self.txn_started = Some(Instant::now()),
+            (true, false) => {
+                if let Some(t) = self.txn_started.take() {
+                    let rolled_back = failed
+                        || (facts.kind == StatementKind::Transaction
+                            && facts.digest.starts_with("ROLLBACK"));
+                    self.gw.telemetry.metrics.transaction(t.elapsed(), rolled_back);
+                }
+            }
+            _ => {}
+        }
+    }
+}
