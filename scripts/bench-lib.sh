@@ -18,7 +18,7 @@ bench_cleanup() {
 
 bench_start() { # name port env...: a gateway with the default config and these settings
   local name=$1 port=$2; shift 2
-  env SLUICE_FRONTEND__LISTEN="127.0.0.1:$port" SLUICE_LOG__LEVEL=warn "$@" \
+  env SLUICE_ADMIN__LISTEN=127.0.0.1:0 SLUICE_FRONTEND__LISTEN="127.0.0.1:$port" SLUICE_LOG__LEVEL=warn "$@" \
     "${CARGO_TARGET_DIR:-target}/release/sluice" serve --config config/sluice.toml >"$work/$name.log" 2>&1 &
   echo $! >"$work/$name.pid"
 }

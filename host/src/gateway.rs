@@ -108,6 +108,21 @@ impl SessionEntry {
         a.since.map(|t| (a.statement.clone(), t.elapsed()))
     }
 
+    /// Stops the statement it runs (`KILL QUERY` on its backend thread) and, unless
+    /// `query_only`, ends the session.
+    pub async fn kill(&self, query_only: bool) {
+        use mysql_async::prelude::Queryable;
+        if let Some((backend, account, thread)) = self.running()
+            && let Ok(mut c) = backend.acquire(&account).await
+        {
+            let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
+        }
+        if !query_only {
+            self.killed.store(true, Ordering::Relaxed);
+            self.kill_notify.notify_one();
+        }
+    }
+
     pub fn set_view(&self, v: SessionView) {
         *self
             .view

@@ -6,6 +6,7 @@
 //! [`phase::Policy`] what may run and where, borrowing connections from the gateway's own [`pool`]s and
 //! relaying results through [`protocol`].
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct Bound {
     reloader: Option<plugin::watch::Reloader>,
     /// Keeps the directory watched while the gateway runs.
     _watcher: Option<notify::RecommendedWatcher>,
+    /// The admin API's listener (`admin.enabled`).
+    admin: Option<TcpListener>,
 }
 
 impl Bound {
@@ -57,8 +60,20 @@ impl Bound {
         self.reloader.clone()
     }
 
+    /// Where the admin API listens, when it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` turns true, then drains.
     pub async fn run(self) {
+        if let Some(l) = self.admin {
+            tokio::spawn(admin::serve(
+                l,
+                Arc::clone(&self.gateway),
+                self.reloader.clone(),
+            ));
+        }
         frontend::run(self.listener, self.gateway, self.tls).await;
     }
 }
@@ -131,11 +146,17 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         }
         reloader = Some(r);
     }
+    let admin = if config.admin.enabled {
+        Some(admin::bind(&gateway).await?)
+    } else {
+        None
+    };
     Ok(Bound {
         listener,
         gateway,
         tls,
         reloader,
         _watcher: watcher,
+        admin,
     })
 }

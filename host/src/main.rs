@@ -96,6 +96,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     let bound = sluice::bind(config, rx).await?;
     tracing::info!(addr = %bound.local_addr()?, "sluice listening");
+    if let Some(admin) = bound.admin_addr() {
+        tracing::info!(url = %format!("http://{admin}/"), "admin API and status page");
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");

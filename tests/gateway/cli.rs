@@ -98,6 +98,7 @@ fn serve_stops_cleanly_on_sigterm() {
         .args(["serve", "--config"])
         .arg(repo_root().join("config/sluice.toml"))
         .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SLUICE_ADMIN__LISTEN", "127.0.0.1:0")
         .env("SLUICE_ROUTING__READ_WRITE_SPLIT", "false")
         .env(
             "SLUICE_BACKENDS",

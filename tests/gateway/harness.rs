@@ -191,6 +191,8 @@ pub fn config_for(f: &Fleet) -> Config {
         r#"
         [frontend]
         listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
         [frontend.tls]
         self-signed = true
         [[users]]
@@ -221,6 +223,7 @@ pub fn config_for(f: &Fleet) -> Config {
 pub fn shipped_config(f: &Fleet) -> Config {
     let mut c = Config::load(&repo_root().join("config/sluice.toml")).expect("shipped config");
     c.frontend.listen = "127.0.0.1:0".parse().expect("address");
+    c.admin.listen = "127.0.0.1:0".parse().expect("address");
     for b in &mut c.backends {
         let port = match b.name.as_str() {
             "primary" => f.port,
@@ -270,6 +273,8 @@ pub fn primary_only_config_for(f: &Fleet) -> Config {
 /// A gateway running on its own runtime thread.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin API's address (when `admin.enabled`).
+    pub admin: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -288,14 +293,19 @@ impl TestGateway {
             rt.block_on(async move {
                 let bound = sluice::bind(config, rx).await.expect("bind");
                 ready_tx
-                    .send((bound.local_addr().expect("addr"), bound.gateway()))
+                    .send((
+                        bound.local_addr().expect("addr"),
+                        bound.admin_addr(),
+                        bound.gateway(),
+                    ))
                     .expect("send addr");
                 bound.run().await;
             });
         });
-        let (addr, gateway) = ready_rx.recv().expect("gateway started");
+        let (addr, admin, gateway) = ready_rx.recv().expect("gateway started");
         Self {
             addr,
+            admin,
             gateway,
             shutdown: tx,
             thread: Some(thread),
@@ -503,6 +513,7 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(repo_root().join("config/sluice.toml"))
             .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SLUICE_ADMIN__LISTEN", "127.0.0.1:0")
             .env("SLUICE_BACKENDS", backends)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -128,6 +128,16 @@ async fn handle_client(
                 _ => Refusal::Other,
             };
             gw.telemetry.metrics.refused(why);
+            if let GatewayError::AccessDenied { user, .. }
+            | GatewayError::TlsRequired { user }
+            | GatewayError::FullAuthNeedsTls { user } = &e
+            {
+                gw.telemetry
+                    .users
+                    .get(user)
+                    .refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             tracing::info!(id, %peer, error = %e, "connection refused");
         }
         Ok(Err(ConnectError::Io(e))) => {

@@ -99,10 +99,13 @@ pub fn load_plugin(
         .map_err(|r| err(&file, format!("plugin: {r}")))?;
     plugin.content_sha256 = {
         use sha2::Digest;
+        use std::fmt::Write;
         sha2::Sha256::digest(&bytes)
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     };
     smoke(&plugin).map_err(|r| err(&file, r))?;
     if plugin.manifest.kind != Kind::Credentials {

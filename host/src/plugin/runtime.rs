@@ -266,7 +266,7 @@ impl PluginStats {
                 count: *n,
             })
             .collect();
-        v.sort_unstable_by(|a, b| b.count.cmp(&a.count));
+        v.sort_unstable_by_key(|r| std::cmp::Reverse(r.count));
         v
     }
 

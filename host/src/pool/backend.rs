@@ -63,9 +63,23 @@ impl Traffic {
     }
 }
 
+/// A health transition, kept for the status page.
+#[derive(Debug, Clone)]
+pub struct RecentTransition {
+    pub at: std::time::SystemTime,
+    pub from: HealthState,
+    pub to: HealthState,
+    pub why: String,
+}
+
+/// Transitions kept per backend.
+const RECENT_TRANSITIONS: usize = 16;
+
 /// One configured backend server.
 pub struct Backend {
     pub traffic: Traffic,
+    /// The last few health transitions.
+    recent: Mutex<std::collections::VecDeque<RecentTransition>>,
     pub config: BackendConfig,
     name: Arc<str>,
     shared: Mutex<Shared>,
@@ -152,6 +166,7 @@ impl Backend {
         };
         Self {
             traffic: Traffic::default(),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             name: Arc::from(config.name.as_str()),
             shared: Mutex::new(Shared {
                 core: PoolCore::new(limits),
@@ -396,6 +411,21 @@ impl Backend {
             HealthState::Draining => 3,
         };
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
+        {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if recent.len() == RECENT_TRANSITIONS {
+                recent.pop_front();
+            }
+            recent.push_back(RecentTransition {
+                at: std::time::SystemTime::now(),
+                from: t.from,
+                to: t.to,
+                why: t.why.to_string(),
+            });
+        }
         if t.to == HealthState::Up {
             tracing::info!(backend = %self.name, from = %t.from, to = %t.to, reason = %t.why, "backend health changed");
         } else {
@@ -614,6 +644,28 @@ impl Backend {
             acquire_max_us: g.acquire_us.max(),
             acquires: g.acquire_us.len(),
         }
+    }
+
+    /// The last few health transitions, oldest first.
+    pub fn recent_transitions(&self) -> Vec<RecentTransition> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Acquire times as a Prometheus histogram: for each bound (µs) the acquires at or below
+    /// it, then the sum (µs) and the count.
+    pub fn acquire_histogram(&self, bounds_us: &[u64]) -> (Vec<u64>, f64, u64) {
+        let g = self.lock();
+        let h = &g.acquire_us;
+        let cumulative = bounds_us
+            .iter()
+            .map(|b| h.count_between(0, *b))
+            .collect();
+        (cumulative, h.mean() * h.len() as f64, h.len())
     }
 
     /// Closes every idle connection (shutdown).

@@ -60,6 +60,18 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IdleTimeout => "idle_timeout",
+            Self::Lifetime => "lifetime",
+            Self::Stale => "stale",
+            Self::Broken => "broken",
+            Self::Drained => "drained",
+            Self::Validation => "validation",
+            Self::Evicted => "evicted",
+        }
+    }
+
     pub const ALL: [CloseReason; 7] = [
         Self::IdleTimeout,
         Self::Lifetime,

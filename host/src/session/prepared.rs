@@ -235,7 +235,7 @@ impl Session {
             .as_ref()
             .zip(info.as_ref())
             .map(|(s, i)| s.redaction(facts, i));
-        let ssl = super::query::lists_session_status(facts, &sql).then(|| self.own_status());
+        let ssl = super::query::lists_session_status(facts, sql).then(|| self.own_status());
         let mode = RelayMode {
             redact,
             caps: self.caps,

@@ -464,17 +464,7 @@ impl Session {
         if target.user != self.user {
             return Err(GatewayError::NotThreadOwner(id).into());
         }
-        if let Some((backend, account, thread)) = target.running()
-            && let Ok(mut c) = backend.acquire(&account).await
-        {
-            let _ = c.conn().query_drop(format!("KILL QUERY {thread}")).await;
-        }
-        if !query_only {
-            target
-                .killed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            target.kill_notify.notify_one();
-        }
+        target.kill(query_only).await;
         if u64::from(self.id) == id && !query_only {
             return Err(GatewayError::ConnectionKilled.into());
         }

@@ -271,7 +271,7 @@ impl DigestSort {
             Self::Rows => r.rows_sent + r.rows_affected,
             Self::LastSeen => r.last_seen_ms,
         };
-        rows.sort_unstable_by(|a, b| key(b).cmp(&key(a)));
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(key(r)));
     }
 }
 

@@ -1,0 +1,216 @@
+//! The admin HTTP listener (`admin.listen`, loopback by default): health and readiness probes,
+//! a JSON API over the gateway's state (backends, sessions, policies, digests, users), actions
+//! (kill a session, reload policies, reset digests), Prometheus `/metrics` and the status page.
+//! Everything but the probes needs the bearer token when one is configured. Documented with an
+//! example per endpoint in `docs/admin.md`.
+
+pub mod metrics;
+pub mod page;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+use crate::plugin::watch::Reloader;
+use crate::telemetry::digests::DigestSort;
+
+/// What the handlers share.
+pub struct AdminState {
+    pub gw: Arc<Gateway>,
+    pub reloader: Option<Reloader>,
+    token: Option<String>,
+}
+
+type Shared = State<Arc<AdminState>>;
+
+/// Binds `admin.listen` (port 0 picks a free one).
+pub async fn bind(gw: &Gateway) -> anyhow::Result<TcpListener> {
+    let addr = gw.config.admin.listen;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {addr}: {e}"))
+}
+
+/// Serves the admin API on `listener` until the gateway shuts down.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, reloader: Option<Reloader>) {
+    let state = Arc::new(AdminState {
+        token: gw.config.admin.token.clone(),
+        gw: Arc::clone(&gw),
+        reloader,
+    });
+    let app = router(state);
+    let mut shutdown = gw.shutdown.clone();
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+fn router(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(prometheus))
+        .route("/api/backends", get(backends))
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}", delete(kill_session))
+        .route("/api/policies", get(policies))
+        .route("/api/reload", post(reload))
+        .route("/api/digests", get(digests))
+        .route("/api/digests/reset", post(reset_digests))
+        .route("/api/users", get(users))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Equal in time whatever the first differing byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(s): Shared, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({"error": "a valid bearer token is required (Authorization: Bearer ...)"})),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): Shared) -> Response {
+    match views::ready(&s.gw) {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn status_page(State(s): Shared) -> Html<String> {
+    Html(page::render(&s.gw))
+}
+
+async fn prometheus(State(s): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics::render(&s.gw),
+    )
+        .into_response()
+}
+
+async fn backends(State(s): Shared) -> Json<Vec<views::BackendView>> {
+    Json(views::backends(&s.gw))
+}
+
+async fn sessions(State(s): Shared) -> Json<Vec<views::SessionView>> {
+    Json(views::sessions(&s.gw))
+}
+
+async fn kill_session(State(s): Shared, Path(id): Path<u32>) -> Response {
+    let Some(entry) = s.gw.session(id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("no session {id}")})),
+        )
+            .into_response();
+    };
+    entry.kill(false).await;
+    tracing::info!(id, user = %entry.user, "session killed through the admin API");
+    Json(serde_json::json!({"killed": id})).into_response()
+}
+
+async fn policies(State(s): Shared) -> Json<views::PoliciesView> {
+    Json(views::policies(&s.gw))
+}
+
+async fn reload(State(s): Shared) -> Response {
+    let Some(r) = &s.reloader else {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"ok": false, "reason": "no policy directory is in use (policies.dir)"})),
+        )
+            .into_response();
+    };
+    match r.reload().await {
+        Ok(()) => Json(serde_json::json!({"ok": true, "version": s.gw.policy_status().version}))
+            .into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"ok": false, "file": e.file, "reason": e.reason})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DigestQuery {
+    sort: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn digests(State(s): Shared, Query(q): Query<DigestQuery>) -> Response {
+    let sort = match q.sort.as_deref().map(DigestSort::parse) {
+        None => DigestSort::TotalTime,
+        Some(Some(sort)) => sort,
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": "sort must be one of total, count, errors, p99, max, rows, last_seen"})),
+            )
+                .into_response();
+        }
+    };
+    let t = &s.gw.telemetry.digests;
+    Json(serde_json::json!({
+        "entries": t.len(),
+        "max": t.capacity(),
+        "evictions": t.evictions(),
+        "digests": views::digests(&s.gw, sort, q.limit.unwrap_or(100)),
+    }))
+    .into_response()
+}
+
+async fn reset_digests(State(s): Shared) -> Json<serde_json::Value> {
+    s.gw.telemetry.digests.reset();
+    Json(serde_json::json!({"reset": true}))
+}
+
+async fn users(State(s): Shared) -> Json<Vec<crate::telemetry::users::UserRow>> {
+    Json(views::users(&s.gw))
+}
