@@ -697,13 +697,20 @@ impl Config {
             ));
         }
         if let Some(var) = &a.token_env {
-            let v = std::env::var(var)
-                .map_err(|_| invalid("admin.token-env", format!("environment variable {var} is not set")))?;
+            let v = std::env::var(var).map_err(|_| {
+                invalid(
+                    "admin.token-env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
             a.token = Some(v);
         }
         if let Some(path) = &a.token_file {
             let v = std::fs::read_to_string(path).map_err(|e| {
-                invalid("admin.token-file", format!("cannot read {}: {e}", path.display()))
+                invalid(
+                    "admin.token-file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             a.token = Some(v.trim().to_string());
         }

@@ -14,9 +14,9 @@ use crate::phase::Policy;
 use crate::plugin::loader::LoadError;
 use crate::plugin::runtime::Plugin;
 use crate::plugin::set::PolicySet;
-use crate::telemetry::{Telemetry, unix_ms};
 use crate::pool::{Account, Backend, Fleet};
 use crate::session::Hold;
+use crate::telemetry::{Telemetry, unix_ms};
 
 /// What a session holds right now, for operators (and tests): why it keeps a backend connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,9 @@ use std::process::Command;
 
 use sluice::config::AuthPlugin;
 
-use crate::harness::{TestGateway, base_config, fleet, primary_only_config, repo_root};
+use crate::harness::{
+    TestGateway, base_config, counter, fleet, primary_only_config, repo_root, sysbench,
+};
 
 /// Runs the PyMySQL script; returns (success, stdout + stderr).
 fn pymysql_run(port: u16, args: &[&str]) -> (bool, String) {
@@ -48,38 +50,6 @@ fn pymysql_plain_tls_and_caching_sha2() {
         gw.addr.port(),
         &["--expect-plugin", "caching_sha2_password"],
     );
-}
-
-fn sysbench(port: u16, db: &str, args: &[&str]) -> String {
-    let out = Command::new("sysbench")
-        .args([
-            "--db-driver=mysql",
-            "--mysql-host=127.0.0.1",
-            "--mysql-user=app",
-            "--mysql-password=app-secret",
-        ])
-        .arg(format!("--mysql-port={port}"))
-        .arg(format!("--mysql-db={db}"))
-        .args(args)
-        .output()
-        .expect("run sysbench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sysbench {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// A counter line of a sysbench report (`ignored errors:`, `reconnects:`, `transactions:`).
-fn counter(report: &str, name: &str) -> u64 {
-    report
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(name))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX)
 }
 
 #[test]

@@ -344,6 +344,54 @@ impl Drop for TestGateway {
     }
 }
 
+/// One HTTP/1.1 request to the admin API (`token`: a bearer token); (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin API");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // Bodies come chunked or with a length: undo the chunking.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// A JSON answer of the admin API (status 200).
+pub fn http_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", path, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
 /// `mariadb` CLI through the gateway; returns (success, stdout, stderr).
 pub fn cli(
     addr: SocketAddr,
@@ -505,6 +553,15 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(backends: &str) -> Self {
+        Self::spawn(backends, &[], std::process::Stdio::null())
+    }
+
+    /// With more `SLUICE_...` settings, its log (stderr) kept for [`Self::stop_log`].
+    pub fn start_logged(backends: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(backends, env, std::process::Stdio::piped())
+    }
+
+    fn spawn(backends: &str, env: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -515,8 +572,9 @@ impl GatewayProcess {
             .env("SLUICE_FRONTEND__LISTEN", format!("127.0.0.1:{port}"))
             .env("SLUICE_ADMIN__LISTEN", "127.0.0.1:0")
             .env("SLUICE_BACKENDS", backends)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn sluice");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -530,6 +588,20 @@ impl GatewayProcess {
         }
         assert!(up, "sluice did not start listening");
         Self { child, addr }
+    }
+
+    /// Stops the gateway (SIGTERM, then waits) and returns what it logged.
+    pub fn stop_log(mut self) -> String {
+        use std::io::Read;
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        let _ = self.child.wait();
+        log
     }
 
     /// A `/proc/<pid>/status` figure in KiB.
@@ -556,4 +628,37 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// sysbench against the gateway (or a server) on `port` as `app`; its report.
+pub fn sysbench(port: u16, db: &str, args: &[&str]) -> String {
+    let out = Command::new("sysbench")
+        .args([
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            "--mysql-user=app",
+            "--mysql-password=app-secret",
+        ])
+        .arg(format!("--mysql-port={port}"))
+        .arg(format!("--mysql-db={db}"))
+        .args(args)
+        .output()
+        .expect("run sysbench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sysbench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A counter line of a sysbench report (`ignored errors:`, `reconnects:`, `transactions:`).
+pub fn counter(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }

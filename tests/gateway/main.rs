@@ -1,6 +1,7 @@
 //! Integration tests: real MariaDB servers started by the harness, real clients, the gateway
 //! in-process.
 
+mod admin;
 mod bad_input;
 mod basics;
 mod cli;

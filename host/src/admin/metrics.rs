@@ -465,8 +465,16 @@ fn policies(e: &mut Exposition, gw: &Gateway) {
         "counter",
         "Policy directory loads, by result.",
     );
-    e.sample("sluice_policy_reloads_total", &[("result", "ok")], st.version);
-    e.sample("sluice_policy_reloads_total", &[("result", "failed")], st.errors);
+    e.sample(
+        "sluice_policy_reloads_total",
+        &[("result", "ok")],
+        st.version,
+    );
+    e.sample(
+        "sluice_policy_reloads_total",
+        &[("result", "failed")],
+        st.errors,
+    );
 }
 
 fn users(e: &mut Exposition, gw: &Gateway) {
@@ -488,18 +496,26 @@ fn users(e: &mut Exposition, gw: &Gateway) {
         );
     }
     let counters: [Reading<UserCounters>; 4] = [
-        ("sluice_user_statements_total", "Statements, by user.", |c| {
-            UserCounters::load(&c.statements)
-        }),
-        ("sluice_user_errors_total", "Statements that failed, by user.", |c| {
-            UserCounters::load(&c.errors)
-        }),
-        ("sluice_user_denials_total", "Statements denied by a policy, by user.", |c| {
-            UserCounters::load(&c.denials)
-        }),
-        ("sluice_user_connections_refused_total", "Logins refused, by user.", |c| {
-            UserCounters::load(&c.refused)
-        }),
+        (
+            "sluice_user_statements_total",
+            "Statements, by user.",
+            |c| UserCounters::load(&c.statements),
+        ),
+        (
+            "sluice_user_errors_total",
+            "Statements that failed, by user.",
+            |c| UserCounters::load(&c.errors),
+        ),
+        (
+            "sluice_user_denials_total",
+            "Statements denied by a policy, by user.",
+            |c| UserCounters::load(&c.denials),
+        ),
+        (
+            "sluice_user_connections_refused_total",
+            "Logins refused, by user.",
+            |c| UserCounters::load(&c.refused),
+        ),
     ];
     for (name, help, f) in counters {
         e.family(name, "counter", help);

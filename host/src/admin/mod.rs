@@ -118,7 +118,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): Shared) -> Response {
     match views::ready(&s.gw) {
         Ok(()) => "ready\n".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -128,7 +132,10 @@ async fn status_page(State(s): Shared) -> Html<String> {
 
 async fn prometheus(State(s): Shared) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::render(&s.gw),
     )
         .into_response()

@@ -147,7 +147,9 @@ fn sessions(o: &mut String, ss: &[SessionView]) {
     order.sort_by_key(|s| (!s.pinned, s.id));
     for s in order.into_iter().take(TOP * 4) {
         let statement = match (&s.statement, s.statement_ms) {
-            (Some(q), Some(t)) => format!("<code>{}</code> <span class=muted>{t} ms</span>", esc(q)),
+            (Some(q), Some(t)) => {
+                format!("<code>{}</code> <span class=muted>{t} ms</span>", esc(q))
+            }
             _ => "<span class=muted>-</span>".into(),
         };
         let held = match (&s.backend, s.hold) {

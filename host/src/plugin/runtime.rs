@@ -244,11 +244,12 @@ impl PluginStats {
             .verdicts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let message = if v.len() >= MAX_RULES && !v.contains_key(&(report, code, message.to_string())) {
-            String::new()
-        } else {
-            message.to_string()
-        };
+        let message =
+            if v.len() >= MAX_RULES && !v.contains_key(&(report, code, message.to_string())) {
+                String::new()
+            } else {
+                message.to_string()
+            };
         *v.entry((report, code, message)).or_default() += 1;
     }
 
@@ -276,9 +277,12 @@ impl PluginStats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .fold((0, 0), |(d, r), ((report, ..), n)| {
-                if *report { (d, r + n) } else { (d + n, r) }
-            })
+            .fold(
+                (0, 0),
+                |(d, r), ((report, ..), n)| {
+                    if *report { (d, r + n) } else { (d + n, r) }
+                },
+            )
     }
 }
 

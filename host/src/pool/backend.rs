@@ -661,10 +661,7 @@ impl Backend {
     pub fn acquire_histogram(&self, bounds_us: &[u64]) -> (Vec<u64>, f64, u64) {
         let g = self.lock();
         let h = &g.acquire_us;
-        let cumulative = bounds_us
-            .iter()
-            .map(|b| h.count_between(0, *b))
-            .collect();
+        let cumulative = bounds_us.iter().map(|b| h.count_between(0, *b)).collect();
         (cumulative, h.mean() * h.len() as f64, h.len())
     }
 

@@ -113,7 +113,10 @@ impl Session {
                     let rolled_back = failed
                         || (facts.kind == StatementKind::Transaction
                             && facts.digest.starts_with("ROLLBACK"));
-                    self.gw.telemetry.metrics.transaction(t.elapsed(), rolled_back);
+                    self.gw
+                        .telemetry
+                        .metrics
+                        .transaction(t.elapsed(), rolled_back);
                 }
             }
             _ => {}

@@ -166,7 +166,11 @@ impl DigestTable {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len())
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
             .sum()
     }
 
@@ -315,7 +319,10 @@ mod tests {
         DigestSort::Count.apply(&mut rows);
         assert_eq!(rows.len(), 2);
         let r = &rows[0];
-        assert_eq!((r.count, r.rows_sent, r.min_us, r.max_us), (1000, 1000, 1, 1000));
+        assert_eq!(
+            (r.count, r.rows_sent, r.min_us, r.max_us),
+            (1000, 1000, 1, 1000)
+        );
         assert_eq!(r.sum_us, 500_500);
         // One significant digit: within 6.25% above the exact value.
         assert!((990..=1000).contains(&r.p99_us), "{}", r.p99_us);

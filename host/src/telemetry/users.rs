@@ -52,7 +52,11 @@ impl UserTable {
         if let Some(c) = users.get(user) {
             return Arc::clone(c);
         }
-        let name = if users.len() >= MAX_USERS { OTHER } else { user };
+        let name = if users.len() >= MAX_USERS {
+            OTHER
+        } else {
+            user
+        };
         Arc::clone(users.entry(name.into()).or_default())
     }
 
