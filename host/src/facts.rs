@@ -665,60 +665,62 @@ pub fn analyze(sql: &str) -> QueryFacts {
 
 /// Folds value lists in a digest to one shape, so ORM traffic does not make a digest per list
 /// length: `IN(?, ?, ?)` becomes `IN(...)`, and `VALUES(?, ?), (?, ?)` keeps its first row.
+/// One pass over the digest's `(`s (the common statement has a few).
 fn collapse_value_lists(d: &mut Vec<u8>) {
-    fn find(d: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-        d.get(from..)?
-            .windows(pat.len())
-            .position(|w| w == pat)
-            .map(|p| p + from)
+    // The word before `(` at `open`, when it starts at a token boundary (`JOIN(` is not `IN(`).
+    let word_before = |d: &[u8], open: usize, w: &[u8]| {
+        d[..open].ends_with(w) && {
+            let at = open - w.len();
+            at == 0 || matches!(d[at - 1], b' ' | b'(' | b',')
+        }
+    };
+    let mut open = 0;
+    while let Some(p) = d[open..].iter().position(|&c| c == b'(') {
+        open += p;
+        if word_before(d, open, b"IN") {
+            collapse_in_list(d, open);
+        } else if word_before(d, open, b"VALUES") || word_before(d, open, b"VALUE") {
+            collapse_rows(d, open);
+        }
+        open += 1;
     }
-    // The word must start at a token boundary (`JOIN(` is not `IN(`).
-    let at_boundary = |d: &[u8], at: usize| at == 0 || matches!(d[at - 1], b' ' | b'(' | b',');
-    let mut from = 0;
-    while let Some(at) = find(d, from, b"IN(") {
-        let open = at + 2;
-        from = open + 1;
-        if !at_boundary(d, at) {
-            continue;
-        }
-        // Only placeholders: `?` items separated by `, `.
-        let mut i = open + 1;
-        let mut items = 0;
-        while d.get(i) == Some(&b'?') {
-            items += 1;
-            i += 1;
-            if d[i..].starts_with(b", ") {
-                i += 2;
-            } else {
-                break;
-            }
-        }
-        if items > 0 && d.get(i) == Some(&b')') {
-            d.splice(open + 1..i, b"...".iter().copied());
-        }
-    }
-    for word in [&b"VALUES("[..], &b"VALUE("[..]] {
-        let mut from = 0;
-        while let Some(at) = find(d, from, word) {
-            let open = at + word.len() - 1;
-            from = open + 1;
-            if !at_boundary(d, at) {
-                continue;
-            }
-            let Some(close) = d[open..].iter().position(|&c| c == b')').map(|p| p + open) else {
-                break;
-            };
-            if d[open + 1..close].contains(&b'(') {
-                continue;
-            }
-            let row = d[open..=close].to_vec();
-            let mut end = close + 1;
-            while d[end..].starts_with(b", ") && d[end + 2..].starts_with(&row) {
-                end += 2 + row.len();
-            }
-            d.drain(close + 1..end);
+}
+
+/// `(?, ?, ?)` at `open` (placeholders only) becomes `(...)`.
+fn collapse_in_list(d: &mut Vec<u8>, open: usize) {
+    let mut i = open + 1;
+    let mut items = 0;
+    while d.get(i) == Some(&b'?') {
+        items += 1;
+        i += 1;
+        if d[i..].starts_with(b", ") {
+            i += 2;
+        } else {
+            break;
         }
     }
+    if items > 0 && d.get(i) == Some(&b')') {
+        d.splice(open + 1..i, b"...".iter().copied());
+    }
+}
+
+/// The row at `open` followed by `, ` and the same row again: the repeats go.
+fn collapse_rows(d: &mut Vec<u8>, open: usize) {
+    let Some(close) = d[open..].iter().position(|&c| c == b')').map(|p| p + open) else {
+        return;
+    };
+    if d[open + 1..close].contains(&b'(') {
+        return;
+    }
+    let len = close + 1 - open;
+    let mut end = close + 1;
+    while d[end..].starts_with(b", ")
+        && d.len() >= end + 2 + len
+        && d[end + 2..end + 2 + len] == d[open..=close]
+    {
+        end += 2 + len;
+    }
+    d.drain(close + 1..end);
 }
 
 /// The process-wide keyed hash of digests.
