@@ -49,6 +49,21 @@ impl Exposition {
         let _ = writeln!(self.out, " {value}");
     }
 
+    /// One family per reading, a sample per object (with its labels).
+    fn readings<T>(
+        &mut self,
+        kind: &str,
+        readings: &[Reading<T>],
+        objects: &[(&T, Vec<(&str, &str)>)],
+    ) {
+        for (name, help, read) in readings {
+            self.family(name, kind, help);
+            for (o, labels) in objects {
+                self.sample(name, labels, read(o));
+            }
+        }
+    }
+
     /// One metric family with one sample.
     fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
         self.family(name, kind, help);
@@ -262,12 +277,12 @@ fn pools(e: &mut Exposition, gw: &Gateway) {
             |p| p.counts.max as u64,
         ),
     ];
-    for (name, help, f) in gauges {
-        e.family(name, "gauge", help);
-        for (b, p) in backends.iter().zip(&statuses) {
-            e.sample(name, &[("backend", b.name())], f(p));
-        }
-    }
+    let objects: Vec<_> = backends
+        .iter()
+        .zip(&statuses)
+        .map(|(b, p)| (p, vec![("backend", b.name())]))
+        .collect();
+    e.readings("gauge", &gauges, &objects);
     let counters: [Reading<crate::pool::PoolStatus>; 3] = [
         (
             "sluice_pool_connections_created_total",
@@ -285,12 +300,7 @@ fn pools(e: &mut Exposition, gw: &Gateway) {
             |p| p.counts.counters.connect_failures,
         ),
     ];
-    for (name, help, f) in counters {
-        e.family(name, "counter", help);
-        for (b, p) in backends.iter().zip(&statuses) {
-            e.sample(name, &[("backend", b.name())], f(p));
-        }
-    }
+    e.readings("counter", &counters, &objects);
     e.family(
         "sluice_pool_connections_closed_total",
         "counter",
@@ -394,12 +404,11 @@ fn backends(e: &mut Exposition, gw: &Gateway) {
             |b| b.traffic.bytes_out.load(Ordering::Relaxed),
         ),
     ];
-    for (name, help, f) in counters {
-        e.family(name, "counter", help);
-        for b in backends {
-            e.sample(name, &[("backend", b.name()), ("role", role(b))], f(b));
-        }
-    }
+    let objects: Vec<_> = backends
+        .iter()
+        .map(|b| (&**b, vec![("backend", b.name()), ("role", role(b))]))
+        .collect();
+    e.readings("counter", &counters, &objects);
     e.family(
         "sluice_backend_health_transitions_total",
         "counter",
@@ -449,16 +458,16 @@ fn policies(e: &mut Exposition, gw: &Gateway) {
             |p| p.stats.verdict_totals().1,
         ),
     ];
-    for (name, help, f) in counters {
-        e.family(name, "counter", help);
-        for p in &plugins {
-            e.sample(
-                name,
-                &[("policy", p.name()), ("kind", p.manifest.kind.name())],
-                f(p),
-            );
-        }
-    }
+    let objects: Vec<_> = plugins
+        .iter()
+        .map(|p| {
+            (
+                &**p,
+                vec![("policy", p.name()), ("kind", p.manifest.kind.name())],
+            )
+        })
+        .collect();
+    e.readings("counter", &counters, &objects);
     let st = gw.policy_status();
     e.family(
         "sluice_policy_reloads_total",
@@ -517,12 +526,11 @@ fn users(e: &mut Exposition, gw: &Gateway) {
             |c| UserCounters::load(&c.refused),
         ),
     ];
-    for (name, help, f) in counters {
-        e.family(name, "counter", help);
-        for (u, c) in &users {
-            e.sample(name, &[("user", u)], f(c));
-        }
-    }
+    let objects: Vec<_> = users
+        .iter()
+        .map(|(u, c)| (&**c, vec![("user", u.as_str())]))
+        .collect();
+    e.readings("counter", &counters, &objects);
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ fn transitions(o: &mut String, gw: &Gateway) {
         })
         .collect();
     all.sort_by_key(|t| std::cmp::Reverse(t.0));
-    o.push_str("<h2>Recent health transitions</h2><table><tr><th>when (UTC)</th><th>backend</th><th>change</th><th>why</th></tr>");
+    o.push_str("<h2>Recent health transitions</h2><table><tr><th>when</th><th>backend</th><th>change</th><th>why</th></tr>");
     if all.is_empty() {
         o.push_str("<tr><td colspan=4 class=muted>none since start</td></tr>");
     }
