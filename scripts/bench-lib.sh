@@ -37,14 +37,22 @@ bench_wait() { # port...: each gateway answers (bounded)
 
 bench_median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# bench_rounds ROUNDS TITLE sb-function name:port:args...  Each round runs every target once
+# bench_rounds ROUNDS TITLE sb-function name:port:args...  Each round runs every target once (every
+# other round in reverse order)
 # (`sb-function PORT ARGS... run`); prints per-round lines and medians of tps, p99 and errors.
 bench_rounds() {
   local rounds=$1 title=$2 sbf=$3; shift 3
   declare -A tps p99 errs
   local round t name port args out x y e
+  local order
   for round in $(seq 1 "$rounds"); do
-    for t in "$@"; do
+    # Every other round in reverse order, so no target always runs first (warm caches, drift).
+    order=("$@")
+    if (( round % 2 == 0 )); then
+      for (( i = ${#order[@]} - 1; i >= 0; i-- )); do order+=("${order[i]}"); done
+      order=("${order[@]:$#}")
+    fi
+    for t in "${order[@]}"; do
       IFS=: read -r name port args <<<"$t"
       # shellcheck disable=SC2086
       out=$($sbf "$port" $args --percentile=99 run)
