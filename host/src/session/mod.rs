@@ -936,6 +936,10 @@ impl Session {
                 };
                 self.group = group;
                 self.grant = grant;
+                self.user_stats = self.gw.telemetry.users.get(&cu.user);
+                self.user_stats
+                    .connections_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.user = cu.user;
                 let mut state = ReplayState::default();
                 if let Some(cs) = cu.charset {
