@@ -43,6 +43,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub digests: DigestsConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
 }
 
 /// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
@@ -249,6 +250,28 @@ impl Default for DigestsConfig {
             max: 10_000,
         }
     }
+}
+
+/// The audit log (`telemetry::audit`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Where lines go (appended, created 0600); unset: stderr.
+    pub file: Option<PathBuf>,
+    /// Which statements are audited besides denials and reports.
+    pub statements: AuditStatements,
+}
+
+/// Statements the audit log records (`server_audit`'s QUERY_DML / QUERY_DDL events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStatements {
+    #[default]
+    None,
+    /// Everything but reads (SELECT, SHOW).
+    Writes,
+    All,
 }
 
 /// Prometheus `/metrics` and the statement counters behind it.
@@ -491,6 +514,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.admin.token_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.audit.file.as_mut() {
             fix(p);
         }
         for u in &mut self.users {

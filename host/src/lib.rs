@@ -118,7 +118,19 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
             )
         })?;
     let builtin = plugin::set::PolicySet::builtin(ConfigPolicy::new(config.clone()));
-    let gateway = Arc::new(Gateway::new(config.clone(), Box::new(builtin), shutdown));
+    let mut gateway = Gateway::new(config.clone(), Box::new(builtin), shutdown);
+    gateway.telemetry.audit = telemetry::audit::AuditLog::open(&config.audit).map_err(|e| {
+        anyhow::anyhow!(
+            "audit.file: cannot open {}: {e}",
+            config
+                .audit
+                .file
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display()
+        )
+    })?;
+    let gateway = Arc::new(gateway);
     for b in gateway.fleet.backends() {
         tokio::spawn(pool::maintain::run(Arc::clone(b), gateway.shutdown.clone()));
         if let Some(m) = &config.monitor {

@@ -549,3 +549,135 @@ fn logs_are_json_and_the_slow_log_holds_no_literal() {
     assert!(!log.contains("4111"), "a literal reached the log:\n{log}");
     assert!(!log.contains("app-secret"), "a secret reached the log");
 }
+
+/// The audit log of a short session holds exactly its events, with their fields, and no secret
+/// or literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_holds_a_sessions_events_and_no_secret() {
+    let dir = crate::harness::PolicyDir::new("audit");
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        crate::policies::guard_manifest(
+            "guard",
+            "guard.wasm",
+            "deny",
+            "deny-tables = [\"mysql.*\"]\n",
+        )
+        .as_bytes(),
+    );
+    let log = dir.path.join("audit.jsonl");
+    let mut c = dir.config();
+    c.audit.enabled = true;
+    c.audit.file = Some(log.clone());
+    c.users.push(sluice::config::UserConfig {
+        name: "ops".into(),
+        password: Some("ops-s3cret".into()),
+        backend_user: Some("app".into()),
+        backend_password: Some("app-secret".into()),
+        ..Default::default()
+    });
+    let gw = TestGateway::start(c);
+    let mut conn = gw.app().await;
+    let id = conn.id();
+    let denied = conn
+        .query_drop("SELECT * FROM mysql.user WHERE User = 'literal-9f3'")
+        .await;
+    assert!(denied.is_err(), "the guard denies mysql.*");
+    conn.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("ops".into()))
+            .with_pass(Some("ops-s3cret".into())),
+    )
+    .await
+    .expect("change user");
+    assert!(
+        mysql_async::Conn::new(gw.opts("app", "wr0ng-pass", None))
+            .await
+            .is_err()
+    );
+    conn.disconnect().await.expect("disconnect");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The refused login and the disconnect are written just after the client hears of them.
+    wait_until(
+        10,
+        "the refused login and the disconnect are audited",
+        || {
+            let t = read();
+            t.contains("\"disconnect\"") && t.contains("\"connect_failed\"")
+        },
+    )
+    .await;
+    let text = read();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let mut session: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "policy_reload")
+        .collect();
+    session.sort_unstable();
+    assert_eq!(
+        session,
+        [
+            "change_user",
+            "connect",
+            "connect_failed",
+            "denied",
+            "disconnect"
+        ],
+        "{text}"
+    );
+    let event = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    let connect = event("connect");
+    assert_eq!(connect["connection_id"], id);
+    assert_eq!(connect["user"], "app");
+    assert_eq!(connect["schema"], "app");
+    assert_eq!(connect["tls"], false);
+    assert!(
+        connect["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:"))
+    );
+    assert!(
+        connect["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let d = event("denied");
+    assert!(
+        d["detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("guard") && s.contains("mysql.user")),
+        "{d}"
+    );
+    assert_eq!(event("change_user")["user"], "ops");
+    assert_eq!(event("disconnect")["user"], "ops");
+    let failed = event("connect_failed");
+    assert_eq!(failed["user"], "app");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("Access denied"))
+    );
+    for secret in ["app-secret", "ops-s3cret", "wr0ng-pass", "literal-9f3"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the audit log:\n{text}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).expect("log").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

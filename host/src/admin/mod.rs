@@ -78,6 +78,10 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/users", get(users))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
+            audit_actions,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
             require_token,
         ));
     Router::new()
@@ -109,6 +113,22 @@ async fn require_token(State(s): Shared, headers: HeaderMap, req: Request, next:
         Json(serde_json::json!({"error": "a valid bearer token is required (Authorization: Bearer ...)"})),
     )
         .into_response()
+}
+
+/// Actions (anything but GET) go to the audit log with their answer's status.
+async fn audit_actions(State(s): Shared, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let res = next.run(req).await;
+    let detail = format!("{what} -> {}", res.status().as_u16());
+    s.gw.telemetry.audit(&crate::telemetry::audit::AuditEvent {
+        event: "admin",
+        detail: Some(&detail),
+        ..Default::default()
+    });
+    res
 }
 
 async fn healthz() -> &'static str {

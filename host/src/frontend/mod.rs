@@ -20,6 +20,7 @@ use crate::gateway::Gateway;
 use crate::protocol::PacketStream;
 use crate::protocol::reply::ErrPacket;
 use crate::session::Session;
+use crate::telemetry::audit::AuditEvent;
 use crate::telemetry::metrics::Refusal;
 use connect::{ConnectError, connection_phase};
 
@@ -58,6 +59,13 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                     let _slot = slot;
                     if n > gw.config.frontend.max_connections {
                         gw.telemetry.metrics.refused(Refusal::TooMany);
+                        let client = peer.to_string();
+                        gw.telemetry.audit(&AuditEvent {
+                            event: "connect_failed",
+                            client: Some(&client),
+                            detail: Some("Too many connections (frontend.max-connections)"),
+                            ..AuditEvent::default()
+                        });
                         too_many(tcp, gw.config.frontend.max_allowed_packet).await;
                         return;
                     }
@@ -128,6 +136,23 @@ async fn handle_client(
                 _ => Refusal::Other,
             };
             gw.telemetry.metrics.refused(why);
+            let user = match &e {
+                GatewayError::AccessDenied { user, .. }
+                | GatewayError::TlsRequired { user }
+                | GatewayError::FullAuthNeedsTls { user }
+                | GatewayError::UnknownBackendGroup { user, .. }
+                | GatewayError::TooManyUserConnections { user, .. } => Some(user.as_str()),
+                _ => None,
+            };
+            let (client, detail) = (peer.to_string(), e.to_string());
+            gw.telemetry.audit(&AuditEvent {
+                event: "connect_failed",
+                connection_id: Some(id),
+                user,
+                client: Some(&client),
+                detail: Some(&detail),
+                ..AuditEvent::default()
+            });
             if let GatewayError::AccessDenied { user, .. }
             | GatewayError::TlsRequired { user }
             | GatewayError::FullAuthNeedsTls { user } = &e
@@ -145,6 +170,14 @@ async fn handle_client(
         }
         Err(_) => {
             gw.telemetry.metrics.refused(Refusal::HandshakeTimeout);
+            let client = peer.to_string();
+            gw.telemetry.audit(&AuditEvent {
+                event: "connect_failed",
+                connection_id: Some(id),
+                client: Some(&client),
+                detail: Some("the handshake did not finish in time"),
+                ..AuditEvent::default()
+            });
             tracing::info!(id, %peer, "handshake timeout");
         }
     }

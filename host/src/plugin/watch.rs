@@ -50,11 +50,29 @@ impl Reloader {
                     .collect();
                 self.gw.install_policies(set);
                 tracing::info!(dir = %self.dir.display(), policies = ?names, "policies loaded");
+                self.gw
+                    .telemetry
+                    .audit(&crate::telemetry::audit::AuditEvent {
+                        event: "policy_reload",
+                        detail: Some(&format!(
+                            "loaded {}: {}",
+                            self.dir.display(),
+                            names.join(", ")
+                        )),
+                        ..Default::default()
+                    });
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(file = %e.file, reason = %e.reason, "policy reload refused; the previous policies keep serving");
                 self.gw.record_policy_error(&e);
+                self.gw
+                    .telemetry
+                    .audit(&crate::telemetry::audit::AuditEvent {
+                        event: "policy_reload",
+                        detail: Some(&format!("refused {}: {}", e.file, e.reason)),
+                        ..Default::default()
+                    });
                 Err(e)
             }
         }

@@ -244,15 +244,22 @@ impl Session {
                 .get(&a.hello.user)
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let e = GatewayError::TooManyUserConnections {
+                user: a.hello.user.clone(),
+                limit,
+            };
+            let (client, detail) = (a.peer.to_string(), e.to_string());
+            gw.telemetry.audit(&crate::telemetry::audit::AuditEvent {
+                event: "connect_failed",
+                connection_id: Some(id),
+                user: Some(&a.hello.user),
+                client: Some(&client),
+                tls: Some(a.tls),
+                detail: Some(&detail),
+                ..Default::default()
+            });
             let mut stream = a.stream;
-            let _ = refuse(
-                &mut stream,
-                GatewayError::TooManyUserConnections {
-                    user: a.hello.user.clone(),
-                    limit,
-                },
-            )
-            .await;
+            let _ = refuse(&mut stream, e).await;
             return;
         }
         let Some(group) = gw.fleet.group(a.grant.backend_group.as_deref()).cloned() else {
@@ -282,7 +289,9 @@ impl Session {
             Err(SessionError::Client(_)) => false,
         };
         if ready {
+            s.audit("connect", None);
             s.serve().await;
+            s.audit("disconnect", None);
         }
         s.finish().await;
     }
@@ -940,19 +949,30 @@ impl Session {
                 self.user_stats
                     .connections_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.user = cu.user;
+                let from = std::mem::replace(&mut self.user, cu.user);
                 let mut state = ReplayState::default();
                 if let Some(cs) = cu.charset {
                     state.set_collation(cs);
                 }
                 state.schema = cu.database;
                 self.state = Arc::new(state);
+                self.audit("change_user", Some(&format!("from user '{from}'")));
                 self.confirm_database().await?;
                 self.send_ok(0, 0).await?;
                 Ok(Flow::Continue)
             }
             // The ERR was sent by authenticate; a failed COM_CHANGE_USER closes the connection.
-            Err(_) => Ok(Flow::Quit),
+            Err(e) => {
+                let why = match &e {
+                    crate::frontend::connect::ConnectError::Refused(e) => e.to_string(),
+                    crate::frontend::connect::ConnectError::Io(e) => e.to_string(),
+                };
+                self.audit(
+                    "change_user_failed",
+                    Some(&format!("to user '{}': {why}", identity.user)),
+                );
+                Ok(Flow::Quit)
+            }
         }
     }
 

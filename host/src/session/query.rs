@@ -267,11 +267,20 @@ impl Session {
                 policy,
                 code,
                 message,
-            } => Err(GatewayError::Denied {
-                policy,
-                code,
-                message,
-            }),
+            } => {
+                self.audit(
+                    "denied",
+                    Some(&format!(
+                        "policy {policy}: {code} {message}; statement {}",
+                        facts.digest
+                    )),
+                );
+                Err(GatewayError::Denied {
+                    policy,
+                    code,
+                    message,
+                })
+            }
             Verdict::Rewrite(new_sql) => Ok(Some(new_sql)),
             Verdict::Report {
                 policy,
@@ -287,6 +296,13 @@ impl Session {
                     code,
                     %message,
                     "statement allowed: a guard rule in report mode would deny it"
+                );
+                self.audit(
+                    "reported",
+                    Some(&format!(
+                        "policy {policy}: {code} {message}; statement {}",
+                        facts.digest
+                    )),
                 );
                 Ok(None)
             }

@@ -7,10 +7,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{Flow, Session, SessionError};
+use crate::config::AuditStatements;
 use crate::facts::{QueryFacts, StatementKind};
 use crate::pool::Backend;
 use crate::protocol::command::Command;
 use crate::telemetry::StatementRecord;
+use crate::telemetry::audit::AuditEvent;
 use crate::telemetry::metrics::CommandKind;
 
 /// The SQL of the statement, kept (by reference count) for the slow log's redacted text.
@@ -50,6 +52,26 @@ pub(super) fn command_kind(cmd: &Command) -> CommandKind {
 }
 
 impl Session {
+    /// Writes an audit event about this session (when auditing is on).
+    pub(super) fn audit(&self, event: &'static str, detail: Option<&str>) {
+        if self.gw.telemetry.audit.is_none() {
+            return;
+        }
+        self.gw.telemetry.audit(&AuditEvent {
+            event,
+            connection_id: Some(self.id),
+            user: Some(&self.user),
+            client: Some(&self.entry.peer),
+            backend: self
+                .held
+                .as_ref()
+                .map(|h| h.conn.backend.config.address.as_str()),
+            schema: self.state.schema.as_deref(),
+            tls: Some(self.tls),
+            detail,
+        });
+    }
+
     /// A command starts.
     pub(super) fn begin_command(&mut self) {
         if self.gw.telemetry.enabled() {
@@ -101,6 +123,23 @@ impl Session {
             self.gw.policy().redact_sql(&sql)
         };
         t.record(&record, &self.user_stats, redact);
+        if let Some(a) = &t.audit {
+            let audited = match a.statements {
+                AuditStatements::None => false,
+                AuditStatements::Writes => {
+                    !matches!(facts.kind, StatementKind::Select | StatementKind::Show)
+                }
+                AuditStatements::All => true,
+            };
+            if audited {
+                let sql = redact().unwrap_or_else(|| facts.digest.clone());
+                let detail = match error {
+                    Some((_, code)) => format!("{sql} (error {code})"),
+                    None => sql,
+                };
+                self.audit("statement", Some(&detail));
+            }
+        }
     }
 
     /// After a statement: a transaction that began or ended is counted (with its duration and

@@ -5,6 +5,7 @@
 //! Recording is a few relaxed atomic adds and one sharded lock (the digest entry); nothing is
 //! allocated unless a statement shape is new to the digest table.
 
+pub mod audit;
 pub mod digests;
 pub mod logs;
 pub mod metrics;
@@ -52,6 +53,8 @@ pub struct Telemetry {
     pub metrics: Metrics,
     pub digests: DigestTable,
     pub users: UserTable,
+    /// The audit log, when `audit.enabled` (opened by `bind`).
+    pub audit: Option<audit::AuditLog>,
     digests_on: bool,
     metrics_on: bool,
     slow: Option<Duration>,
@@ -63,6 +66,7 @@ impl Telemetry {
             metrics: Metrics::default(),
             digests: DigestTable::new(config.digests.max),
             users: UserTable::default(),
+            audit: None,
             digests_on: config.digests.enabled,
             metrics_on: config.metrics.enabled,
             slow: (config.log.slow_query_ms > 0)
@@ -72,7 +76,14 @@ impl Telemetry {
 
     /// Whether anything is recorded at all (off: the data path skips even the clock reads).
     pub fn enabled(&self) -> bool {
-        self.digests_on || self.metrics_on || self.slow.is_some()
+        self.digests_on || self.metrics_on || self.slow.is_some() || self.audit.is_some()
+    }
+
+    /// Writes an audit event, when auditing is on.
+    pub fn audit(&self, event: &audit::AuditEvent<'_>) {
+        if let Some(a) = &self.audit {
+            a.write(event);
+        }
     }
 
     /// Records one statement. `redact` gives the SQL for the slow log as the active redactor
