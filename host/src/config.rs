@@ -44,6 +44,7 @@ pub struct Config {
     pub digests: DigestsConfig,
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
@@ -252,6 +253,20 @@ impl Default for DigestsConfig {
     }
 }
 
+/// Per-user limit defaults, for users without their own (and users a credentials policy
+/// grants). Limits hold per gateway instance: N instances allow N times the rate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sessions a user may hold at once (0: no limit); over it, ERR 1203.
+    pub max_connections_per_user: usize,
+    /// Statements per second a user may run, all its sessions together (0: no limit); over
+    /// it, ERR 1226.
+    pub max_statements_per_second: u32,
+    /// Statements a user may run at once above the rate (0: one second's worth).
+    pub statements_burst: u32,
+}
+
 /// The audit log (`telemetry::audit`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -396,6 +411,10 @@ pub struct UserConfig {
     /// Milliseconds this user's statements may run on the server (absent: the routing
     /// default). See `routing.statement-timeout-ms`.
     pub statement_timeout_ms: Option<u64>,
+    /// Statements per second over all this user's sessions (unset: `limits.max-statements-per-second`).
+    pub max_statements_per_second: Option<u32>,
+    /// Statements above the rate at once (unset: `limits.statements-burst`).
+    pub statements_burst: Option<u32>,
 }
 
 /// The group of backends that do not name one, and of users whose grant names none.

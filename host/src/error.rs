@@ -22,8 +22,15 @@ pub enum GatewayError {
     UnknownBackendGroup { user: String, group: String },
     #[error("Too many connections")]
     TooManyConnections,
-    #[error("User '{user}' has exceeded the 'max_user_connections' resource ({limit})")]
+    #[error(
+        "User {user} already has more than 'max_user_connections' active connections ({limit})"
+    )]
     TooManyUserConnections { user: String, limit: usize },
+    /// The user's statements-per-second limit (a token bucket over all its sessions).
+    #[error(
+        "User '{user}' has exceeded the 'max_statements_per_second' resource (current value: {limit}); the statement did not run"
+    )]
+    StatementRateExceeded { user: String, limit: u32 },
     #[error("Unknown command 0x{0:02x}")]
     UnknownCommand(u8),
     #[error("Malformed communication packet: {0}")]
@@ -154,7 +161,9 @@ impl GatewayError {
             | Self::TlsRequired { .. }
             | Self::UnknownBackendGroup { .. } => (1045, "28000"),
             Self::TooManyConnections => (1040, "08004"),
-            Self::TooManyUserConnections { .. } => (1226, "42000"),
+            // ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED, as MySQL answers its own limits.
+            Self::TooManyUserConnections { .. } => (1203, "42000"),
+            Self::StatementRateExceeded { .. } => (1226, "42000"),
             Self::UnknownCommand(_) => (1047, "08S01"),
             Self::Malformed(_) => (1835, "HY000"),
             Self::PacketTooLarge { .. } => (1153, "08S01"),
@@ -197,6 +206,7 @@ impl GatewayError {
             | Self::SplitBrain { .. } => ErrorClass::Backend,
             Self::TooManyConnections
             | Self::TooManyUserConnections { .. }
+            | Self::StatementRateExceeded { .. }
             | Self::TransactionIdleTimeout { .. } => ErrorClass::Limit,
             Self::UnknownCommand(_)
             | Self::Malformed(_)

@@ -25,8 +25,28 @@ pub struct Grant {
     pub backend_password: String,
     /// Connections the user may hold at once (0: no limit).
     pub max_connections: usize,
+    /// Statements per second over all the user's sessions (0: no limit), and the burst above it.
+    pub max_statements_per_second: u32,
+    pub statements_burst: u32,
     /// The backend group the user's statements run on (`None`: the default group).
     pub backend_group: Option<String>,
+}
+
+impl Grant {
+    /// The configured defaults where the grant sets no limit of its own.
+    #[must_use]
+    pub fn with_defaults(mut self, d: &crate::config::LimitsConfig) -> Self {
+        if self.max_connections == 0 {
+            self.max_connections = d.max_connections_per_user;
+        }
+        if self.max_statements_per_second == 0 {
+            self.max_statements_per_second = d.max_statements_per_second;
+        }
+        if self.statements_burst == 0 {
+            self.statements_burst = d.statements_burst;
+        }
+        self
+    }
 }
 
 /// What a policy knows about the session a statement runs in.
@@ -171,6 +191,10 @@ pub struct ConfigPolicy {
 }
 
 impl ConfigPolicy {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn new(config: Config) -> Self {
         Self { config }
     }
@@ -179,17 +203,22 @@ impl ConfigPolicy {
 impl Policy for ConfigPolicy {
     fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant> {
         let u = self.config.user(&client.user)?;
-        Some(Grant {
-            password: u.password().to_string(),
-            auth_plugin: u.auth_plugin,
-            backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
-            backend_password: u
-                .backend_password
-                .clone()
-                .unwrap_or_else(|| u.password().to_string()),
-            max_connections: u.max_connections,
-            backend_group: u.backend_group.clone(),
-        })
+        Some(
+            Grant {
+                password: u.password().to_string(),
+                auth_plugin: u.auth_plugin,
+                backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
+                backend_password: u
+                    .backend_password
+                    .clone()
+                    .unwrap_or_else(|| u.password().to_string()),
+                max_connections: u.max_connections,
+                max_statements_per_second: u.max_statements_per_second.unwrap_or(0),
+                statements_burst: u.statements_burst.unwrap_or(0),
+                backend_group: u.backend_group.clone(),
+            }
+            .with_defaults(&self.config.limits),
+        )
     }
 
     fn route(

@@ -10,6 +10,7 @@ mod conformance;
 mod faults;
 mod harness;
 mod health;
+mod limits;
 mod load_data;
 mod long_tail;
 mod multiplex;

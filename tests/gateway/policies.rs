@@ -331,7 +331,9 @@ async fn reloads_swap_atomically_and_refuse_broken_sets() {
                     .await
                 {
                     Ok(Some(v)) if v == i * 1_000_000 + j => {}
-                    _ => {
+                    other => {
+                        // Say what failed: a denial, a policy deadline, a wrong answer.
+                        eprintln!("client {i} statement {j} during the reload: {other:?}");
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -303,6 +303,7 @@ pub fn users(gw: &Gateway) -> Vec<UserRow> {
             statements: UserCounters::load(&c.statements),
             errors: UserCounters::load(&c.errors),
             denials: UserCounters::load(&c.denials),
+            rate_limited: UserCounters::load(&c.rate_limited),
             user,
         })
         .collect();

@@ -253,18 +253,24 @@ impl Policy for PolicySet {
             _ => Err(mismatch()),
         });
         match result {
-            Ok(Ok(g)) => Some(Grant {
-                password: g.password,
-                auth_plugin: if g.auth_plugin == "caching_sha2_password" {
-                    AuthPlugin::CachingSha2Password
-                } else {
-                    AuthPlugin::MysqlNativePassword
-                },
-                backend_user: g.backend_user,
-                backend_password: g.backend_password,
-                max_connections: g.max_connections as usize,
-                backend_group: g.backend_group,
-            }),
+            Ok(Ok(g)) => Some(
+                Grant {
+                    password: g.password,
+                    auth_plugin: if g.auth_plugin == "caching_sha2_password" {
+                        AuthPlugin::CachingSha2Password
+                    } else {
+                        AuthPlugin::MysqlNativePassword
+                    },
+                    backend_user: g.backend_user,
+                    backend_password: g.backend_password,
+                    max_connections: g.max_connections as usize,
+                    // The contract does not carry rates yet: the configured defaults apply.
+                    max_statements_per_second: 0,
+                    statements_burst: 0,
+                    backend_group: g.backend_group,
+                }
+                .with_defaults(&self.builtin.config().limits),
+            ),
             Ok(Err(reason)) => {
                 tracing::info!(policy = p.name(), user = %client.user, %reason, "login refused by policy");
                 None

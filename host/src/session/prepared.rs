@@ -209,7 +209,10 @@ impl Session {
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
         self.begin_statement(&facts);
-        let result = self.execute(&sql, &facts, &long_data, &backend_body).await;
+        let result = match self.admit_statement() {
+            Ok(()) => self.execute(&sql, &facts, &long_data, &backend_body).await,
+            Err(e) => Err(e.into()),
+        };
         if self.note.started.is_some() {
             self.note.sql = Some(super::record::Sql::Prepared(sql));
             self.note.facts = Some(facts);

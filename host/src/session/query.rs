@@ -23,7 +23,10 @@ impl Session {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut facts = facts::analyze(&String::from_utf8_lossy(&sql));
         self.begin_statement(&facts);
-        let result = self.query(&sql, &mut facts).await;
+        let result = match self.admit_statement() {
+            Ok(()) => self.query(&sql, &mut facts).await,
+            Err(e) => Err(e.into()),
+        };
         if self.note.started.is_some() {
             self.note.sql = Some(super::record::Sql::Text(sql));
             self.note.facts = Some(facts);

@@ -72,6 +72,19 @@ impl Session {
         });
     }
 
+    /// The user's statement rate allows one more statement now (all its sessions share the
+    /// bucket), or ERR 1226.
+    pub(super) fn admit_statement(&self) -> Result<(), crate::error::GatewayError> {
+        let rate = self.grant.max_statements_per_second;
+        if rate > 0 && !self.user_stats.admit(rate, self.grant.statements_burst) {
+            return Err(crate::error::GatewayError::StatementRateExceeded {
+                user: self.user.clone(),
+                limit: rate,
+            });
+        }
+        Ok(())
+    }
+
     /// A command starts.
     pub(super) fn begin_command(&mut self) {
         if self.gw.telemetry.enabled() {

@@ -136,7 +136,7 @@ impl CommandKind {
 pub enum Refusal {
     /// `frontend.max-connections` reached (1040).
     TooMany,
-    /// A user's `max-connections` reached (1226).
+    /// A user's `max-connections` reached (1203).
     UserLimit,
     /// Wrong password, unknown user, TLS required.
     Auth,

@@ -7,8 +7,37 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+/// A token bucket: `rate` tokens a second, holding at most `burst`. Time is passed in.
+#[derive(Debug, Default)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl TokenBucket {
+    /// Takes one token if there is one at `now`.
+    pub fn take(&mut self, now: std::time::Instant, rate: u32, burst: u32) -> bool {
+        let burst = f64::from(if burst == 0 { rate } else { burst }.max(1));
+        let refill = self.last.map_or(burst, |t| {
+            now.saturating_duration_since(t).as_secs_f64() * f64::from(rate)
+        });
+        self.tokens = (self.tokens + refill).min(burst);
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct UserCounters {
+    /// The user's statement rate limit, shared by its sessions.
+    pub bucket: Mutex<TokenBucket>,
+    /// Statements refused by the rate limit.
+    pub rate_limited: AtomicU64,
     pub connections_total: AtomicU64,
     pub statements: AtomicU64,
     pub errors: AtomicU64,
@@ -29,6 +58,8 @@ pub struct UserRow {
     pub statements: u64,
     pub errors: u64,
     pub denials: u64,
+    /// Statements refused by the user's statements-per-second limit (1226).
+    pub rate_limited: u64,
 }
 
 /// Counters of every user seen since start. Users come from the configuration or a credentials
@@ -77,5 +108,46 @@ impl UserTable {
 impl UserCounters {
     pub fn load(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Whether the user may run one more statement now under `rate` per second.
+    pub fn admit(&self, rate: u32, burst: u32) -> bool {
+        let ok = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(std::time::Instant::now(), rate, burst);
+        if !ok {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_bucket_allows_the_burst_then_the_rate() {
+        let mut b = TokenBucket::default();
+        let t0 = Instant::now();
+        // Burst 3 at once, then nothing until time passes.
+        assert!((0..3).all(|_| b.take(t0, 2, 3)));
+        assert!(!b.take(t0, 2, 3));
+        // 2 a second: one token every 500 ms.
+        assert!(!b.take(t0 + Duration::from_millis(400), 2, 3));
+        assert!(b.take(t0 + Duration::from_millis(500), 2, 3));
+        assert!(!b.take(t0 + Duration::from_millis(600), 2, 3));
+        // At twice the rate for 10 s, half the statements pass (plus the burst).
+        let mut b = TokenBucket::default();
+        let passed = (0..400)
+            .filter(|i| b.take(t0 + Duration::from_millis(i * 25), 20, 20))
+            .count();
+        assert!((200..=221).contains(&passed), "{passed}");
+        // Burst 0 means one second's worth.
+        let mut b = TokenBucket::default();
+        assert_eq!((0..10).filter(|_| b.take(t0, 5, 0)).count(), 5);
     }
 }
