@@ -20,7 +20,6 @@ use crate::gateway::Gateway;
 use crate::protocol::PacketStream;
 use crate::protocol::reply::ErrPacket;
 use crate::session::Session;
-use crate::telemetry::audit::AuditEvent;
 use crate::telemetry::metrics::Refusal;
 use connect::{ConnectError, connection_phase};
 
@@ -59,13 +58,12 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                     let _slot = slot;
                     if n > gw.config.frontend.max_connections {
                         gw.telemetry.metrics.refused(Refusal::TooMany);
-                        let client = peer.to_string();
-                        gw.telemetry.audit(&AuditEvent {
-                            event: "connect_failed",
-                            client: Some(&client),
-                            detail: Some("Too many connections (frontend.max-connections)"),
-                            ..AuditEvent::default()
-                        });
+                        gw.telemetry.audit_connect_failed(
+                            None,
+                            None,
+                            peer,
+                            "Too many connections (frontend.max-connections)",
+                        );
                         too_many(tcp, gw.config.frontend.max_allowed_packet).await;
                         return;
                     }
@@ -144,15 +142,8 @@ async fn handle_client(
                 | GatewayError::TooManyUserConnections { user, .. } => Some(user.as_str()),
                 _ => None,
             };
-            let (client, detail) = (peer.to_string(), e.to_string());
-            gw.telemetry.audit(&AuditEvent {
-                event: "connect_failed",
-                connection_id: Some(id),
-                user,
-                client: Some(&client),
-                detail: Some(&detail),
-                ..AuditEvent::default()
-            });
+            gw.telemetry
+                .audit_connect_failed(Some(id), user, peer, &e.to_string());
             if let GatewayError::AccessDenied { user, .. }
             | GatewayError::TlsRequired { user }
             | GatewayError::FullAuthNeedsTls { user } = &e
@@ -170,14 +161,12 @@ async fn handle_client(
         }
         Err(_) => {
             gw.telemetry.metrics.refused(Refusal::HandshakeTimeout);
-            let client = peer.to_string();
-            gw.telemetry.audit(&AuditEvent {
-                event: "connect_failed",
-                connection_id: Some(id),
-                client: Some(&client),
-                detail: Some("the handshake did not finish in time"),
-                ..AuditEvent::default()
-            });
+            gw.telemetry.audit_connect_failed(
+                Some(id),
+                None,
+                peer,
+                "the handshake did not finish in time",
+            );
             tracing::info!(id, %peer, "handshake timeout");
         }
     }

@@ -248,16 +248,12 @@ impl Session {
                 user: a.hello.user.clone(),
                 limit,
             };
-            let (client, detail) = (a.peer.to_string(), e.to_string());
-            gw.telemetry.audit(&crate::telemetry::audit::AuditEvent {
-                event: "connect_failed",
-                connection_id: Some(id),
-                user: Some(&a.hello.user),
-                client: Some(&client),
-                tls: Some(a.tls),
-                detail: Some(&detail),
-                ..Default::default()
-            });
+            gw.telemetry.audit_connect_failed(
+                Some(id),
+                Some(&a.hello.user),
+                a.peer,
+                &e.to_string(),
+            );
             let mut stream = a.stream;
             let _ = refuse(&mut stream, e).await;
             return;

@@ -79,6 +79,28 @@ impl Telemetry {
         self.digests_on || self.metrics_on || self.slow.is_some() || self.audit.is_some()
     }
 
+    /// A login that was refused, for the audit log.
+    pub fn audit_connect_failed(
+        &self,
+        connection_id: Option<u32>,
+        user: Option<&str>,
+        client: std::net::SocketAddr,
+        detail: &str,
+    ) {
+        if self.audit.is_none() {
+            return;
+        }
+        let client = client.to_string();
+        self.audit(&audit::AuditEvent {
+            event: "connect_failed",
+            connection_id,
+            user,
+            client: Some(&client),
+            detail: Some(detail),
+            ..audit::AuditEvent::default()
+        });
+    }
+
     /// Writes an audit event, when auditing is on.
     pub fn audit(&self, event: &audit::AuditEvent<'_>) {
         if let Some(a) = &self.audit {
