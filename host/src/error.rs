@@ -222,6 +222,19 @@ impl GatewayError {
         }
     }
 
+    /// The user a login error names, if it names one.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Self::AccessDenied { user, .. }
+            | Self::TlsRequired { user }
+            | Self::FullAuthNeedsTls { user }
+            | Self::UnknownBackendGroup { user, .. }
+            | Self::TooManyUserConnections { user, .. }
+            | Self::StatementRateExceeded { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
     /// Errors after which the client connection cannot go on.
     pub fn closes_connection(&self) -> bool {
         matches!(

@@ -57,8 +57,8 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                 tasks.spawn(async move {
                     let _slot = slot;
                     if n > gw.config.frontend.max_connections {
-                        gw.telemetry.metrics.refused(Refusal::TooMany);
-                        gw.telemetry.audit_connect_failed(
+                        gw.telemetry.login_refused(
+                            Refusal::TooMany,
                             None,
                             None,
                             peer,
@@ -133,35 +133,16 @@ async fn handle_client(
                 crate::error::ErrorClass::Auth => Refusal::Auth,
                 _ => Refusal::Other,
             };
-            gw.telemetry.metrics.refused(why);
-            let user = match &e {
-                GatewayError::AccessDenied { user, .. }
-                | GatewayError::TlsRequired { user }
-                | GatewayError::FullAuthNeedsTls { user }
-                | GatewayError::UnknownBackendGroup { user, .. }
-                | GatewayError::TooManyUserConnections { user, .. } => Some(user.as_str()),
-                _ => None,
-            };
             gw.telemetry
-                .audit_connect_failed(Some(id), user, peer, &e.to_string());
-            if let GatewayError::AccessDenied { user, .. }
-            | GatewayError::TlsRequired { user }
-            | GatewayError::FullAuthNeedsTls { user } = &e
-            {
-                gw.telemetry
-                    .users
-                    .get(user)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+                .login_refused(why, Some(id), e.user(), peer, &e.to_string());
             tracing::info!(id, %peer, error = %e, "connection refused");
         }
         Ok(Err(ConnectError::Io(e))) => {
             tracing::debug!(id, %peer, error = %e, "client left during handshake");
         }
         Err(_) => {
-            gw.telemetry.metrics.refused(Refusal::HandshakeTimeout);
-            gw.telemetry.audit_connect_failed(
+            gw.telemetry.login_refused(
+                Refusal::HandshakeTimeout,
                 Some(id),
                 None,
                 peer,

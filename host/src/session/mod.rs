@@ -236,19 +236,12 @@ impl Session {
     pub async fn run(a: Authenticated, gw: Arc<Gateway>, id: u32) {
         let limit = a.grant.max_connections;
         if limit > 0 && gw.user_session_count(&a.hello.user) >= limit {
-            gw.telemetry
-                .metrics
-                .refused(crate::telemetry::metrics::Refusal::UserLimit);
-            gw.telemetry
-                .users
-                .get(&a.hello.user)
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let e = GatewayError::TooManyUserConnections {
                 user: a.hello.user.clone(),
                 limit,
             };
-            gw.telemetry.audit_connect_failed(
+            gw.telemetry.login_refused(
+                crate::telemetry::metrics::Refusal::UserLimit,
                 Some(id),
                 Some(&a.hello.user),
                 a.peer,

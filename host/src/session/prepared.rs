@@ -213,10 +213,7 @@ impl Session {
             Ok(()) => self.execute(&sql, &facts, &long_data, &backend_body).await,
             Err(e) => Err(e.into()),
         };
-        if self.note.started.is_some() {
-            self.note.sql = Some(super::record::Sql::Prepared(sql));
-            self.note.facts = Some(facts);
-        }
+        self.keep_statement(super::record::Sql::Prepared(sql), facts);
         result
     }
 

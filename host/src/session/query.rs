@@ -27,10 +27,7 @@ impl Session {
             Ok(()) => self.query(&sql, &mut facts).await,
             Err(e) => Err(e.into()),
         };
-        if self.note.started.is_some() {
-            self.note.sql = Some(super::record::Sql::Text(sql));
-            self.note.facts = Some(facts);
-        }
+        self.keep_statement(super::record::Sql::Text(sql), facts);
         result
     }
 

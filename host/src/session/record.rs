@@ -100,6 +100,14 @@ impl Session {
         }
     }
 
+    /// Keeps the statement's SQL and facts for the recorder (when recording).
+    pub(super) fn keep_statement(&mut self, sql: Sql, facts: QueryFacts) {
+        if self.note.started.is_some() {
+            self.note.sql = Some(sql);
+            self.note.facts = Some(facts);
+        }
+    }
+
     /// A command ended: statements (text and prepared executes) are recorded.
     pub(super) fn end_command(&mut self, kind: CommandKind, result: &Result<Flow, SessionError>) {
         let note = std::mem::take(&mut self.note);

@@ -79,14 +79,23 @@ impl Telemetry {
         self.digests_on || self.metrics_on || self.slow.is_some() || self.audit.is_some()
     }
 
-    /// A login that was refused, for the audit log.
-    pub fn audit_connect_failed(
+    /// A login that was refused: counted by reason (and for its user, when it named one) and
+    /// written to the audit log.
+    pub fn login_refused(
         &self,
+        why: metrics::Refusal,
         connection_id: Option<u32>,
         user: Option<&str>,
         client: std::net::SocketAddr,
         detail: &str,
     ) {
+        self.metrics.refused(why);
+        if let Some(u) = user {
+            self.users
+                .get(u)
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.audit.is_none() {
             return;
         }
