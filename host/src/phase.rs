@@ -28,6 +28,8 @@ pub struct Grant {
     /// Statements per second over all the user's sessions (0: no limit), and the burst above it.
     pub max_statements_per_second: u32,
     pub statements_burst: u32,
+    /// The user's statement timeout (`None`: `routing.statement-timeout-ms`; 0: none).
+    pub statement_timeout_ms: Option<u64>,
     /// The backend group the user's statements run on (`None`: the default group).
     pub backend_group: Option<String>,
 }
@@ -215,6 +217,7 @@ impl Policy for ConfigPolicy {
                 max_connections: u.max_connections,
                 max_statements_per_second: u.max_statements_per_second.unwrap_or(0),
                 statements_burst: u.statements_burst.unwrap_or(0),
+                statement_timeout_ms: u.statement_timeout_ms,
                 backend_group: u.backend_group.clone(),
             }
             .with_defaults(&self.config.limits),

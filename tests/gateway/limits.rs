@@ -97,3 +97,44 @@ async fn a_user_over_its_statement_rate_gets_1226_and_others_do_not() {
         refused
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_a_credentials_policy_grants_are_enforced() {
+    let cfg = crate::harness::secrets_config(
+        "granted-limits",
+        br#"{"metered": {"password": "metered-pw", "backend-user": "app", "backend-password": "app-secret",
+                         "max-connections": 1, "max-statements-per-second": 1, "statements-burst": 2,
+                         "statement-timeout-ms": 250}}"#,
+    );
+    let gw = TestGateway::start(cfg);
+    let identity = sluice::phase::ClientIdentity {
+        user: "metered".into(),
+        client_addr: "127.0.0.1:1".into(),
+        database: None,
+        tls: false,
+        attributes: Vec::new(),
+    };
+    let grant = gw
+        .gateway
+        .policy()
+        .resolve_credentials(&identity)
+        .expect("granted");
+    assert_eq!(grant.statement_timeout_ms, Some(250));
+    let opts = gw.opts("metered", "metered-pw", Some("app"));
+    let mut first = mysql_async::Conn::new(opts.clone()).await.expect("first");
+    let second = mysql_async::Conn::new(opts)
+        .await
+        .expect_err("the grant allows one session");
+    assert_eq!(server_code(&second).map(|c| c.0), Some(1203), "{second:?}");
+    let started = std::time::Instant::now();
+    let mut passed = 0u64;
+    for i in 0..10 {
+        match first.query_first::<u32, _>(format!("SELECT {i}")).await {
+            Ok(_) => passed += 1,
+            Err(e) => assert_eq!(server_code(&e).map(|c| c.0), Some(1226), "{e:?}"),
+        }
+    }
+    let allowed = 2 + started.elapsed().as_secs() + 1;
+    assert!(passed <= allowed, "{passed} passed, {allowed} allowed");
+    assert!(passed < 10, "the grant's rate was not applied");
+}

@@ -264,9 +264,9 @@ impl Policy for PolicySet {
                     backend_user: g.backend_user,
                     backend_password: g.backend_password,
                     max_connections: g.max_connections as usize,
-                    // The contract does not carry rates yet: the configured defaults apply.
-                    max_statements_per_second: 0,
-                    statements_burst: 0,
+                    max_statements_per_second: g.max_statements_per_second,
+                    statements_burst: g.statements_burst,
+                    statement_timeout_ms: g.statement_timeout_ms,
                     backend_group: g.backend_group,
                 }
                 .with_defaults(&self.builtin.config().limits),

@@ -67,13 +67,10 @@ fn needs_writer(facts: &QueryFacts) -> bool {
     ) || facts.starts_transaction == Some(TransactionAccess::ReadWrite)
 }
 
-/// The user's statement timeout, or the routing default.
-fn statement_timeout(config: &crate::config::Config, user: &str) -> Option<Duration> {
-    let ms = config
-        .users
-        .iter()
-        .find(|u| u.name == user)
-        .and_then(|u| u.statement_timeout_ms)
+/// The grant's statement timeout, or the routing default.
+fn statement_timeout(config: &crate::config::Config, grant: &Grant) -> Option<Duration> {
+    let ms = grant
+        .statement_timeout_ms
         .unwrap_or(config.routing.statement_timeout_ms);
     (ms > 0).then(|| Duration::from_millis(ms))
 }
@@ -190,6 +187,7 @@ impl Session {
         });
         let mut state = ReplayState::for_client_charset(a.hello.charset);
         state.schema.clone_from(&a.hello.database);
+        let statement_timeout = statement_timeout(&gw.config, &a.grant);
         Self {
             stream: a.stream,
             entry,
@@ -221,7 +219,7 @@ impl Session {
                 per_session: gw.config.frontend.max_long_data,
             }),
             salt: a.salt,
-            statement_timeout: statement_timeout(&gw.config, &a.hello.user),
+            statement_timeout,
             optimistic: None,
             note: record::StatementNote::default(),
             user_stats,
@@ -933,6 +931,7 @@ impl Session {
                     return Ok(Flow::Quit);
                 };
                 self.group = group;
+                self.statement_timeout = statement_timeout(&self.gw.config, &grant);
                 self.grant = grant;
                 self.user_stats = self.gw.telemetry.users.get(&cu.user);
                 self.user_stats

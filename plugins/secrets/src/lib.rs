@@ -59,6 +59,12 @@ pub struct User {
     #[serde(default)]
     pub max_connections: u32,
     #[serde(default)]
+    pub max_statements_per_second: u32,
+    #[serde(default)]
+    pub statements_burst: u32,
+    #[serde(default)]
+    pub statement_timeout_ms: Option<u64>,
+    #[serde(default)]
     pub backend_group: Option<String>,
 }
 
@@ -92,6 +98,9 @@ pub fn grant(users: &BTreeMap<String, User>, user: &str) -> Result<Grant, String
             .clone()
             .unwrap_or_else(|| u.password.clone()),
         max_connections: u.max_connections,
+        max_statements_per_second: u.max_statements_per_second,
+        statements_burst: u.statements_burst,
+        statement_timeout_ms: u.statement_timeout_ms,
         backend_group: u.backend_group.clone(),
     })
 }
