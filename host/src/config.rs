@@ -45,6 +45,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
+    pub otlp: OtlpConfig,
 }
 
 /// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
@@ -250,6 +251,56 @@ impl Default for DigestsConfig {
             enabled: true,
             max: 10_000,
         }
+    }
+}
+
+/// OpenTelemetry over OTLP (HTTP/protobuf): statement traces and metrics, to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`http://host:4318`; `/v1/traces` and `/v1/metrics` are added;
+    /// plain HTTP: the exporter carries no TLS stack, send to a collector next to the gateway).
+    /// Unset: `OTEL_EXPORTER_OTLP_ENDPOINT`; neither: OTLP is off.
+    pub endpoint: Option<String>,
+    pub traces: bool,
+    pub metrics: bool,
+    /// The share of statements traced (0..=1) when the client sent no `traceparent`; a client's
+    /// sampled `traceparent` is always followed, an unsampled one never.
+    pub sampling_ratio: f64,
+    /// `service.name` of the exported resource (`OTEL_SERVICE_NAME` wins when set).
+    pub service_name: String,
+    /// How often spans are sent in a batch, and metrics read and sent.
+    pub traces_delay_ms: u64,
+    pub metrics_interval_ms: u64,
+    /// Spans waiting for export at most; more are dropped (counted).
+    pub max_queue: usize,
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            traces: true,
+            metrics: true,
+            sampling_ratio: 0.01,
+            service_name: "sluice".into(),
+            traces_delay_ms: 2000,
+            metrics_interval_ms: 10_000,
+            max_queue: 8192,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// The collector URL in use: the configured one, else the standard environment variable.
+    pub fn collector(&self) -> Option<String> {
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty())
     }
 }
 
@@ -616,6 +667,7 @@ impl Config {
             ));
         }
         self.validate_admin(file)?;
+        self.validate_otlp(file)?;
         if self.digests.max == 0 {
             return Err(invalid("digests.max".into(), "must be at least 1"));
         }
@@ -769,6 +821,38 @@ impl Config {
                     "{} is not a loopback address: set admin.token-env or admin.token-file",
                     a.listen
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_otlp(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let o = &self.otlp;
+        if !(0.0..=1.0).contains(&o.sampling_ratio) {
+            return Err(invalid(
+                "otlp.sampling-ratio",
+                format!("{} is not between 0 and 1", o.sampling_ratio),
+            ));
+        }
+        if let Some(url) = &o.endpoint
+            && !url.starts_with("http://")
+        {
+            return Err(invalid(
+                "otlp.endpoint",
+                format!(
+                    "'{url}' is not an http:// URL (the exporter has no TLS: send to a collector nearby)"
+                ),
+            ));
+        }
+        if o.max_queue == 0 || o.traces_delay_ms == 0 || o.metrics_interval_ms == 0 {
+            return Err(invalid(
+                "otlp.max-queue",
+                "max-queue, traces-delay-ms and metrics-interval-ms must be at least 1".into(),
             ));
         }
         Ok(())

@@ -74,7 +74,12 @@ impl Bound {
                 self.reloader.clone(),
             ));
         }
+        let gateway = Arc::clone(&self.gateway);
         frontend::run(self.listener, self.gateway, self.tls).await;
+        // Drained: what the sessions traced goes out before the process ends.
+        if let Some(o) = &gateway.telemetry.otlp {
+            o.shutdown().await;
+        }
     }
 }
 
@@ -130,6 +135,7 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
                 .display()
         )
     })?;
+    gateway.telemetry.otlp = telemetry::otlp::Otlp::start(&config.otlp, gateway.fleet.backends())?;
     let gateway = Arc::new(gateway);
     for b in gateway.fleet.backends() {
         tokio::spawn(pool::maintain::run(Arc::clone(b), gateway.shutdown.clone()));

@@ -14,6 +14,7 @@ mod limits;
 mod load_data;
 mod long_tail;
 mod multiplex;
+mod otlp;
 mod policies;
 mod pool;
 mod raw;

@@ -311,6 +311,7 @@ impl Backend {
         account: &Arc<Account>,
         slot: Slot,
     ) -> Result<BackendConn, GatewayError> {
+        let began = Instant::now();
         match connect::open(&self.config, account).await {
             Ok(link) => {
                 self.health_mut().traffic_success();
@@ -321,7 +322,9 @@ impl Backend {
                     p
                 };
                 slot.used();
-                Ok(BackendConn::new(Arc::clone(self), p))
+                let mut conn = BackendConn::new(Arc::clone(self), p);
+                conn.opened = Some((began, Instant::now()));
+                Ok(conn)
             }
             Err(ConnectError::Server(s)) => {
                 drop(slot);
@@ -735,6 +738,8 @@ pub struct BackendConn {
     pub backend: Arc<Backend>,
     pooled: Option<Pooled<Link>>,
     reusable: bool,
+    /// When this borrow opened the connection: when connecting began and ended (traces).
+    pub opened: Option<(Instant, Instant)>,
 }
 
 impl BackendConn {
@@ -743,6 +748,7 @@ impl BackendConn {
             backend,
             pooled: Some(pooled),
             reusable: true,
+            opened: None,
         }
     }
 

@@ -165,6 +165,8 @@ pub struct Session {
     user_stats: Arc<crate::telemetry::users::UserCounters>,
     /// When the open transaction began.
     txn_started: Option<std::time::Instant>,
+    /// The open transaction's span, when tracing (its statements hang under it).
+    txn_trace: Option<crate::telemetry::trace::TransactionTrace>,
     /// The schema `publish_view` last showed.
     published_schema: Option<String>,
 }
@@ -224,6 +226,7 @@ impl Session {
             note: record::StatementNote::default(),
             user_stats,
             txn_started: None,
+            txn_trace: None,
             published_schema: None,
             gw,
         }
@@ -612,7 +615,9 @@ impl Session {
                 self.publish_view();
             }
         }
+        let t0 = self.trace_clock();
         let mut backend = self.route(facts);
+        self.trace_phase(crate::telemetry::trace::Phase::Route, t0, Some(&backend));
         if needs_writer(facts) && Arc::ptr_eq(&backend, self.group.primary()) {
             backend = self.writer().await?;
         }
@@ -715,7 +720,9 @@ impl Session {
 
     /// Borrows a pooled connection and brings it to this session's state.
     async fn borrow(&mut self, backend: &Arc<Backend>) -> Result<BackendConn, SessionError> {
+        let t0 = self.acquire_clock();
         let mut conn = backend.acquire(&self.account).await?;
+        self.note_acquired(backend, t0, conn.opened);
         self.turns = TURNS_UNDER_PRESSURE;
         let applied = if let Some(a) = conn.applied() {
             Arc::clone(a)

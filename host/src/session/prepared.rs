@@ -208,7 +208,7 @@ impl Session {
         parts.encode(&mut backend_body, &s.types);
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
-        self.begin_statement(&facts);
+        self.begin_statement(&facts, sql.as_bytes());
         let result = match self.admit_statement() {
             Ok(()) => self.execute(&sql, &facts, &long_data, &backend_body).await,
             Err(e) => Err(e.into()),
@@ -231,10 +231,11 @@ impl Session {
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
         let info = scope.as_ref().map(super::redact::RedactionScope::session);
+        let timer = self.redact_timer();
         let redact = scope
             .as_ref()
             .zip(info.as_ref())
-            .map(|(s, i)| s.redaction(facts, i));
+            .map(|(s, i)| s.redaction(facts, i, timer.as_ref()));
         let ssl = super::query::lists_session_status(facts, sql).then(|| self.own_status());
         let mode = RelayMode {
             redact,
@@ -262,6 +263,9 @@ impl Session {
                 .run_execute(&mut conn, sql, &long_data, backend_body, mode)
                 .await;
         }
+        if let Some(span) = timer.as_ref().and_then(super::redact::RedactTimer::span) {
+            self.trace_mark(crate::telemetry::trace::Phase::Redact, span, None);
+        }
         self.settle(conn, facts, outcome).await
     }
 
@@ -281,6 +285,7 @@ impl Session {
             self.account.clone(),
             conn.thread_id(),
         )));
+        let t0 = self.trace_clock();
         let outcome = async {
             let stmt =
                 relay::answer(mode.read_timeout, backend.name(), conn.conn().prep(sql)).await?;
@@ -297,6 +302,7 @@ impl Session {
         }
         .await;
         self.entry.set_running(None);
+        self.trace_phase(crate::telemetry::trace::Phase::Execute, t0, Some(&backend));
         outcome
     }
 }

@@ -15,6 +15,7 @@ use crate::phase::Verdict;
 use crate::pool::BackendConn;
 use crate::protocol::constants::status;
 use crate::replay::NAMES_VARS;
+use crate::telemetry::trace::Phase;
 
 impl Session {
     pub(super) async fn com_query(&mut self, sql: Bytes) -> Result<(), SessionError> {
@@ -22,7 +23,7 @@ impl Session {
             .questions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut facts = facts::analyze(&String::from_utf8_lossy(&sql));
-        self.begin_statement(&facts);
+        self.begin_statement(&facts, &sql);
         let result = match self.admit_statement() {
             Ok(()) => self.query(&sql, &mut facts).await,
             Err(e) => Err(e.into()),
@@ -48,7 +49,10 @@ impl Session {
                 .await;
         }
         let mut sql_to_run: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(sql);
-        if let Some(new_sql) = self.guard(facts, &text)? {
+        let t0 = self.trace_clock();
+        let verdict = self.guard(facts, &text);
+        self.trace_phase(Phase::Guard, t0, None);
+        if let Some(new_sql) = verdict? {
             *facts = facts::analyze(&new_sql);
             sql_to_run = std::borrow::Cow::Owned(new_sql.into_bytes());
         }
@@ -131,10 +135,11 @@ impl Session {
         // Redaction, when a redactor is active: the plan per result shape, applied per row.
         let scope = self.redaction_scope();
         let info = scope.as_ref().map(super::redact::RedactionScope::session);
+        let timer = self.redact_timer();
         let redact = scope
             .as_ref()
             .zip(info.as_ref())
-            .map(|(s, i)| s.redaction(facts, i));
+            .map(|(s, i)| s.redaction(facts, i, timer.as_ref()));
         let ssl = lists_session_status(facts, &text).then(|| self.own_status());
         let mode = RelayMode {
             redact,
@@ -200,6 +205,9 @@ impl Session {
             outcome = self
                 .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await;
+        }
+        if let Some(span) = timer.as_ref().and_then(super::redact::RedactTimer::span) {
+            self.trace_mark(crate::telemetry::trace::Phase::Redact, span, None);
         }
         self.settle(conn, facts, outcome).await?;
         if let Some(d) = digest {
@@ -338,6 +346,7 @@ impl Session {
             self.account.clone(),
             conn.thread_id(),
         )));
+        let t0 = self.trace_clock();
         let result = async {
             let mut result = relay::answer(
                 mode.read_timeout,
@@ -353,6 +362,7 @@ impl Session {
         }
         .await;
         self.entry.set_running(None);
+        self.trace_phase(Phase::Execute, t0, Some(&backend));
         result
     }
 

@@ -14,6 +14,7 @@ use crate::protocol::command::Command;
 use crate::telemetry::StatementRecord;
 use crate::telemetry::audit::AuditEvent;
 use crate::telemetry::metrics::CommandKind;
+use crate::telemetry::trace::{self, Mark, Phase, StatementTrace, TransactionTrace};
 
 /// The SQL of the statement, kept (by reference count) for the slow log's redacted text.
 pub(super) enum Sql {
@@ -31,6 +32,10 @@ pub(super) struct StatementNote {
     pub backend: Option<Arc<Backend>>,
     pub rows_sent: u64,
     pub rows_affected: u64,
+    /// Its phases, when it is traced.
+    pub trace: Option<StatementTrace>,
+    /// The traced transaction it ended, and whether that rolled back (its span ends with it).
+    pub ended_transaction: Option<(TransactionTrace, bool)>,
 }
 
 /// The facts of a statement that failed before it was analysed (an unknown prepared statement).
@@ -93,11 +98,88 @@ impl Session {
         }
     }
 
-    /// A statement with these facts starts running (the admin API shows it, as its digest).
-    pub(super) fn begin_statement(&self, facts: &QueryFacts) {
-        if let Some(t) = self.note.started {
-            self.entry.begin_statement(&facts.digest, t);
+    /// A statement with these facts starts running (the admin API shows it, as its digest), and
+    /// is traced or not.
+    pub(super) fn begin_statement(&mut self, facts: &QueryFacts, sql: &[u8]) {
+        let Some(t) = self.note.started else {
+            return;
+        };
+        self.entry.begin_statement(&facts.digest, t);
+        if let Some(traces) = self.gw.telemetry.traces() {
+            if !self.in_txn {
+                self.txn_trace = None;
+            }
+            self.note.trace = traces.decide(sql, self.txn_trace.as_ref());
         }
+    }
+
+    /// The time now, when the statement is traced (a phase begins).
+    pub(super) fn trace_clock(&self) -> Option<Instant> {
+        self.note.trace.as_ref().map(|_| Instant::now())
+    }
+
+    /// A phase of a traced statement ended (begun at `start`, from [`Self::trace_clock`]).
+    pub(super) fn trace_phase(
+        &mut self,
+        phase: Phase,
+        start: Option<Instant>,
+        backend: Option<&Arc<Backend>>,
+    ) {
+        if let Some(start) = start {
+            self.trace_mark(phase, (start, Instant::now()), backend);
+        }
+    }
+
+    /// A phase of a traced statement, that ran from `start` to `end`.
+    pub(super) fn trace_mark(
+        &mut self,
+        phase: Phase,
+        (start, end): (Instant, Instant),
+        backend: Option<&Arc<Backend>>,
+    ) {
+        if let Some(t) = &mut self.note.trace {
+            t.marks.push(Mark {
+                phase,
+                start,
+                end,
+                backend: backend.cloned(),
+            });
+        }
+    }
+
+    /// A timer for the statement's redaction plans, when it is traced.
+    pub(super) fn redact_timer(&self) -> Option<super::redact::RedactTimer> {
+        self.note
+            .trace
+            .as_ref()
+            .map(|_| super::redact::RedactTimer::default())
+    }
+
+    /// A connection was borrowed from `backend`'s pool after waiting since `start`: the
+    /// `pool.acquire` phase (and `connection.create`, when it was opened for this), and the
+    /// OTLP pool metrics.
+    pub(super) fn note_acquired(
+        &mut self,
+        backend: &Arc<Backend>,
+        start: Option<Instant>,
+        opened: Option<(Instant, Instant)>,
+    ) {
+        let Some(start) = start else {
+            return;
+        };
+        let end = Instant::now();
+        if let Some(m) = self.gw.telemetry.otlp_metrics() {
+            m.acquired(backend, end - start, opened.map(|(a, b)| b - a));
+        }
+        self.trace_mark(Phase::Acquire, (start, end), Some(backend));
+        if let Some(o) = opened {
+            self.trace_mark(Phase::Create, o, Some(backend));
+        }
+    }
+
+    /// When a connection borrow starts: now, if it is traced or the pool is measured over OTLP.
+    pub(super) fn acquire_clock(&self) -> Option<Instant> {
+        (self.note.trace.is_some() || self.gw.telemetry.otlp_metrics().is_some()).then(Instant::now)
     }
 
     /// Keeps the statement's SQL and facts for the recorder (when recording).
@@ -144,6 +226,25 @@ impl Session {
             self.gw.policy().redact_sql(&sql)
         };
         t.record(&record, &self.user_stats, redact);
+        if let Some(tr) = &note.trace {
+            self.export_trace(tr, &record, redact);
+        }
+        if let Some(txn) = &mut self.txn_trace {
+            txn.statements += 1;
+        }
+        if let Some((mut txn, rolled_back)) = note.ended_transaction
+            && let Some(traces) = t.traces()
+        {
+            txn.statements += 1;
+            traces.export(vec![trace::transaction_span(
+                &traces.scope,
+                &txn,
+                self.system_name(record.backend),
+                record.schema,
+                rolled_back,
+                started + record.duration,
+            )]);
+        }
         if let Some(a) = &t.audit {
             let audited = match a.statements {
                 AuditStatements::None => false,
@@ -163,20 +264,60 @@ impl Session {
         }
     }
 
+    /// Builds a traced statement's spans and queues them for export.
+    fn export_trace(
+        &self,
+        tr: &StatementTrace,
+        record: &StatementRecord<'_>,
+        redact: impl FnOnce() -> Option<String>,
+    ) {
+        let Some(traces) = self.gw.telemetry.traces() else {
+            return;
+        };
+        let span = trace::StatementSpan {
+            facts: record.facts,
+            schema: record.schema,
+            user: &self.user,
+            client: &self.entry.peer,
+            connection_id: self.id,
+            backend: record.backend,
+            system: self.system_name(record.backend),
+            query_text: redact().unwrap_or_else(|| record.facts.digest.clone()),
+            rows: record.rows_sent,
+            error: record.error.map(|e| e.1),
+        };
+        let end = tr.start + record.duration;
+        traces.export(trace::statement_spans(&traces.scope, tr, &span, end));
+    }
+
+    /// `db.system.name` of the backends: the one that ran the statement, else the primary.
+    fn system_name(&self, backend: Option<&Backend>) -> &'static str {
+        let version = backend.map_or_else(|| self.group.primary().version(), Backend::version);
+        trace::system_name(version.as_deref().map(String::as_str))
+    }
+
     /// After a statement: a transaction that began or ended is counted (with its duration and
     /// whether it rolled back: by ROLLBACK, or by the statement's failure).
     pub(super) fn note_transaction(&mut self, was_in: bool, facts: &QueryFacts, failed: bool) {
         match (was_in, self.in_txn) {
-            (false, true) => self.txn_started = Some(Instant::now()),
+            (false, true) => {
+                self.txn_started = Some(Instant::now());
+                if self.gw.telemetry.traces().is_some() {
+                    self.txn_trace = Some(TransactionTrace::began_by(self.note.trace.as_mut()));
+                }
+            }
             (true, false) => {
+                let rolled_back = failed
+                    || (facts.kind == StatementKind::Transaction
+                        && facts.digest.starts_with("ROLLBACK"));
                 if let Some(t) = self.txn_started.take() {
-                    let rolled_back = failed
-                        || (facts.kind == StatementKind::Transaction
-                            && facts.digest.starts_with("ROLLBACK"));
                     self.gw
                         .telemetry
                         .metrics
                         .transaction(t.elapsed(), rolled_back);
+                }
+                if let Some(txn) = self.txn_trace.take().filter(|t| t.sampled) {
+                    self.note.ended_transaction = Some((txn, rolled_back));
                 }
             }
             _ => {}

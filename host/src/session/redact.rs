@@ -3,6 +3,9 @@
 //! of `Custom` columns go to the policy's `transform` a batch of rows at a time, as one flat
 //! buffer per column (one call per column per batch, not per cell).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use mysql_async::Value;
 use mysql_common::constants::ColumnType;
 use mysql_common::packets::Column;
@@ -42,12 +45,42 @@ impl RedactionScope {
         &'a self,
         facts: &'a QueryFacts,
         session: &'a SessionInfo<'a>,
+        timer: Option<&'a RedactTimer>,
     ) -> Redaction<'a> {
         Redaction {
             policy: &**self.policy,
             facts,
             session,
+            timer,
         }
+    }
+}
+
+/// How long a traced statement's redaction plans took (the `result.redact` phase): from the
+/// first plan asked, for as long as planning took in all.
+#[derive(Default)]
+pub struct RedactTimer {
+    first: std::sync::OnceLock<Instant>,
+    nanos: AtomicU64,
+}
+
+impl RedactTimer {
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let _ = self.first.set(start);
+        let out = f();
+        self.nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// When planning began and when it would have ended had it run in one go.
+    pub fn span(&self) -> Option<(Instant, Instant)> {
+        let first = *self.first.get()?;
+        Some((
+            first,
+            first + Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        ))
     }
 }
 
@@ -57,11 +90,20 @@ pub struct Redaction<'a> {
     pub policy: &'a dyn Policy,
     pub facts: &'a QueryFacts,
     pub session: &'a SessionInfo<'a>,
+    /// Set when the statement is traced.
+    pub timer: Option<&'a RedactTimer>,
 }
 
 impl Redaction<'_> {
     /// The plan for a result set; `None` when every column is kept.
     pub fn plan(&self, columns: &[Column]) -> Option<std::sync::Arc<[ColumnAction]>> {
+        match self.timer {
+            Some(t) => t.time(|| self.plan_now(columns)),
+            None => self.plan_now(columns),
+        }
+    }
+
+    fn plan_now(&self, columns: &[Column]) -> Option<std::sync::Arc<[ColumnAction]>> {
         // Borrowed names: planning is cached by the policy, so this runs per result set and must
         // not allocate per column.
         let infos: Vec<ColumnInfo<'_>> = columns

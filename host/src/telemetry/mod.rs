@@ -9,6 +9,8 @@ pub mod audit;
 pub mod digests;
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
+pub mod trace;
 pub mod users;
 
 use std::time::Duration;
@@ -55,6 +57,8 @@ pub struct Telemetry {
     pub users: UserTable,
     /// The audit log, when `audit.enabled` (opened by `bind`).
     pub audit: Option<audit::AuditLog>,
+    /// Traces and metrics over OTLP, when a collector is configured (started by `bind`).
+    pub otlp: Option<otlp::Otlp>,
     digests_on: bool,
     metrics_on: bool,
     slow: Option<Duration>,
@@ -67,6 +71,7 @@ impl Telemetry {
             digests: DigestTable::new(config.digests.max),
             users: UserTable::default(),
             audit: None,
+            otlp: None,
             digests_on: config.digests.enabled,
             metrics_on: config.metrics.enabled,
             slow: (config.log.slow_query_ms > 0)
@@ -76,7 +81,21 @@ impl Telemetry {
 
     /// Whether anything is recorded at all (off: the data path skips even the clock reads).
     pub fn enabled(&self) -> bool {
-        self.digests_on || self.metrics_on || self.slow.is_some() || self.audit.is_some()
+        self.digests_on
+            || self.metrics_on
+            || self.slow.is_some()
+            || self.audit.is_some()
+            || self.otlp.is_some()
+    }
+
+    /// Statement tracing, when exporting traces over OTLP.
+    pub fn traces(&self) -> Option<&otlp::Traces> {
+        self.otlp.as_ref()?.traces.as_ref()
+    }
+
+    /// The `db.client.*` metrics, when exporting metrics over OTLP.
+    pub fn otlp_metrics(&self) -> Option<&otlp::OtlpMetrics> {
+        self.otlp.as_ref()?.metrics.as_ref()
     }
 
     /// A login that was refused: counted by reason (and for its user, when it named one) and
@@ -156,6 +175,15 @@ impl Telemetry {
                     error: r.error.is_some(),
                 },
             );
+        }
+        if let Some(m) = self.otlp_metrics() {
+            let system = trace::system_name(
+                r.backend
+                    .and_then(Backend::version)
+                    .as_deref()
+                    .map(String::as_str),
+            );
+            m.operation(system, r.facts, r.backend, r.duration, r.error.map(|e| e.1));
         }
         if let Some(limit) = self.slow
             && r.duration >= limit
