@@ -139,6 +139,7 @@ pub struct FrontendConfig {
     /// the client when it next speaks (ProxySQL's `max_transaction_idle_time`).
     pub transaction_idle_timeout_secs: u64,
     pub tls: TlsConfig,
+    pub proxy_protocol: ProxyProtocolConfig,
 }
 
 impl Default for FrontendConfig {
@@ -156,7 +157,29 @@ impl Default for FrontendConfig {
             sha2_cold_cache: false,
             transaction_idle_timeout_secs: 14_400,
             tls: TlsConfig::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
         }
+    }
+}
+
+/// The PROXY protocol (v1 and v2) from TCP balancers: connections from `trusted` networks must
+/// start with a header naming the real client; others are served as they are (and refused if
+/// they send a header).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    pub enabled: bool,
+    /// Networks of the balancers (`10.0.0.0/8`, `192.0.2.10`, `fd00::/8`).
+    pub trusted: Vec<String>,
+    /// Parsed from `trusted` at load.
+    #[serde(skip)]
+    pub networks: Vec<crate::frontend::proxy::Cidr>,
+}
+
+impl ProxyProtocolConfig {
+    /// Whether a connection from `ip` must start with a PROXY header.
+    pub fn expects_header(&self, ip: std::net::IpAddr) -> bool {
+        self.enabled && self.networks.iter().any(|n| n.contains(ip))
     }
 }
 
@@ -668,6 +691,7 @@ impl Config {
         }
         self.validate_admin(file)?;
         self.validate_otlp(file)?;
+        self.validate_proxy_protocol(file)?;
         if self.digests.max == 0 {
             return Err(invalid("digests.max".into(), "must be at least 1"));
         }
@@ -822,6 +846,30 @@ impl Config {
                     a.listen
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_proxy_protocol(&mut self, file: &str) -> Result<(), ConfigError> {
+        let p = &mut self.frontend.proxy_protocol;
+        p.networks = p
+            .trusted
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                crate::frontend::proxy::Cidr::parse(t).map_err(|reason| ConfigError::Invalid {
+                    file: file.to_string(),
+                    key: format!("frontend.proxy-protocol.trusted[{i}]"),
+                    reason,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if p.enabled && p.networks.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                key: "frontend.proxy-protocol.trusted".into(),
+                reason: "name the balancers' networks: a header from anyone else is refused".into(),
+            });
         }
         Ok(())
     }

@@ -31,6 +31,9 @@ pub enum GatewayError {
         "User '{user}' has exceeded the 'max_statements_per_second' resource (current value: {limit}); the statement did not run"
     )]
     StatementRateExceeded { user: String, limit: u32 },
+    /// A PROXY protocol header missing, malformed, or sent from an untrusted address.
+    #[error("Bad handshake: {0}")]
+    ProxyHeader(String),
     #[error("Unknown command 0x{0:02x}")]
     UnknownCommand(u8),
     #[error("Malformed communication packet: {0}")]
@@ -165,6 +168,7 @@ impl GatewayError {
             Self::TooManyUserConnections { .. } => (1203, "42000"),
             Self::StatementRateExceeded { .. } => (1226, "42000"),
             Self::UnknownCommand(_) => (1047, "08S01"),
+            Self::ProxyHeader(_) => (1043, "08S01"),
             Self::Malformed(_) => (1835, "HY000"),
             Self::PacketTooLarge { .. } => (1153, "08S01"),
             Self::Server { code, state, .. } => (*code, state.as_str()),
@@ -209,6 +213,7 @@ impl GatewayError {
             | Self::StatementRateExceeded { .. }
             | Self::TransactionIdleTimeout { .. } => ErrorClass::Limit,
             Self::UnknownCommand(_)
+            | Self::ProxyHeader(_)
             | Self::Malformed(_)
             | Self::PacketTooLarge { .. }
             | Self::UnknownStatement { .. }

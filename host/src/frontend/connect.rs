@@ -115,6 +115,18 @@ pub async fn connection_phase(
     stream.finish(mark);
     stream.flush().await?;
 
+    if let ClientIo::Plain(tcp) = stream.io() {
+        // A PROXY header where none is expected: someone claims to speak for another address.
+        let mut start = [0u8; 5];
+        if let Ok(n) = tcp.peek(&mut start).await
+            && super::proxy::looks_like_header(&start[..n])
+        {
+            let e = GatewayError::ProxyHeader(format!(
+                "a PROXY protocol header from {peer}, which is not in frontend.proxy-protocol.trusted"
+            ));
+            return Err(refuse(&mut stream, e).await);
+        }
+    }
     let first = stream.read_packet().await?;
     let hello = match ClientHello::decode(&first) {
         Ok(h) => h,

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod io;
+pub mod proxy;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -64,7 +65,12 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                             peer,
                             "Too many connections (frontend.max-connections)",
                         );
-                        too_many(tcp, gw.config.frontend.max_allowed_packet).await;
+                        err_first(
+                            tcp,
+                            gw.config.frontend.max_allowed_packet,
+                            &GatewayError::TooManyConnections,
+                        )
+                        .await;
                         return;
                     }
                     handle_client(tcp, peer, gw, tls).await;
@@ -94,10 +100,10 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
     gw.fleet.disconnect().await;
 }
 
-/// The connection cap: ERR 1040 as the first packet, as MySQL does.
-async fn too_many(tcp: TcpStream, max_packet: usize) {
+/// `e` as the connection's first packet, then close (the connection cap's 1040, as MySQL does;
+/// a bad PROXY header).
+async fn err_first(tcp: TcpStream, max_packet: usize, e: &GatewayError) {
     let mut stream = PacketStream::new(tcp, max_packet);
-    let e = GatewayError::TooManyConnections;
     let (code, state) = e.code_and_state();
     let msg = e.to_string();
     let (mark, buf) = stream.begin();
@@ -120,8 +126,29 @@ async fn handle_client(
 ) {
     let id = gw.next_connection_id();
     let timeout = Duration::from_secs(gw.config.frontend.handshake_timeout_secs);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tcp = tcp;
+    let mut peer = peer;
+    if gw.config.frontend.proxy_protocol.expects_header(peer.ip()) {
+        match tokio::time::timeout_at(deadline, proxy::read_header(&mut tcp)).await {
+            Ok(Ok(proxy::Source::Client(client))) => peer = client,
+            Ok(Ok(proxy::Source::Local)) => {}
+            Ok(Err(e)) => {
+                let e = GatewayError::ProxyHeader(format!("{e} (from {peer}, a trusted balancer)"));
+                gw.telemetry
+                    .login_refused(Refusal::Other, Some(id), None, peer, &e.to_string());
+                tracing::info!(id, %peer, error = %e, "connection refused");
+                err_first(tcp, gw.config.frontend.max_allowed_packet, &e).await;
+                return;
+            }
+            Err(_) => {
+                tracing::info!(id, %peer, "no PROXY protocol header within the handshake timeout");
+                return;
+            }
+        }
+    }
     let phase =
-        tokio::time::timeout(timeout, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
+        tokio::time::timeout_at(deadline, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
     match phase {
         Ok(Ok(authenticated)) => {
             tracing::debug!(id, user = %authenticated.hello.user, %peer, tls = authenticated.tls, "client connected");

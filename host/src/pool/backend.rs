@@ -525,6 +525,11 @@ impl Backend {
         self.version.load_full()
     }
 
+    /// `mariadb` or `mysql`, from the version the monitor read (unknown: `mysql`).
+    pub fn system_name(&self) -> &'static str {
+        crate::telemetry::trace::system_name(self.version.load().as_deref().map(String::as_str))
+    }
+
     pub fn set_version(&self, version: &str) {
         if self.version.load().as_deref().map(String::as_str) != Some(version) {
             self.version.store(Some(Arc::new(version.to_string())));

@@ -292,8 +292,7 @@ impl Session {
 
     /// `db.system.name` of the backends: the one that ran the statement, else the primary.
     fn system_name(&self, backend: Option<&Backend>) -> &'static str {
-        let version = backend.map_or_else(|| self.group.primary().version(), Backend::version);
-        trace::system_name(version.as_deref().map(String::as_str))
+        backend.unwrap_or(self.group.primary()).system_name()
     }
 
     /// After a statement: a transaction that began or ended is counted (with its duration and

@@ -177,12 +177,7 @@ impl Telemetry {
             );
         }
         if let Some(m) = self.otlp_metrics() {
-            let system = trace::system_name(
-                r.backend
-                    .and_then(Backend::version)
-                    .as_deref()
-                    .map(String::as_str),
-            );
+            let system = r.backend.map_or("mysql", Backend::system_name);
             m.operation(system, r.facts, r.backend, r.duration, r.error.map(|e| e.1));
         }
         if let Some(limit) = self.slow

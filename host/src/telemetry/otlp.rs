@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::metrics::{Histogram, MeterProvider};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -152,6 +152,8 @@ impl Traces {
 /// The `db.client.*` instruments.
 pub struct OtlpMetrics {
     provider: SdkMeterProvider,
+    /// Per backend, its attributes, made once (their values are shared, not copied, per record).
+    servers: Vec<(Arc<Backend>, [KeyValue; 2])>,
     duration: Histogram<f64>,
     wait_time: Histogram<f64>,
     create_time: Histogram<f64>,
@@ -191,6 +193,20 @@ impl OtlpMetrics {
             .with_description("The time it took to create a new connection")
             .with_boundaries(SECONDS.to_vec())
             .build();
+        let servers = backends
+            .iter()
+            .map(|b| {
+                let address: Arc<str> = Arc::from(b.config.address.as_str());
+                let name: Arc<str> = Arc::from(b.name());
+                (
+                    Arc::clone(b),
+                    [
+                        KeyValue::new("server.address", StringValue::from(address)),
+                        KeyValue::new("sluice.backend", StringValue::from(name)),
+                    ],
+                )
+            })
+            .collect();
         let pools: Vec<Arc<Backend>> = backends.to_vec();
         let p = pools.clone();
         meter
@@ -239,6 +255,7 @@ impl OtlpMetrics {
             .build();
         Self {
             provider,
+            servers,
             duration,
             wait_time,
             create_time,
@@ -254,17 +271,31 @@ impl OtlpMetrics {
         took: Duration,
         error: Option<u16>,
     ) {
-        let mut attrs = Vec::with_capacity(5);
-        attrs.push(KeyValue::new("db.system.name", system));
-        attrs.push(KeyValue::new("db.operation.name", operation_of_kind(facts)));
-        if let Some(b) = backend {
-            attrs.push(KeyValue::new("server.address", b.config.address.clone()));
-            attrs.push(KeyValue::new("sluice.backend", b.config.name.clone()));
-        }
-        if let Some(code) = error {
-            attrs.push(KeyValue::new("error.type", code.to_string()));
-        }
-        self.duration.record(took.as_secs_f64(), &attrs);
+        let server = backend.and_then(|b| {
+            self.servers
+                .iter()
+                .find(|(s, _)| std::ptr::eq(&**s, b))
+                .map(|(_, kv)| kv)
+        });
+        let [address, name] = server.cloned().unwrap_or_else(|| {
+            [
+                KeyValue::new("server.address", ""),
+                KeyValue::new("sluice.backend", "gateway"),
+            ]
+        });
+        let attrs = [
+            KeyValue::new("db.system.name", system),
+            KeyValue::new("db.operation.name", operation_of_kind(facts)),
+            address,
+            name,
+            KeyValue::new(
+                "error.type",
+                error.map_or(StringValue::from(""), |c| StringValue::from(c.to_string())),
+            ),
+        ];
+        // No error: the attribute is left out.
+        let n = if error.is_some() { 5 } else { 4 };
+        self.duration.record(took.as_secs_f64(), &attrs[..n]);
     }
 
     /// A connection obtained from `backend`'s pool, and how long opening it took when it was new.

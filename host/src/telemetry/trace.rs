@@ -79,7 +79,7 @@ pub struct Traceparent {
 /// Finds a W3C `traceparent` (version 00) in the statement's text, as sqlcommenter writes it.
 pub fn traceparent(sql: &[u8]) -> Option<Traceparent> {
     const KEY: &[u8] = b"traceparent=";
-    let at = sql.windows(KEY.len()).position(|w| w == KEY)?;
+    let at = memchr::memmem::find(sql, KEY)?;
     let rest = &sql[at + KEY.len()..];
     let quote = *rest.first()?;
     if quote != b'\'' && quote != b'"' {
@@ -471,6 +471,20 @@ mod tests {
             b"/*traceparent='00-",
         ] {
             assert_eq!(traceparent(sql), None, "{}", String::from_utf8_lossy(sql));
+        }
+    }
+
+    #[test]
+    fn a_traceparent_does_not_change_the_digest() {
+        let plain = crate::facts::analyze("SELECT c FROM t WHERE id = 7");
+        for commented in [
+            "SELECT c FROM t WHERE id = 7 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/",
+            "/*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/ SELECT c FROM t WHERE id = 7",
+        ] {
+            let f = crate::facts::analyze(commented);
+            assert_eq!(f.digest, plain.digest, "{commented}");
+            assert_eq!(f.kind, plain.kind);
+            assert!(traceparent(commented.as_bytes()).is_some());
         }
     }
 
