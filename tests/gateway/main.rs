@@ -17,6 +17,7 @@ mod multiplex;
 mod otlp;
 mod policies;
 mod pool;
+mod proxy_protocol;
 mod raw;
 mod suites;
 mod transparency;

@@ -274,7 +274,7 @@ impl OtlpMetrics {
         let server = backend.and_then(|b| {
             self.servers
                 .iter()
-                .find(|(s, _)| std::ptr::eq(&**s, b))
+                .find(|(s, _)| std::ptr::eq(Arc::as_ptr(s), b))
                 .map(|(_, kv)| kv)
         });
         let [address, name] = server.cloned().unwrap_or_else(|| {
