@@ -263,9 +263,7 @@ impl Session {
                 .run_execute(&mut conn, sql, &long_data, backend_body, mode)
                 .await;
         }
-        if let Some(span) = timer.as_ref().and_then(super::redact::RedactTimer::span) {
-            self.trace_mark(crate::telemetry::trace::Phase::Redact, span, None);
-        }
+        self.trace_redaction(timer.as_ref());
         self.settle(conn, facts, outcome).await
     }
 

@@ -206,9 +206,7 @@ impl Session {
                 .run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await;
         }
-        if let Some(span) = timer.as_ref().and_then(super::redact::RedactTimer::span) {
-            self.trace_mark(crate::telemetry::trace::Phase::Redact, span, None);
-        }
+        self.trace_redaction(timer.as_ref());
         self.settle(conn, facts, outcome).await?;
         if let Some(d) = digest {
             self.log_optimistic(&sql_to_run, d.finish(), optimistic_start);

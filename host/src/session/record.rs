@@ -155,6 +155,13 @@ impl Session {
             .map(|_| super::redact::RedactTimer::default())
     }
 
+    /// The `result.redact` phase, from the statement's redaction timer (when it planned any).
+    pub(super) fn trace_redaction(&mut self, timer: Option<&super::redact::RedactTimer>) {
+        if let Some(span) = timer.and_then(super::redact::RedactTimer::span) {
+            self.trace_mark(Phase::Redact, span, None);
+        }
+    }
+
     /// A connection was borrowed from `backend`'s pool after waiting since `start`: the
     /// `pool.acquire` phase (and `connection.create`, when it was opened for this), and the
     /// OTLP pool metrics.

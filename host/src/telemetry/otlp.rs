@@ -20,6 +20,7 @@ use super::trace::{StatementTrace, TransactionTrace, operation_of_kind, tracepar
 use crate::config::OtlpConfig;
 use crate::facts::QueryFacts;
 use crate::pool::Backend;
+use crate::pool::core::PoolCounts;
 
 /// Traces and metrics toward one collector.
 pub struct Otlp {
@@ -208,41 +209,27 @@ impl OtlpMetrics {
             })
             .collect();
         let pools: Vec<Arc<Backend>> = backends.to_vec();
-        let p = pools.clone();
-        meter
-            .i64_observable_gauge("db.client.connection.count")
-            .with_unit("{connection}")
-            .with_description("The number of connections that are currently in state described by the state attribute")
-            .with_callback(move |o| {
-                for b in &p {
-                    let c = b.pool_status().counts;
-                    o.observe(c.idle as i64, &pool_attrs(b, Some("idle")));
-                    o.observe(c.in_use as i64, &pool_attrs(b, Some("used")));
-                }
-            })
-            .build();
-        let p = pools.clone();
-        meter
-            .i64_observable_gauge("db.client.connection.max")
-            .with_unit("{connection}")
-            .with_description("The maximum number of open connections allowed")
-            .with_callback(move |o| {
-                for b in &p {
-                    o.observe(b.pool_status().counts.max as i64, &pool_attrs(b, None));
-                }
-            })
-            .build();
-        let p = pools.clone();
-        meter
-            .i64_observable_gauge("db.client.connection.pending_requests")
-            .with_unit("{request}")
-            .with_description("The number of current pending requests for an open connection")
-            .with_callback(move |o| {
-                for b in &p {
-                    o.observe(b.pool_status().counts.waiting as i64, &pool_attrs(b, None));
-                }
-            })
-            .build();
+        pool_gauge(
+            &meter,
+            ("db.client.connection.count", "{connection}"),
+            "The number of connections that are currently in state described by the state attribute",
+            &pools,
+            |c| vec![(c.idle, Some("idle")), (c.in_use, Some("used"))],
+        );
+        pool_gauge(
+            &meter,
+            ("db.client.connection.max", "{connection}"),
+            "The maximum number of open connections allowed",
+            &pools,
+            |c| vec![(c.max, None)],
+        );
+        pool_gauge(
+            &meter,
+            ("db.client.connection.pending_requests", "{request}"),
+            "The number of current pending requests for an open connection",
+            &pools,
+            |c| vec![(c.waiting, None)],
+        );
         meter
             .u64_observable_counter("db.client.connection.timeouts")
             .with_unit("{timeout}")
@@ -306,6 +293,33 @@ impl OtlpMetrics {
             self.create_time.record(c.as_secs_f64(), &attrs);
         }
     }
+}
+
+/// A pool gauge's value, with its `db.client.connection.state` (`None`: none).
+type Reading = (usize, Option<&'static str>);
+
+/// A gauge read from every pool's counts: `read` gives its values, each with its connection
+/// state (`None`: no state attribute).
+fn pool_gauge(
+    meter: &opentelemetry::metrics::Meter,
+    (name, unit): (&'static str, &'static str),
+    description: &'static str,
+    pools: &[Arc<Backend>],
+    read: fn(&PoolCounts) -> Vec<Reading>,
+) {
+    let pools = pools.to_vec();
+    meter
+        .i64_observable_gauge(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |o| {
+            for b in &pools {
+                for (value, state) in read(&b.pool_status().counts) {
+                    o.observe(value as i64, &pool_attrs(b, state));
+                }
+            }
+        })
+        .build();
 }
 
 fn pool_attrs(b: &Backend, state: Option<&'static str>) -> Vec<KeyValue> {
