@@ -28,7 +28,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 #[derive(Default)]
 pub struct Config {
@@ -46,11 +46,15 @@ pub struct Config {
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub otlp: OtlpConfig,
+    pub reload: ReloadConfig,
+    /// The file this configuration was loaded from (what a reload reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Health checks and replication lag, from an account of their own. Without it, replicas' lag is
 /// unknown (lag-aware routers then keep reads on the primary).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MonitorConfig {
     pub user: String,
@@ -68,7 +72,7 @@ impl Default for MonitorConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PoliciesConfig {
     /// The policy directory (manifests and `.wasm` files). Absent: the built-in policy only.
@@ -93,7 +97,27 @@ impl Default for PoliciesConfig {
 }
 
 /// Where policies' `host.secret(name)` may read. Nothing else is reachable.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Reloading the configuration file while running (SIGHUP and `POST /api/reload` always do).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the file, or a file it names (password files, TLS certificate and key,
+    /// admin token), changes.
+    pub watch: bool,
+    /// Quiet time after a change before reloading (a burst of writes is one reload).
+    pub debounce_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SecretsConfig {
     /// `secret("db-password")` reads the environment variable `<env-prefix>DB_PASSWORD`.
@@ -102,7 +126,7 @@ pub struct SecretsConfig {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FrontendConfig {
     /// Address clients connect to.
@@ -165,7 +189,7 @@ impl Default for FrontendConfig {
 /// The PROXY protocol (v1 and v2) from TCP balancers: connections from `trusted` networks must
 /// start with a header naming the real client; others are served as they are (and refused if
 /// they send a header).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProxyProtocolConfig {
     pub enabled: bool,
@@ -183,7 +207,7 @@ impl ProxyProtocolConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TlsConfig {
     /// Generate a self-signed certificate at start (development only).
@@ -202,7 +226,7 @@ impl TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `sluice=debug`, ...
@@ -233,7 +257,7 @@ pub enum LogFormat {
 }
 
 /// The admin HTTP API, status page and `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AdminConfig {
     pub enabled: bool,
@@ -260,7 +284,7 @@ impl Default for AdminConfig {
 }
 
 /// The statement digest table (`/api/digests`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DigestsConfig {
     pub enabled: bool,
@@ -278,7 +302,7 @@ impl Default for DigestsConfig {
 }
 
 /// OpenTelemetry over OTLP (HTTP/protobuf): statement traces and metrics, to a collector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OtlpConfig {
     /// The collector's base URL (`http://host:4318`; `/v1/traces` and `/v1/metrics` are added;
@@ -329,7 +353,7 @@ impl OtlpConfig {
 
 /// Per-user limit defaults, for users without their own (and users a credentials policy
 /// grants). Limits hold per gateway instance: N instances allow N times the rate.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Sessions a user may hold at once (0: no limit); over it, ERR 1203.
@@ -342,7 +366,7 @@ pub struct LimitsConfig {
 }
 
 /// The audit log (`telemetry::audit`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AuditConfig {
     pub enabled: bool,
@@ -364,7 +388,7 @@ pub enum AuditStatements {
 }
 
 /// Prometheus `/metrics` and the statement counters behind it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MetricsConfig {
     pub enabled: bool,
@@ -381,7 +405,7 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RoutingConfig {
     /// The built-in router: reads outside transactions go to replicas (round-robin); everything
@@ -464,7 +488,7 @@ impl AuthPlugin {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -501,7 +525,7 @@ pub enum Role {
     Replica,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BackendConfig {
     pub name: String,
@@ -529,6 +553,9 @@ pub struct BackendConfig {
     pub tls: bool,
     /// Accept any certificate (development only).
     pub tls_skip_verify: bool,
+    /// PEM file of the CA(s) the backend's certificate must chain to, besides the system's.
+    /// Read on every new connection, so a rotated CA file applies without a reload.
+    pub tls_ca: Option<PathBuf>,
     /// The circuit breaker opens after this many of the traffic's connection failures (connects
     /// refused or timed out, connections lost mid-statement) within `breaker-window-ms`; the
     /// backend is then `down` until a monitor probe answers (within two monitor intervals).
@@ -559,6 +586,7 @@ impl Default for BackendConfig {
             stmt_cache_size: 128,
             tls: false,
             tls_skip_verify: false,
+            tls_ca: None,
             breaker_failures: 5,
             breaker_window_ms: 10_000,
             read_timeout_ms: 30_000,
@@ -584,6 +612,7 @@ impl Config {
         let mut config = Self::from_figment(&figment, &file)?;
         config.resolve_paths(path.parent().unwrap_or_else(|| Path::new(".")));
         config.validate(&file)?;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -614,6 +643,11 @@ impl Config {
         }
         for u in &mut self.users {
             if let Some(p) = u.password_file.as_mut() {
+                fix(p);
+            }
+        }
+        for b in &mut self.backends {
+            if let Some(p) = b.tls_ca.as_mut() {
                 fix(p);
             }
         }
@@ -737,6 +771,20 @@ impl Config {
                     key("breaker-failures"),
                     "breaker-failures and breaker-window-ms must be at least 1",
                 ));
+            }
+            if let Some(ca) = &b.tls_ca {
+                if !b.tls {
+                    return Err(invalid(key("tls-ca"), "needs tls = true"));
+                }
+                let pem = std::fs::read_to_string(ca).map_err(|e| {
+                    invalid(key("tls-ca"), &format!("cannot read {}: {e}", ca.display()))
+                })?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid(
+                        key("tls-ca"),
+                        &format!("{} holds no PEM certificate", ca.display()),
+                    ));
+                }
             }
         }
         for (i, b) in self.backends.iter().enumerate() {

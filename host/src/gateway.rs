@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
@@ -147,13 +148,29 @@ pub struct PolicyStatus {
 }
 
 pub struct Gateway {
-    pub config: Config,
+    /// The configuration in force; replaced whole by a reload ([`crate::reload`]).
+    config: ArcSwap<Config>,
     /// The active policies behind the phase trait; swapped whole on reload.
     policy: arc_swap::ArcSwap<Box<dyn Policy>>,
     policy_status: Mutex<PolicyStatus>,
     /// The loaded policies of the active set (for their counters).
     plugins: Mutex<Vec<Arc<Plugin>>>,
-    pub fleet: Fleet,
+    /// The routable backends; replaced whole when a reload adds, removes or moves one.
+    fleet: ArcSwap<Fleet>,
+    /// Bumped with every fleet swap: a session re-resolves its group when it sees a new one.
+    fleet_epoch: AtomicU64,
+    /// Backends a reload removed, draining until their last connection closes.
+    retired: Mutex<Vec<Arc<Backend>>>,
+    /// The frontend TLS acceptor (`None`: TLS off); a reload or a certificate change swaps it
+    /// for the clients that connect next.
+    tls: ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    /// The last configuration reloads, for the admin API.
+    reloads: Mutex<ReloadStatus>,
+    /// Held by a configuration or policy reload from build to swap: one at a time, so neither
+    /// installs a policy set built over the other's stale configuration.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// The `[monitor]` section in force, for every backend's monitor task.
+    monitor: watch::Sender<Option<crate::config::MonitorConfig>>,
     /// Per-statement recording: digests, metrics, per-user counts, the slow log.
     pub telemetry: Telemetry,
     sessions: Mutex<HashMap<u32, Arc<SessionEntry>>>,
@@ -173,6 +190,19 @@ pub struct Gateway {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Configuration reloads since start.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Reloads applied (0: the configuration the gateway started with).
+    pub version: u64,
+    /// What the last applied reload changed.
+    pub last_change: Option<String>,
+    /// Why the last reload was refused, until one is applied.
+    pub last_error: Option<String>,
+    pub errors: u64,
+    pub last_attempt_ms: u64,
+}
+
 /// The greeting's version before the monitor has read the primary's.
 const FALLBACK_VERSION: &str = "10.11.0-MariaDB";
 
@@ -181,12 +211,18 @@ impl Gateway {
         let fleet = Fleet::new(&config.backends);
         let telemetry = Telemetry::new(&config);
         Self {
-            config,
+            monitor: watch::Sender::new(config.monitor.clone()),
+            config: ArcSwap::from_pointee(config),
+            fleet_epoch: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            tls: ArcSwapOption::empty(),
+            reloads: Mutex::new(ReloadStatus::default()),
+            reload_lock: tokio::sync::Mutex::new(()),
             policy: arc_swap::ArcSwap::from_pointee(policy),
             policy_status: Mutex::new(PolicyStatus::default()),
             plugins: Mutex::new(Vec::new()),
             telemetry,
-            fleet,
+            fleet: ArcSwap::from_pointee(fleet),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             sha2_cache: Mutex::new(HashSet::new()),
@@ -198,6 +234,124 @@ impl Gateway {
             deadlock_retries: AtomicU64::new(0),
             shutdown,
         }
+    }
+
+    /// The configuration in force. Hold the guard briefly: a reload replaces it for the next
+    /// reader.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The configuration in force, to keep.
+    pub fn config_full(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The routable backends.
+    pub fn fleet(&self) -> arc_swap::Guard<Arc<Fleet>> {
+        self.fleet.load()
+    }
+
+    /// Every backend with connections to look after: the fleet's, then the retired ones still
+    /// draining (for operators' views).
+    pub fn all_backends(&self) -> Vec<Arc<Backend>> {
+        let mut all = self.fleet().backends().to_vec();
+        all.extend(self.retired());
+        all
+    }
+
+    /// Changes with every fleet swap.
+    pub fn fleet_epoch(&self) -> u64 {
+        self.fleet_epoch.load(Ordering::Acquire)
+    }
+
+    /// The TLS acceptor new clients get, if TLS is on.
+    pub fn tls(&self) -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+        self.tls.load_full()
+    }
+
+    pub fn set_tls(&self, tls: Option<tokio_rustls::TlsAcceptor>) {
+        self.tls.store(tls.map(Arc::new));
+    }
+
+    /// Starts `b`'s upkeep: its pool's maintenance and its monitor (which follows the
+    /// `[monitor]` in force). Both stop at shutdown or when a reload retires `b`.
+    pub fn look_after(&self, b: &Arc<Backend>) {
+        tokio::spawn(crate::pool::maintain::run(
+            Arc::clone(b),
+            self.shutdown.clone(),
+        ));
+        tokio::spawn(crate::pool::monitor::run(
+            Arc::clone(b),
+            self.monitor.subscribe(),
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Re-derives the active policies from `config` (the built-in policy's users, groups and
+    /// limits; loaded plugins stay as they are).
+    pub fn rebase_policies(&self, config: &Config) {
+        if let Some(p) = self.policy().with_config(config) {
+            self.policy.store(Arc::new(p));
+        }
+    }
+
+    /// Installs a reloaded configuration with the fleet built for it (`None`: the fleet is
+    /// unchanged); backends in `retired` drain until their last connection closes.
+    pub fn install_config(&self, config: Config, fleet: Option<Fleet>, retired: Vec<Arc<Backend>>) {
+        if let Some(f) = fleet {
+            self.fleet.store(Arc::new(f));
+            self.fleet_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        self.monitor.send_if_modified(|m| {
+            let changed = *m != config.monitor;
+            m.clone_from(&config.monitor);
+            changed
+        });
+        self.config.store(Arc::new(config));
+        let mut r = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.extend(retired);
+    }
+
+    /// Backends removed by a reload that still have connections open; the drained ones are
+    /// forgotten here.
+    pub fn retired(&self) -> Vec<Arc<Backend>> {
+        let mut r = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.retain(|b| b.pool_status().counts.open() > 0);
+        r.clone()
+    }
+
+    /// Notes a reload's outcome.
+    pub fn record_reload(&self, outcome: Result<String, String>) {
+        let mut st = self
+            .reloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.last_attempt_ms = unix_ms();
+        match outcome {
+            Ok(summary) => {
+                st.version += 1;
+                st.last_change = Some(summary);
+                st.last_error = None;
+            }
+            Err(e) => {
+                st.errors += 1;
+                st.last_error = Some(e);
+            }
+        }
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The active policies. Hold the guard only for one decision: a reload replaces the set for
@@ -279,10 +433,10 @@ impl Gateway {
     /// else the default group's primary's (the greeting comes before the user, and so the
     /// group, is known).
     pub fn server_version(&self) -> std::borrow::Cow<'_, str> {
-        if let Some(v) = &self.config.frontend.server_version {
-            return std::borrow::Cow::Borrowed(v);
+        if let Some(v) = &self.config().frontend.server_version {
+            return std::borrow::Cow::Owned(v.clone());
         }
-        self.fleet
+        self.fleet()
             .group(None)
             .and_then(|g| g.primary().version())
             .map_or(std::borrow::Cow::Borrowed(FALLBACK_VERSION), |v| {
@@ -334,7 +488,7 @@ impl Gateway {
     }
 
     pub fn sha2_cached(&self, user: &str) -> bool {
-        !self.config.frontend.sha2_cold_cache
+        !self.config().frontend.sha2_cold_cache
             || self
                 .sha2_cache
                 .lock()

@@ -19,6 +19,7 @@ pub mod phase;
 pub mod plugin;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod replay;
 pub mod session;
 pub mod telemetry;
@@ -37,11 +38,12 @@ use phase::ConfigPolicy;
 pub struct Bound {
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     /// Reloads the policy directory (when one is configured).
     reloader: Option<plugin::watch::Reloader>,
     /// Keeps the directory watched while the gateway runs.
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Reloads the configuration file (when the configuration came from one).
+    config_reloader: Option<reload::ConfigReloader>,
     /// The admin API's listener (`admin.enabled`).
     admin: Option<TcpListener>,
 }
@@ -60,6 +62,11 @@ impl Bound {
         self.reloader.clone()
     }
 
+    /// Reloads the configuration file now (SIGHUP; the watcher does this on every change).
+    pub fn config_reloader(&self) -> Option<reload::ConfigReloader> {
+        self.config_reloader.clone()
+    }
+
     /// Where the admin API listens, when it is enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
@@ -71,16 +78,47 @@ impl Bound {
             tokio::spawn(admin::serve(
                 l,
                 Arc::clone(&self.gateway),
-                self.reloader.clone(),
+                Reloaders {
+                    policies: self.reloader.clone(),
+                    config: self.config_reloader.clone(),
+                },
             ));
         }
         let gateway = Arc::clone(&self.gateway);
-        frontend::run(self.listener, self.gateway, self.tls).await;
+        frontend::run(self.listener, self.gateway).await;
         // Drained: what the sessions traced goes out before the process ends.
         if let Some(o) = &gateway.telemetry.otlp {
             o.shutdown().await;
         }
     }
+}
+
+/// What reloads what: the policy directory, the configuration file.
+#[derive(Clone, Default)]
+pub struct Reloaders {
+    pub policies: Option<plugin::watch::Reloader>,
+    pub config: Option<reload::ConfigReloader>,
+}
+
+impl Reloaders {
+    /// Reloads the configuration, then the policy directory (SIGHUP, `POST /api/reload`).
+    pub async fn reload_all(&self) -> ReloadOutcome {
+        let config = match &self.config {
+            Some(r) => Some(r.reload().await),
+            None => None,
+        };
+        let policies = match &self.policies {
+            Some(r) => Some(r.reload().await),
+            None => None,
+        };
+        ReloadOutcome { config, policies }
+    }
+}
+
+/// What [`Reloaders::reload_all`] did (`None`: nothing of that kind to reload).
+pub struct ReloadOutcome {
+    pub config: Option<Result<reload::ReloadSummary, String>>,
+    pub policies: Option<Result<(), plugin::loader::LoadError>>,
 }
 
 /// The policy directory in use: configured and enabled.
@@ -124,6 +162,7 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         })?;
     let builtin = plugin::set::PolicySet::builtin(ConfigPolicy::new(config.clone()));
     let mut gateway = Gateway::new(config.clone(), Box::new(builtin), shutdown);
+    gateway.set_tls(tls);
     gateway.telemetry.audit = telemetry::audit::AuditLog::open(&config.audit).map_err(|e| {
         anyhow::anyhow!(
             "audit.file: cannot open {}: {e}",
@@ -135,17 +174,11 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
                 .display()
         )
     })?;
-    gateway.telemetry.otlp = telemetry::otlp::Otlp::start(&config.otlp, gateway.fleet.backends())?;
+    gateway.telemetry.otlp =
+        telemetry::otlp::Otlp::start(&config.otlp, gateway.fleet().backends())?;
     let gateway = Arc::new(gateway);
-    for b in gateway.fleet.backends() {
-        tokio::spawn(pool::maintain::run(Arc::clone(b), gateway.shutdown.clone()));
-        if let Some(m) = &config.monitor {
-            tokio::spawn(pool::monitor::run(
-                Arc::clone(b),
-                m.clone(),
-                gateway.shutdown.clone(),
-            ));
-        }
+    for b in gateway.fleet().backends() {
+        gateway.look_after(b);
     }
     let (mut reloader, mut watcher) = (None, None);
     if let Some(dir) = policy_dir(&config) {
@@ -164,6 +197,16 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
         }
         reloader = Some(r);
     }
+    let mut config_reloader = None;
+    if let Some(path) = &config.source {
+        let r = reload::ConfigReloader::new(Arc::clone(&gateway), path.clone());
+        if config.reload.watch {
+            r.clone()
+                .watch(std::time::Duration::from_millis(config.reload.debounce_ms))
+                .map_err(|e| anyhow::anyhow!("reload.watch: {e}"))?;
+        }
+        config_reloader = Some(r);
+    }
     let admin = if config.admin.enabled {
         Some(admin::bind(&gateway).await?)
     } else {
@@ -172,9 +215,9 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
     Ok(Bound {
         listener,
         gateway,
-        tls,
         reloader,
         _watcher: watcher,
+        config_reloader,
         admin,
     })
 }

@@ -95,6 +95,11 @@ fn main() -> std::process::ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     let bound = sluice::bind(config, rx).await?;
+    let reloaders = sluice::Reloaders {
+        policies: bound.reloader(),
+        config: bound.config_reloader(),
+    };
+    tokio::spawn(reload_on_hangup(reloaders));
     tracing::info!(addr = %bound.local_addr()?, "sluice listening");
     if let Some(admin) = bound.admin_addr() {
         tracing::info!(url = %format!("http://{admin}/"), "admin API and status page");
@@ -107,6 +112,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     bound.run().await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the configuration file and the policy directory (what failed is logged).
+async fn reload_on_hangup(reloaders: sluice::Reloaders) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin API or the file");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading");
+        let _ = reloaders.reload_all().await;
+    }
 }
 
 async fn wait_for_signal() {

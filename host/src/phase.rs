@@ -167,6 +167,12 @@ pub trait Policy: Send + Sync {
         false
     }
 
+    /// The same policies over a reloaded configuration (its users, groups, limits, routing),
+    /// or `None` when this policy does not read the configuration.
+    fn with_config(&self, _config: &Config) -> Option<Box<dyn Policy>> {
+        None
+    }
+
     /// A `Custom` column's cells, transformed: flat bytes plus lengths (-1 = NULL). `None`: the
     /// transform failed; the cells are withheld (NULL).
     fn transform(
@@ -203,6 +209,10 @@ impl ConfigPolicy {
 }
 
 impl Policy for ConfigPolicy {
+    fn with_config(&self, config: &Config) -> Option<Box<dyn Policy>> {
+        Some(Box::new(Self::new(config.clone())))
+    }
+
     fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant> {
         let u = self.config.user(&client.user)?;
         Some(

@@ -215,10 +215,10 @@ async fn metrics_name_every_series_and_count_what_clients_did() {
     let admin = gw.admin.expect("admin API enabled");
     wait_until(10, "the monitor has measured the replicas' lag", || {
         gw.gateway
-            .fleet
+            .fleet()
             .backends()
             .iter()
-            .filter(|b| b.config.role == sluice::config::Role::Replica)
+            .filter(|b| b.role() == sluice::config::Role::Replica)
             .all(|b| b.lag_ms().is_some())
     })
     .await;

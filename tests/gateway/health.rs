@@ -151,7 +151,8 @@ async fn a_black_holed_replica_fails_no_read_and_reads_move_away_and_back() {
     let mut c = through_proxy(&f, &proxy);
     replica1(&mut c).read_timeout_ms = 1000;
     let gw = TestGateway::start(c);
-    let replica: Arc<Backend> = Arc::clone(gw.gateway.fleet.by_name("replica1").expect("backend"));
+    let replica: Arc<Backend> =
+        Arc::clone(gw.gateway.fleet().by_name("replica1").expect("backend"));
     wait_until(30, "the monitor probed the replica", || {
         replica.health().1 == "the probe answers"
     })
@@ -313,7 +314,7 @@ async fn a_planned_switchover_moves_writes_to_the_new_primary_without_an_error()
     c.routing.read_write_split = true;
     c.routing.failover_wait_ms = 20_000;
     let gw = TestGateway::start(c);
-    let group = Arc::clone(gw.gateway.fleet.group(None).expect("group"));
+    let group = Arc::clone(gw.gateway.fleet().group(None).expect("group"));
     wait_until(30, "the monitor probed every backend", || {
         group
             .backends()
@@ -388,7 +389,7 @@ async fn a_statement_over_the_users_timeout_is_stopped_by_the_server() {
     c.users[0].statement_timeout_ms = Some(200);
     let gw = TestGateway::start(c);
     // The greeting's version comes from the monitor: the timeout needs to know it is MariaDB.
-    let primary = Arc::clone(gw.gateway.fleet.by_name("primary").expect("primary"));
+    let primary = Arc::clone(gw.gateway.fleet().by_name("primary").expect("primary"));
     wait_until(30, "the monitor read the version", || {
         primary.version().is_some()
     })

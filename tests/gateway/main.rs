@@ -19,5 +19,6 @@ mod policies;
 mod pool;
 mod proxy_protocol;
 mod raw;
+mod reload;
 mod suites;
 mod transparency;

@@ -149,7 +149,7 @@ async fn statements_are_traced_over_otlp_with_the_clients_traceparent_and_no_lit
     c.otlp.traces_delay_ms = 600_000;
     c.otlp.metrics_interval_ms = 600_000;
     let gw = TestGateway::start(c);
-    let primary = Arc::clone(gw.gateway.fleet.by_name("primary").expect("primary"));
+    let primary = Arc::clone(gw.gateway.fleet().by_name("primary").expect("primary"));
     wait_until(30, "the monitor read the version", || {
         primary.version().is_some()
     })

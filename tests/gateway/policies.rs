@@ -123,14 +123,14 @@ async fn rw_split_follows_replica_health_and_lag() {
     let gw = TestGateway::start(cfg);
     let wait_fleet = |want: &dyn Fn(&[sluice::phase::BackendStatus]) -> bool| {
         for _ in 0..400 {
-            if want(&gw.gateway.fleet.statuses()) {
+            if want(&gw.gateway.fleet().statuses()) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
         panic!(
             "fleet never reached the expected state: {:?}",
-            gw.gateway.fleet.statuses()
+            gw.gateway.fleet().statuses()
         );
     };
     wait_fleet(&|s| s.iter().all(|b| b.healthy && b.lag_ms.is_some()));

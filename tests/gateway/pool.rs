@@ -134,7 +134,7 @@ async fn restart(f: &Arc<Fleet>, node: u16, backend: &Backend, outage: Duration)
 }
 
 fn backend(gw: &TestGateway, name: &str) -> Arc<Backend> {
-    Arc::clone(gw.gateway.fleet.by_name(name).expect("backend"))
+    Arc::clone(gw.gateway.fleet().by_name(name).expect("backend"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +251,7 @@ async fn five_hundred_transactions_on_sixteen_connections_wait_bounded_and_in_li
     );
     let pool = gw
         .gateway
-        .fleet
+        .fleet()
         .by_name("primary")
         .expect("primary")
         .pool_status();

@@ -38,7 +38,7 @@ async fn replicas_known(gw: &TestGateway) {
     for _ in 0..400 {
         if gw
             .gateway
-            .fleet
+            .fleet()
             .statuses()
             .iter()
             .all(|b| b.healthy && b.lag_ms.is_some())

@@ -111,7 +111,7 @@ pub fn render(gw: &Gateway) -> String {
         "Digest entries evicted to make room (digests.max).",
         d.evictions(),
     );
-    if gw.config.metrics.per_user {
+    if gw.config().metrics.per_user {
         users(&mut e, gw);
     }
     e.out
@@ -245,7 +245,7 @@ fn statements(e: &mut Exposition, gw: &Gateway) {
 }
 
 fn pools(e: &mut Exposition, gw: &Gateway) {
-    let backends = gw.fleet.backends();
+    let backends = gw.all_backends();
     let statuses: Vec<_> = backends.iter().map(|b| b.pool_status()).collect();
     e.family(
         "sluice_pool_connections",
@@ -341,8 +341,8 @@ fn pools(e: &mut Exposition, gw: &Gateway) {
 }
 
 fn backends(e: &mut Exposition, gw: &Gateway) {
-    let backends = gw.fleet.backends();
-    let role = |b: &crate::pool::Backend| match b.config.role {
+    let backends = &gw.all_backends();
+    let role = |b: &crate::pool::Backend| match b.role() {
         crate::config::Role::Primary => "primary",
         crate::config::Role::Replica => "replica",
     };

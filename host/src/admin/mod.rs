@@ -19,33 +19,31 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::Reloaders;
 use crate::gateway::Gateway;
-use crate::plugin::watch::Reloader;
 use crate::telemetry::digests::DigestSort;
 
 /// What the handlers share.
 pub struct AdminState {
     pub gw: Arc<Gateway>,
-    pub reloader: Option<Reloader>,
-    token: Option<String>,
+    pub reloaders: Reloaders,
 }
 
 type Shared = State<Arc<AdminState>>;
 
 /// Binds `admin.listen` (port 0 picks a free one).
 pub async fn bind(gw: &Gateway) -> anyhow::Result<TcpListener> {
-    let addr = gw.config.admin.listen;
+    let addr = gw.config().admin.listen;
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {addr}: {e}"))
 }
 
 /// Serves the admin API on `listener` until the gateway shuts down.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, reloader: Option<Reloader>) {
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, reloaders: Reloaders) {
     let state = Arc::new(AdminState {
-        token: gw.config.admin.token.clone(),
         gw: Arc::clone(&gw),
-        reloader,
+        reloaders,
     });
     let app = router(state);
     let mut shutdown = gw.shutdown.clone();
@@ -97,7 +95,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(s): Shared, headers: HeaderMap, req: Request, next: Next) -> Response {
-    let Some(token) = &s.token else {
+    // The token in force: a reload (a rotated token file) applies to the next request.
+    let config = s.gw.config();
+    let Some(token) = &config.admin.token else {
         return next.run(req).await;
     };
     let given = headers
@@ -186,23 +186,49 @@ async fn policies(State(s): Shared) -> Json<views::PoliciesView> {
     Json(views::policies(&s.gw))
 }
 
+/// Reloads the configuration file and then the policy directory; 422 names what was refused
+/// (the rest still applied), 409 when the gateway has neither to reload.
 async fn reload(State(s): Shared) -> Response {
-    let Some(r) = &s.reloader else {
+    let out = s.reloaders.reload_all().await;
+    if out.config.is_none() && out.policies.is_none() {
         return (
             StatusCode::CONFLICT,
-            Json(serde_json::json!({"ok": false, "reason": "no policy directory is in use (policies.dir)"})),
+            Json(serde_json::json!({"ok": false, "reason": "nothing to reload: the configuration did not come from a file and no policy directory is in use"})),
         )
             .into_response();
-    };
-    match r.reload().await {
-        Ok(()) => Json(serde_json::json!({"ok": true, "version": s.gw.policy_status().version}))
-            .into_response(),
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({"ok": false, "file": e.file, "reason": e.reason})),
-        )
-            .into_response(),
     }
+    let mut ok = true;
+    let config = match &out.config {
+        None => serde_json::Value::Null,
+        Some(Ok(summary)) => serde_json::json!({
+            "ok": true,
+            "version": s.gw.reload_status().version,
+            "changes": summary,
+            "summary": summary.to_string(),
+        }),
+        Some(Err(reason)) => {
+            ok = false;
+            serde_json::json!({"ok": false, "reason": reason})
+        }
+    };
+    let policies = match &out.policies {
+        None => serde_json::Value::Null,
+        Some(Ok(())) => serde_json::json!({"ok": true, "version": s.gw.policy_status().version}),
+        Some(Err(e)) => {
+            ok = false;
+            serde_json::json!({"ok": false, "file": e.file, "reason": e.reason})
+        }
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (
+        status,
+        Json(serde_json::json!({"ok": ok, "config": config, "policies": policies})),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -78,7 +78,7 @@ pub fn render(gw: &Gateway) -> String {
         "<h1>Sluice</h1><div class=sub>version {} · up {} s · listening on {} · {} sessions · {} statements</div>",
         env!("CARGO_PKG_VERSION"),
         gw.started.elapsed().as_secs(),
-        esc(&gw.config.frontend.listen.to_string()),
+        esc(&gw.config().frontend.listen.to_string()),
         gw.session_count(),
         gw.telemetry.metrics.statement_count(),
     );
@@ -257,8 +257,7 @@ fn policies(o: &mut String, p: &PoliciesView) {
 
 fn transitions(o: &mut String, gw: &Gateway) {
     let mut all: Vec<(u64, String, crate::pool::backend::RecentTransition)> = gw
-        .fleet
-        .backends()
+        .all_backends()
         .iter()
         .flat_map(|b| {
             b.recent_transitions()

@@ -37,6 +37,9 @@ pub struct PoolView {
 #[derive(Debug, Serialize)]
 pub struct BackendView {
     pub name: String,
+    /// Removed from the configuration by a reload: no new borrows, draining until its last
+    /// connection closes (then it leaves this list).
+    pub removed: bool,
     pub group: String,
     pub address: String,
     /// The configured role.
@@ -75,14 +78,15 @@ fn backend_view(gw: &Gateway, b: &Arc<Backend>) -> BackendView {
     let p = b.pool_status();
     let c = p.counts.counters;
     let writer = gw
-        .fleet
-        .group(Some(&b.config.group))
+        .fleet()
+        .group(Some(b.group()))
         .is_some_and(|g| matches!(g.writer(), Writer::One(w) if Arc::ptr_eq(w, b)));
     BackendView {
+        removed: false,
         name: b.name().to_string(),
-        group: b.config.group.clone(),
-        address: b.config.address.clone(),
-        role: role(b.config.role),
+        group: b.group().to_string(),
+        address: b.address().to_string(),
+        role: role(b.role()),
         writer,
         health: p.health.as_str(),
         why: p.why,
@@ -121,12 +125,19 @@ fn backend_view(gw: &Gateway, b: &Arc<Backend>) -> BackendView {
     }
 }
 
+/// The fleet's backends, then those a reload removed that are still draining.
 pub fn backends(gw: &Gateway) -> Vec<BackendView> {
-    gw.fleet
+    let mut out: Vec<BackendView> = gw
+        .fleet()
         .backends()
         .iter()
         .map(|b| backend_view(gw, b))
-        .collect()
+        .collect();
+    out.extend(gw.retired().iter().map(|b| BackendView {
+        removed: true,
+        ..backend_view(gw, b)
+    }));
+    out
 }
 
 #[derive(Debug, Serialize)]
@@ -235,11 +246,11 @@ pub struct PoliciesView {
 pub fn policies(gw: &Gateway) -> PoliciesView {
     let st = gw.policy_status();
     let dir = gw
-        .config
+        .config()
         .policies
         .dir
         .as_ref()
-        .filter(|_| gw.config.policies.enabled)
+        .filter(|_| gw.config().policies.enabled)
         .map(|d| d.display().to_string());
     let policies = gw
         .plugins()
@@ -297,7 +308,7 @@ pub fn users(gw: &Gateway) -> Vec<UserRow> {
         .into_iter()
         .map(|(user, c)| UserRow {
             connections: live.get(&user).copied().unwrap_or(0),
-            max_connections: gw.config.user(&user).map_or(0, |u| u.max_connections),
+            max_connections: gw.config().user(&user).map_or(0, |u| u.max_connections),
             connections_total: UserCounters::load(&c.connections_total),
             refused: UserCounters::load(&c.refused),
             statements: UserCounters::load(&c.statements),
@@ -318,7 +329,7 @@ pub fn ready(gw: &Gateway) -> Result<(), &'static str> {
     if gw.shutting_down() {
         return Err("draining: shutting down");
     }
-    let policies_in_use = gw.config.policies.enabled && gw.config.policies.dir.is_some();
+    let policies_in_use = gw.config().policies.enabled && gw.config().policies.dir.is_some();
     if policies_in_use && gw.policy_status().version == 0 {
         return Err("policies not loaded yet");
     }

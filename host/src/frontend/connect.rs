@@ -93,7 +93,7 @@ pub async fn connection_phase(
     connection_id: u32,
     tls: Option<&TlsAcceptor>,
 ) -> Result<Authenticated, ConnectError> {
-    let max_packet = gw.config.frontend.max_allowed_packet;
+    let max_packet = gw.config().frontend.max_allowed_packet;
     let mut stream = PacketStream::new(ClientIo::Plain(tcp), max_packet);
     let salt = auth::new_salt();
     let mut server_caps = SERVER_CAPABILITIES;
@@ -176,7 +176,7 @@ pub async fn connection_phase(
         (ClientHello::Response(r), _) => r,
     };
     let is_tls = stream.io().is_tls();
-    if gw.config.frontend.tls.require && !is_tls {
+    if gw.config().frontend.tls.require && !is_tls {
         return Err(refuse(
             &mut stream,
             GatewayError::TlsRequired {

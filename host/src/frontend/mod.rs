@@ -34,7 +34,7 @@ impl Drop for ClientSlot {
 }
 
 /// Accepts clients until shutdown, then drains.
-pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) {
+pub async fn run(listener: TcpListener, gw: Arc<Gateway>) {
     let clients = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     let mut shutdown = gw.shutdown.clone();
@@ -54,10 +54,11 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                 let n = clients.fetch_add(1, Ordering::Relaxed) + 1;
                 let slot = ClientSlot(Arc::clone(&clients));
                 let gw = Arc::clone(&gw);
-                let tls = tls.clone();
+                // The acceptor in force now: a rotated certificate serves the clients after it.
+                let tls = gw.tls();
                 tasks.spawn(async move {
                     let _slot = slot;
-                    if n > gw.config.frontend.max_connections {
+                    if n > gw.config().frontend.max_connections {
                         gw.telemetry.login_refused(
                             Refusal::TooMany,
                             None,
@@ -67,7 +68,7 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
                         );
                         err_first(
                             tcp,
-                            gw.config.frontend.max_allowed_packet,
+                            gw.config().frontend.max_allowed_packet,
                             &GatewayError::TooManyConnections,
                         )
                         .await;
@@ -81,7 +82,7 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
         }
     }
     drop(listener);
-    let drain = Duration::from_secs(gw.config.frontend.drain_timeout_secs);
+    let drain = Duration::from_secs(gw.config().frontend.drain_timeout_secs);
     tracing::info!(
         sessions = tasks.len(),
         drain_secs = drain.as_secs(),
@@ -97,7 +98,7 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>, tls: Option<TlsAccepto
         );
         tasks.abort_all();
     }
-    gw.fleet.disconnect().await;
+    gw.fleet().disconnect().await;
 }
 
 /// `e` as the connection's first packet, then close (the connection cap's 1040, as MySQL does;
@@ -122,14 +123,19 @@ async fn handle_client(
     tcp: TcpStream,
     peer: SocketAddr,
     gw: Arc<Gateway>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsAcceptor>>,
 ) {
     let id = gw.next_connection_id();
-    let timeout = Duration::from_secs(gw.config.frontend.handshake_timeout_secs);
+    let timeout = Duration::from_secs(gw.config().frontend.handshake_timeout_secs);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tcp = tcp;
     let mut peer = peer;
-    if gw.config.frontend.proxy_protocol.expects_header(peer.ip()) {
+    if gw
+        .config()
+        .frontend
+        .proxy_protocol
+        .expects_header(peer.ip())
+    {
         match tokio::time::timeout_at(deadline, proxy::read_header(&mut tcp)).await {
             Ok(Ok(proxy::Source::Client(client))) => peer = client,
             Ok(Ok(proxy::Source::Local)) => {}
@@ -138,7 +144,7 @@ async fn handle_client(
                 gw.telemetry
                     .login_refused(Refusal::Other, Some(id), None, peer, &e.to_string());
                 tracing::info!(id, %peer, error = %e, "connection refused");
-                err_first(tcp, gw.config.frontend.max_allowed_packet, &e).await;
+                err_first(tcp, gw.config().frontend.max_allowed_packet, &e).await;
                 return;
             }
             Err(_) => {
@@ -147,8 +153,11 @@ async fn handle_client(
             }
         }
     }
-    let phase =
-        tokio::time::timeout_at(deadline, connection_phase(tcp, peer, &gw, id, tls.as_ref())).await;
+    let phase = tokio::time::timeout_at(
+        deadline,
+        connection_phase(tcp, peer, &gw, id, tls.as_deref()),
+    )
+    .await;
     match phase {
         Ok(Ok(authenticated)) => {
             tracing::debug!(id, user = %authenticated.hello.user, %peer, tls = authenticated.tls, "client connected");

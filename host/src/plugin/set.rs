@@ -13,7 +13,7 @@ use sluice_wit::{
 use super::context::CallContext;
 use super::manifest::OnError;
 use super::runtime::{Bound, CallError, Plugin, Warm};
-use crate::config::{AuthPlugin, Role};
+use crate::config::{AuthPlugin, Config, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
 use crate::phase::{
     BackendStatus, ClientIdentity, ColumnAction, ColumnInfo, ConfigPolicy, Grant, Policy,
@@ -235,6 +235,18 @@ impl PolicySet {
 }
 
 impl Policy for PolicySet {
+    /// The same loaded plugins (warm instances and all) over the new built-in policy.
+    fn with_config(&self, config: &Config) -> Option<Box<dyn Policy>> {
+        Some(Box::new(Self {
+            guards: self.guards.clone(),
+            router: self.router.clone(),
+            redactor: self.redactor.clone(),
+            credentials: self.credentials.clone(),
+            builtin: ConfigPolicy::new(config.clone()),
+            plans: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
     fn resolve_credentials(&self, client: &ClientIdentity) -> Option<Grant> {
         let Some(p) = &self.credentials else {
             return self.builtin.resolve_credentials(client);

@@ -27,12 +27,13 @@ pub struct Reloader {
 impl Reloader {
     /// Loads the directory and, when it is valid, makes it the active set.
     pub async fn reload(&self) -> Result<(), LoadError> {
+        let _one_at_a_time = self.gw.reload_lock.lock().await;
         let (engine, dir, secrets) = (
             Arc::clone(&self.engine),
             self.dir.clone(),
             Arc::clone(&self.secrets),
         );
-        let builtin = ConfigPolicy::new(self.gw.config.clone());
+        let builtin = ConfigPolicy::new((**self.gw.config()).clone());
         let loaded =
             tokio::task::spawn_blocking(move || load_dir(&engine, &dir, builtin, &secrets))
                 .await

@@ -25,6 +25,23 @@ use crate::gtid::GtidPosition;
 use crate::phase::BackendStatus;
 use crate::replay::ReplayState;
 
+fn limits(c: &BackendConfig) -> PoolLimits {
+    PoolLimits {
+        min: c.pool_min,
+        max: c.pool_max,
+        idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        max_lifetime: Duration::from_secs(c.max_lifetime_secs),
+        validate_after: Duration::from_millis(c.validate_after_ms),
+    }
+}
+
+fn breaker(c: &BackendConfig) -> BreakerConfig {
+    BreakerConfig {
+        failures: c.breaker_failures,
+        window: Duration::from_millis(c.breaker_window_ms),
+    }
+}
+
 /// What a waiter is given.
 enum Grant {
     Conn(BackendConn),
@@ -80,8 +97,14 @@ pub struct Backend {
     pub traffic: Traffic,
     /// The last few health transitions.
     recent: Mutex<std::collections::VecDeque<RecentTransition>>,
-    pub config: BackendConfig,
+    /// Settings a reload may change in place (sizes, timeouts, weight); a change of address,
+    /// role, group or TLS makes a new backend instead.
+    config: arc_swap::ArcSwap<BackendConfig>,
     name: Arc<str>,
+    address: Arc<str>,
+    group: Arc<str>,
+    role: crate::config::Role,
+    weight: AtomicU32,
     shared: Mutex<Shared>,
     /// Mirrors of the core's counts, read by every routing decision without the lock.
     in_use: AtomicU32,
@@ -89,6 +112,9 @@ pub struct Backend {
     waiting: AtomicU32,
     generation: AtomicU64,
     draining: AtomicBool,
+    /// Removed from the configuration by a reload (draining for good).
+    retired: AtomicBool,
+    retired_notify: tokio::sync::Notify,
     /// The health state machine; `healthy` mirrors whether it is usable, for routing without a
     /// lock.
     health: Mutex<Health>,
@@ -157,14 +183,12 @@ impl PoolStatus {
 
 impl Backend {
     pub fn new(config: BackendConfig) -> Self {
-        let limits = PoolLimits {
-            min: config.pool_min,
-            max: config.pool_max,
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
-            max_lifetime: Duration::from_secs(config.max_lifetime_secs),
-            validate_after: Duration::from_millis(config.validate_after_ms),
-        };
+        let limits = limits(&config);
         Self {
+            role: config.role,
+            address: Arc::from(config.address.as_str()),
+            group: Arc::from(config.group.as_str()),
+            weight: AtomicU32::new(config.weight),
             traffic: Traffic::default(),
             recent: Mutex::new(std::collections::VecDeque::new()),
             name: Arc::from(config.name.as_str()),
@@ -179,13 +203,9 @@ impl Backend {
             waiting: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
-            health: Mutex::new(Health::new(
-                config.role,
-                BreakerConfig {
-                    failures: config.breaker_failures,
-                    window: Duration::from_millis(config.breaker_window_ms),
-                },
-            )),
+            retired: AtomicBool::new(false),
+            retired_notify: tokio::sync::Notify::new(),
+            health: Mutex::new(Health::new(config.role, breaker(&config))),
             healthy: AtomicBool::new(true),
             transitions: Default::default(),
             writer_view: std::sync::atomic::AtomicU8::new(WriterView::Unknown as u8),
@@ -194,12 +214,64 @@ impl Backend {
             applied: Mutex::new(GtidPosition::default()),
             version: arc_swap::ArcSwapOption::empty(),
             pressure: tokio::sync::Notify::new(),
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The group (cluster) it belongs to.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The backend's settings now.
+    pub fn config(&self) -> arc_swap::Guard<Arc<BackendConfig>> {
+        self.config.load()
+    }
+
+    /// The configured role (a promoted replica keeps it; [`super::Group::writer`] follows the
+    /// monitor).
+    pub fn role(&self) -> crate::config::Role {
+        self.role
+    }
+
+    /// Whether `new` can apply to this backend in place: the same server, reached the same way.
+    pub fn same_server(&self, new: &BackendConfig) -> bool {
+        let c = self.config();
+        c.address == new.address
+            && c.role == new.role
+            && c.group == new.group
+            && c.tls == new.tls
+            && c.tls_skip_verify == new.tls_skip_verify
+            && c.tls_ca == new.tls_ca
+    }
+
+    /// Applies reloaded settings (a [`Backend::same_server`] change): pool sizes and timeouts,
+    /// the breaker, the weight. Connections above a lowered `pool-max` close as they come back.
+    pub fn retune(self: &Arc<Self>, new: BackendConfig) {
+        let (excess, permits) = {
+            let mut g = self.lock();
+            let r = g.core.resize(limits(&new));
+            self.mirror(&g.core);
+            r
+        };
+        self.health_mut().set_breaker(breaker(&new));
+        self.weight.store(new.weight, Ordering::Relaxed);
+        self.config.store(Arc::new(new));
+        for p in excess {
+            connect::close(p.conn);
+        }
+        for w in permits {
+            self.grant_slot(Some(w));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -227,7 +299,7 @@ impl Backend {
         account: &Arc<Account>,
     ) -> Result<BackendConn, GatewayError> {
         let start = Instant::now();
-        let deadline = start + Duration::from_millis(self.config.acquire_timeout_ms);
+        let deadline = start + Duration::from_millis(self.config().acquire_timeout_ms);
         loop {
             let step = {
                 let mut g = self.lock();
@@ -294,9 +366,9 @@ impl Backend {
             c
         };
         if cancelled {
-            let (max, waited_ms) = (self.config.pool_max, self.config.acquire_timeout_ms);
+            let (max, waited_ms) = (self.config().pool_max, self.config().acquire_timeout_ms);
             return Err(GatewayError::PoolTimeout {
-                backend: self.config.name.clone(),
+                backend: self.name().to_string(),
                 waited_ms,
                 max,
             });
@@ -312,7 +384,7 @@ impl Backend {
         slot: Slot,
     ) -> Result<BackendConn, GatewayError> {
         let began = Instant::now();
-        match connect::open(&self.config, account).await {
+        match connect::open(&self.config(), account).await {
             Ok(link) => {
                 self.health_mut().traffic_success();
                 let p = {
@@ -349,7 +421,7 @@ impl Backend {
                 // Unreachable: whatever was open before is of a server that went away.
                 self.went_down();
                 Err(GatewayError::BackendUnavailable {
-                    backend: self.config.name.clone(),
+                    backend: self.name().to_string(),
                     reason,
                 })
             }
@@ -358,7 +430,7 @@ impl Backend {
 
     fn draining_error(&self) -> GatewayError {
         GatewayError::BackendUnavailable {
-            backend: self.config.name.clone(),
+            backend: self.name().to_string(),
             reason: "the backend is draining".into(),
         }
     }
@@ -444,7 +516,7 @@ impl Backend {
         let candidate = !probe.read_only
             && match probe.replication {
                 Replication::Running { .. } | Replication::Stopped => false,
-                Replication::Unknown => self.config.role == crate::config::Role::Primary,
+                Replication::Unknown => self.role() == crate::config::Role::Primary,
                 Replication::None => true,
             };
         let view = if candidate {
@@ -577,6 +649,22 @@ impl Backend {
         self.pressure.notify_waiters();
     }
 
+    /// Removed by a reload: drains for good; its upkeep tasks stop.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.drain();
+        self.retired_notify.notify_waiters();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the backend is retired (after the call began).
+    pub async fn retired_notify(&self) {
+        self.retired_notify.notified().await;
+    }
+
     pub fn undrain(&self) {
         {
             let mut g = self.lock();
@@ -613,12 +701,12 @@ impl Backend {
     pub fn status(&self) -> BackendStatus {
         BackendStatus {
             name: Arc::clone(&self.name),
-            role: self.config.role,
+            role: self.role,
             healthy: self.healthy.load(Ordering::Relaxed) && !self.is_draining(),
             lag_ms: self.lag_ms(),
             in_use: self.in_use.load(Ordering::Relaxed),
             idle: self.idle.load(Ordering::Relaxed),
-            weight: self.config.weight,
+            weight: self.weight.load(Ordering::Relaxed),
             caught_up: true,
             applied: None,
         }
@@ -640,7 +728,7 @@ impl Backend {
         let breaker_open = self.health_mut().breaker_open();
         let g = self.lock();
         PoolStatus {
-            backend: self.config.name.clone(),
+            backend: self.name().to_string(),
             counts: g.core.counts(),
             healthy: self.healthy.load(Ordering::Relaxed),
             health,
@@ -767,7 +855,7 @@ impl BackendConn {
 
     /// How long the backend may stay silent during a statement (`read-timeout-ms`).
     pub fn read_timeout(&self) -> Option<Duration> {
-        let ms = self.backend.config.read_timeout_ms;
+        let ms = self.backend.config().read_timeout_ms;
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 
@@ -798,7 +886,7 @@ impl BackendConn {
 
     /// A ping within the connect timeout.
     async fn ping(&mut self) -> bool {
-        let timeout = Duration::from_millis(self.backend.config.connect_timeout_ms);
+        let timeout = Duration::from_millis(self.backend.config().connect_timeout_ms);
         matches!(
             tokio::time::timeout(timeout, self.conn().ping()).await,
             Ok(Ok(()))

@@ -48,11 +48,14 @@ pub fn opts(c: &BackendConfig, account: &Account) -> OptsBuilder {
         // LOAD DATA LOCAL: the file comes from the session's client (crate::infile).
         .local_infile_handler(Some(crate::infile::backend_handler));
     if c.tls {
-        opts = opts.ssl_opts(
-            SslOpts::default()
-                .with_danger_accept_invalid_certs(c.tls_skip_verify)
-                .with_danger_skip_domain_validation(c.tls_skip_verify),
-        );
+        let mut ssl = SslOpts::default()
+            .with_danger_accept_invalid_certs(c.tls_skip_verify)
+            .with_danger_skip_domain_validation(c.tls_skip_verify);
+        if let Some(ca) = &c.tls_ca {
+            // The driver reads the file for each new connection: a rotated CA applies at once.
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        opts = opts.ssl_opts(ssl);
     }
     opts
 }

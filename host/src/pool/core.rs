@@ -57,6 +57,8 @@ pub enum CloseReason {
     Validation,
     /// Made room for a connection of another account.
     Evicted,
+    /// Above a `pool-max` a reload lowered.
+    Resized,
 }
 
 impl CloseReason {
@@ -69,10 +71,11 @@ impl CloseReason {
             Self::Drained => "drained",
             Self::Validation => "validation",
             Self::Evicted => "evicted",
+            Self::Resized => "resized",
         }
     }
 
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         Self::IdleTimeout,
         Self::Lifetime,
         Self::Stale,
@@ -80,6 +83,7 @@ impl CloseReason {
         Self::Drained,
         Self::Validation,
         Self::Evicted,
+        Self::Resized,
     ];
 }
 
@@ -123,7 +127,7 @@ struct Waiter<W> {
 pub struct PoolCounters {
     pub created: u64,
     /// Closed, by [`CloseReason`] (in the order of [`CloseReason::ALL`]).
-    pub closed: [u64; 7],
+    pub closed: [u64; 8],
     /// Borrowers that had to wait in line.
     pub waited: u64,
     /// Borrowers that gave up waiting (acquire timeout).
@@ -145,6 +149,13 @@ pub struct PoolCounts {
     pub generation: u64,
     pub draining: bool,
     pub counters: PoolCounters,
+}
+
+impl PoolCounts {
+    /// Connections open or being opened.
+    pub fn open(&self) -> usize {
+        self.in_use + self.idle + self.opening
+    }
 }
 
 /// One backend's pool, without I/O. `C` is the connection, `W` what wakes a waiter.
@@ -300,6 +311,9 @@ impl<C, W> PoolCore<C, W> {
             Some(CloseReason::Drained)
         } else if now.saturating_duration_since(conn.created) >= self.limits.max_lifetime {
             Some(CloseReason::Lifetime)
+        } else if self.open() >= self.limits.max && self.waiters.is_empty() {
+            // Above a lowered `pool-max` (this one is no longer counted in `open`).
+            Some(CloseReason::Resized)
         } else {
             None
         };
@@ -407,6 +421,23 @@ impl<C, W> PoolCore<C, W> {
         }
         let waiters = self.waiters.drain(..).map(|w| w.token).collect();
         (idle, waiters)
+    }
+
+    /// New limits (a reload): idle connections above a lowered maximum are returned to close;
+    /// waiters that a raised maximum makes room for are returned with a slot each. Lent
+    /// connections above the maximum close as they come back.
+    pub fn resize(&mut self, limits: PoolLimits) -> (Vec<Pooled<C>>, Vec<W>) {
+        self.limits = limits;
+        let mut excess = Vec::new();
+        while self.open() > self.limits.max && !self.idle.is_empty() {
+            self.count_close(CloseReason::Resized);
+            excess.push(self.idle.remove(0));
+        }
+        let mut permits = Vec::new();
+        while let Some(w) = self.next_permit() {
+            permits.push(w);
+        }
+        (excess, permits)
     }
 
     pub fn undrain(&mut self) {
@@ -603,6 +634,35 @@ mod tests {
         assert_eq!(c.closed[1], 1); // lifetime
         assert!(core.reserve_warm());
         assert!(!core.reserve_warm());
+    }
+
+    #[test]
+    fn a_resize_closes_above_a_lower_max_and_serves_the_line_below_a_higher_one() {
+        let now = Instant::now();
+        let mut core = PoolCore::new(PoolLimits { max: 3, ..LIMITS });
+        let a = account("a");
+        let lent: Vec<_> = (0..3).map(|_| lend(&mut core, &a, now)).collect();
+        let mut lent = lent.into_iter();
+        let (c1, c2, c3) = (lent.next(), lent.next(), lent.next());
+        core.put(c1.expect("c1"), true, now);
+        // Max 1: the idle one closes now, one lent one as it comes back, the last stays.
+        let (excess, permits) = core.resize(PoolLimits { max: 1, ..LIMITS });
+        assert_eq!((excess.len(), permits.len()), (1, 0));
+        assert!(matches!(
+            core.put(c2.expect("c2"), true, now),
+            Put::Close {
+                reason: CloseReason::Resized,
+                ..
+            }
+        ));
+        assert!(matches!(core.take(&a, now), Take::Wait));
+        core.enqueue(Arc::clone(&a), "w1");
+        core.enqueue(Arc::clone(&a), "w2");
+        // Max 3 again: two slots free, the two waiters get them in order.
+        let (excess, permits) = core.resize(PoolLimits { max: 3, ..LIMITS });
+        assert_eq!((excess.len(), permits), (0, vec!["w1", "w2"]));
+        assert!(matches!(core.put(c3.expect("c3"), true, now), Put::Idle));
+        assert_eq!(core.total(), 3);
     }
 
     #[test]

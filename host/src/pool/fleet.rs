@@ -69,7 +69,7 @@ impl Group {
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| b.config.name == name)
+        self.backends.iter().find(|b| b.name() == name)
     }
 
     /// The group's backends, in configuration order (the order routers are shown).
@@ -90,28 +90,34 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(configs: &[BackendConfig]) -> Self {
-        let backends: Vec<Arc<Backend>> = configs
-            .iter()
-            .cloned()
-            .map(|c| Arc::new(Backend::new(c)))
-            .collect();
+        Self::from_backends(
+            configs
+                .iter()
+                .cloned()
+                .map(|c| Arc::new(Backend::new(c)))
+                .collect(),
+        )
+    }
+
+    /// A fleet of these backends, in this order (a reload keeps the ones that did not change).
+    pub fn from_backends(backends: Vec<Arc<Backend>>) -> Self {
         let mut groups: Vec<Arc<Group>> = Vec::new();
         for b in &backends {
-            let name = &b.config.group;
-            if groups.iter().any(|g| &g.name == name) {
+            let name = b.group();
+            if groups.iter().any(|g| g.name == name) {
                 continue;
             }
             let members: Vec<Arc<Backend>> = backends
                 .iter()
-                .filter(|o| &o.config.group == name)
+                .filter(|o| o.group() == name)
                 .cloned()
                 .collect();
             let primary = members
                 .iter()
-                .position(|m| m.config.role == Role::Primary)
+                .position(|m| m.role() == Role::Primary)
                 .unwrap_or(0);
             groups.push(Arc::new(Group {
-                name: name.clone(),
+                name: name.to_string(),
                 backends: members,
                 primary,
             }));
@@ -133,7 +139,7 @@ impl Fleet {
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| b.config.name == name)
+        self.backends.iter().find(|b| b.name() == name)
     }
 
     /// Every backend of every group.

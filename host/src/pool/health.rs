@@ -141,6 +141,11 @@ pub struct Health {
 }
 
 impl Health {
+    /// New breaker settings (a reload); failures already counted stay counted.
+    pub fn set_breaker(&mut self, breaker: BreakerConfig) {
+        self.breaker = breaker;
+    }
+
     pub fn new(role: Role, breaker: BreakerConfig) -> Self {
         Self {
             role,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Backend;
 
-/// Looks after `backend`'s pool until `shutdown` turns true.
+/// Looks after `backend`'s pool until `shutdown` turns true or a reload removes it.
 pub async fn run(backend: Arc<Backend>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = Duration::from_secs(1);
     loop {
@@ -15,7 +15,8 @@ pub async fn run(backend: Arc<Backend>, mut shutdown: tokio::sync::watch::Receiv
             () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        if *shutdown.borrow() {
+        // Removed by a reload: its connections close as they come back (the drain).
+        if *shutdown.borrow() || backend.is_retired() {
             return;
         }
         backend.maintain().await;

@@ -19,16 +19,37 @@ use super::Backend;
 use super::health::{Probe, Replication};
 use crate::config::{MonitorConfig, Role};
 
-/// Watches `backend` until `shutdown` turns true.
+/// Watches `backend` until `shutdown` turns true or a reload removes the backend. `settings`
+/// is the `[monitor]` section in force: a reload that changes it applies at the next probe (a
+/// new account reconnects), one that removes it pauses the probes.
 pub async fn run(
     backend: Arc<Backend>,
-    cfg: MonitorConfig,
+    mut settings: tokio::sync::watch::Receiver<Option<MonitorConfig>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let interval = Duration::from_millis(cfg.interval_ms.max(10));
     let mut conn: Option<Conn> = None;
     let mut refused_logged = false;
+    let mut current: Option<MonitorConfig> = None;
     loop {
+        if backend.is_retired() || *shutdown.borrow() {
+            return;
+        }
+        let Some(cfg) = settings.borrow_and_update().clone() else {
+            tokio::select! {
+                r = settings.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        };
+        if current
+            .as_ref()
+            .is_some_and(|c| c.user != cfg.user || c.password != cfg.password)
+        {
+            conn = None;
+            refused_logged = false;
+        }
+        let interval = Duration::from_millis(cfg.interval_ms.max(10));
+        current = Some(cfg.clone());
         let mut refused = false;
         if conn.is_none() {
             match tokio::time::timeout(
@@ -67,16 +88,14 @@ pub async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
+            _ = shutdown.changed() => {}
+            () = backend.retired_notify() => {}
         }
     }
 }
 
 fn opts(backend: &Backend, cfg: &MonitorConfig) -> OptsBuilder {
-    let (host, port) = super::connect::host_port(&backend.config.address);
+    let (host, port) = super::connect::host_port(backend.address());
     OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
@@ -122,7 +141,7 @@ async fn probe(backend: &Backend, c: &mut Conn) -> Result<Option<(Probe, Option<
         Err(mysql_async::Error::Server(_)) => Replication::Unknown,
         Err(e) => return Err(lost(e)),
     };
-    if backend.config.role == Role::Primary {
+    if backend.role() == Role::Primary {
         let probe = Probe {
             read_only,
             replication,

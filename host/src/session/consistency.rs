@@ -23,8 +23,8 @@ impl Session {
     /// a statement run on it now would clobber what the client may ask next (`ROW_COUNT()`,
     /// `SHOW WARNINGS`).
     pub(super) fn note_write(&mut self, conn: &BackendConn, facts: &QueryFacts) {
-        if self.gw.config.routing.consistency != Consistency::Session
-            || conn.backend.config.role != Role::Primary
+        if self.gw.config().routing.consistency != Consistency::Session
+            || conn.backend.role() != Role::Primary
         {
             return;
         }
@@ -48,19 +48,19 @@ impl Session {
     /// with the session: it runs there (it sees the write; no replica could have it yet).
     pub(super) fn reads_own_write(&self, facts: &QueryFacts, parked: &BackendConn) -> bool {
         let window =
-            std::time::Duration::from_millis(self.gw.config.routing.read_after_write_primary_ms);
+            std::time::Duration::from_millis(self.gw.config().routing.read_after_write_primary_ms);
         // (Not a declared read-only transaction: that one asks to be offloaded.)
         facts.read_only
             && facts.starts_transaction.is_none()
             && self.unsynced_write
-            && parked.backend.config.role == Role::Primary
+            && parked.backend.role() == Role::Primary
             && self.last_write.is_some_and(|t| t.elapsed() < window)
     }
 
     /// `conn` is leaving the session: if it ran a write whose position is not known yet and no
     /// transaction is open, read the position (`@@last_gtid`).
     pub(super) async fn learn_written(&mut self, conn: &mut BackendConn) {
-        if !self.unsynced_write || self.in_txn || conn.backend.config.role != Role::Primary {
+        if !self.unsynced_write || self.in_txn || conn.backend.role() != Role::Primary {
             return;
         }
         let gtid: Result<Option<String>, _> = conn.conn().query_first("SELECT @@last_gtid").await;
@@ -76,7 +76,7 @@ impl Session {
     /// last write's under `session`. (`global` asks the primary after routing; `eventual` needs
     /// none.)
     pub(super) fn required_position(&self) -> Option<&GtidPosition> {
-        if self.gw.config.routing.consistency == Consistency::Session {
+        if self.gw.config().routing.consistency == Consistency::Session {
             self.written.as_ref()
         } else {
             None
@@ -90,10 +90,10 @@ impl Session {
         conn: BackendConn,
         reused: bool,
     ) -> Result<(BackendConn, bool), SessionError> {
-        if conn.backend.config.role == Role::Primary {
+        if conn.backend.role() == Role::Primary {
             return Ok((conn, reused));
         }
-        let need = match self.gw.config.routing.consistency {
+        let need = match self.gw.config().routing.consistency {
             Consistency::Eventual => return Ok((conn, reused)),
             Consistency::Session => {
                 if self.unsynced_write && !self.in_txn {
@@ -140,7 +140,7 @@ impl Session {
 
     /// `MASTER_GTID_WAIT` on the replica, bounded by `consistency-wait-ms`: true when reached.
     async fn wait_for(&self, conn: &mut BackendConn, need: &GtidPosition) -> bool {
-        let secs = self.gw.config.routing.consistency_wait_ms as f64 / 1000.0;
+        let secs = self.gw.config().routing.consistency_wait_ms as f64 / 1000.0;
         // The position prints as digits, dashes and commas only.
         let sql = format!("SELECT MASTER_GTID_WAIT('{need}', {secs:.3})");
         matches!(conn.conn().query_first::<i64, _>(sql).await, Ok(Some(0)))

@@ -128,6 +128,8 @@ pub struct Session {
     account: Arc<Account>,
     /// The backend group (cluster) this session's statements run on.
     group: Arc<Group>,
+    /// The fleet epoch `group` was resolved in ([`Gateway::fleet_epoch`]).
+    fleet_epoch: u64,
     /// The gateway rolled back an idle transaction; the client hears of it when it next speaks.
     transaction_timed_out: bool,
     state: Arc<ReplayState>,
@@ -189,7 +191,7 @@ impl Session {
         });
         let mut state = ReplayState::for_client_charset(a.hello.charset);
         state.schema.clone_from(&a.hello.database);
-        let statement_timeout = statement_timeout(&gw.config, &a.grant);
+        let statement_timeout = statement_timeout(&gw.config(), &a.grant);
         Self {
             stream: a.stream,
             entry,
@@ -200,6 +202,8 @@ impl Session {
             tls: a.tls,
             grant: a.grant,
             account,
+            // Resolved before this session existed: the first statement looks again.
+            fleet_epoch: u64::MAX,
             group,
             transaction_timed_out: false,
             state: Arc::new(state),
@@ -217,8 +221,8 @@ impl Session {
             last_row_count: -1,
             last_found_rows: 0,
             stmts: Statements::new(prepared::LongDataLimits {
-                per_parameter: gw.config.frontend.max_allowed_packet,
-                per_session: gw.config.frontend.max_long_data,
+                per_parameter: gw.config().frontend.max_allowed_packet,
+                per_session: gw.config().frontend.max_long_data,
             }),
             salt: a.salt,
             statement_timeout,
@@ -252,7 +256,7 @@ impl Session {
             let _ = refuse(&mut stream, e).await;
             return;
         }
-        let Some(group) = gw.fleet.group(a.grant.backend_group.as_deref()).cloned() else {
+        let Some(group) = gw.fleet().group(a.grant.backend_group.as_deref()).cloned() else {
             let e = GatewayError::UnknownBackendGroup {
                 user: a.hello.user.clone(),
                 group: a.grant.backend_group.clone().unwrap_or_default(),
@@ -318,7 +322,7 @@ impl Session {
                     if self.transaction_timed_out && answered {
                         self.transaction_timed_out = false;
                         let e = GatewayError::TransactionIdleTimeout {
-                            secs: self.gw.config.frontend.transaction_idle_timeout_secs,
+                            secs: self.gw.config().frontend.transaction_idle_timeout_secs,
                         };
                         if self.send_err(&e).await.is_err() {
                             return;
@@ -373,7 +377,7 @@ impl Session {
     async fn next_command(&mut self) -> Result<Option<Bytes>, PacketError> {
         let idle = self.wait_timeout();
         let idle_deadline = tokio::time::Instant::now() + idle;
-        let affinity = Duration::from_millis(self.gw.config.frontend.affinity_ms);
+        let affinity = Duration::from_millis(self.gw.config().frontend.affinity_ms);
         let mut shutdown = self.gw.shutdown.clone();
         loop {
             if self.entry.killed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -396,7 +400,7 @@ impl Session {
                 _ => None,
             };
             let txn_idle =
-                Duration::from_secs(self.gw.config.frontend.transaction_idle_timeout_secs);
+                Duration::from_secs(self.gw.config().frontend.transaction_idle_timeout_secs);
             let in_txn_hold = !txn_idle.is_zero()
                 && matches!(
                     self.held,
@@ -560,7 +564,7 @@ impl Session {
             .get("wait_timeout")
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map_or(self.gw.config.frontend.idle_timeout_secs, |s| s as u64);
+            .map_or(self.gw.config().frontend.idle_timeout_secs, |s| s as u64);
         Duration::from_secs(secs.max(1))
     }
 
@@ -615,6 +619,7 @@ impl Session {
                 self.publish_view();
             }
         }
+        self.refresh_group();
         let t0 = self.trace_clock();
         let mut backend = self.route(facts);
         self.trace_phase(crate::telemetry::trace::Phase::Route, t0, Some(&backend));
@@ -656,14 +661,14 @@ impl Session {
     /// in progress) or several (split brain), waits up to `routing.failover-wait-ms`, then
     /// refuses the statement rather than guess.
     async fn writer(&self) -> Result<Arc<Backend>, GatewayError> {
-        let wait = Duration::from_millis(self.gw.config.routing.failover_wait_ms);
+        let wait = Duration::from_millis(self.gw.config().routing.failover_wait_ms);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let refusal = match self.group.writer() {
                 Writer::One(b) => return Ok(Arc::clone(b)),
                 Writer::None => GatewayError::NoWriter {
                     group: self.group.name.clone(),
-                    waited_ms: self.gw.config.routing.failover_wait_ms,
+                    waited_ms: self.gw.config().routing.failover_wait_ms,
                 },
                 Writer::Several(names) => GatewayError::SplitBrain {
                     group: self.group.name.clone(),
@@ -681,7 +686,7 @@ impl Session {
     /// monitor sees one (within `routing.failover-wait-ms`). None: `old` is still the writer
     /// (the refusal had another cause), or none appeared.
     pub(super) async fn moved_writer(&self, old: &Arc<Backend>) -> Option<Arc<Backend>> {
-        let wait = Duration::from_millis(self.gw.config.routing.failover_wait_ms);
+        let wait = Duration::from_millis(self.gw.config().routing.failover_wait_ms);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match self.group.writer() {
@@ -691,6 +696,19 @@ impl Session {
                 _ if tokio::time::Instant::now() >= deadline => return None,
                 _ => tokio::time::sleep(WRITER_POLL).await,
             }
+        }
+    }
+
+    /// After a reload changed the fleet: the session's group as it is now (backends added or
+    /// removed), unless the reload removed the group itself.
+    fn refresh_group(&mut self) {
+        let epoch = self.gw.fleet_epoch();
+        if epoch == self.fleet_epoch {
+            return;
+        }
+        self.fleet_epoch = epoch;
+        if let Some(g) = self.gw.fleet().group(Some(&self.group.name)) {
+            self.group = Arc::clone(g);
         }
     }
 
@@ -874,7 +892,7 @@ impl Session {
         tracing::info!(
             id = self.id,
             user = %self.user,
-            secs = self.gw.config.frontend.transaction_idle_timeout_secs,
+            secs = self.gw.config().frontend.transaction_idle_timeout_secs,
             "idle transaction rolled back"
         );
         self.release_dirty().await;
@@ -928,7 +946,11 @@ impl Session {
                     password: grant.backend_password.clone(),
                     found_rows: self.account.found_rows,
                 });
-                let Some(group) = self.gw.fleet.group(grant.backend_group.as_deref()).cloned()
+                let Some(group) = self
+                    .gw
+                    .fleet()
+                    .group(grant.backend_group.as_deref())
+                    .cloned()
                 else {
                     let e = GatewayError::UnknownBackendGroup {
                         user: cu.user.clone(),
@@ -938,7 +960,8 @@ impl Session {
                     return Ok(Flow::Quit);
                 };
                 self.group = group;
-                self.statement_timeout = statement_timeout(&self.gw.config, &grant);
+                self.fleet_epoch = self.gw.fleet_epoch();
+                self.statement_timeout = statement_timeout(&self.gw.config(), &grant);
                 self.grant = grant;
                 self.user_stats = self.gw.telemetry.users.get(&cu.user);
                 self.user_stats

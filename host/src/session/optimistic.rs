@@ -65,7 +65,7 @@ impl Session {
     /// Optimistic transactions are on and this statement would open a writable implicit
     /// transaction with a read: it may start on a replica.
     pub(super) fn starts_optimistic(&self, facts: &QueryFacts) -> bool {
-        self.gw.config.routing.optimistic_transactions
+        self.gw.config().routing.optimistic_transactions
             && self.optimistic.is_none()
             && !self.in_txn
             && facts.starts_transaction.is_none()

@@ -174,7 +174,7 @@ impl Session {
                 .await;
         }
         let mut deadlocks = 0;
-        while deadlocks < self.gw.config.routing.deadlock_retries
+        while deadlocks < self.gw.config().routing.deadlock_retries
             && self.stream.packets_out() == before
             && self.deadlock_retryable(facts, &outcome)
         {

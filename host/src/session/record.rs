@@ -67,10 +67,7 @@ impl Session {
             connection_id: Some(self.id),
             user: Some(&self.user),
             client: Some(&self.entry.peer),
-            backend: self
-                .held
-                .as_ref()
-                .map(|h| h.conn.backend.config.address.as_str()),
+            backend: self.held.as_ref().map(|h| h.conn.backend.address()),
             schema: self.state.schema.as_deref(),
             tls: Some(self.tls),
             detail,

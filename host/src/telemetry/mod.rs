@@ -145,7 +145,7 @@ impl Telemetry {
         redact: impl FnOnce() -> Option<String>,
     ) {
         let route = match r.backend {
-            Some(b) if b.config.role == crate::config::Role::Primary => Route::Primary,
+            Some(b) if b.role() == crate::config::Role::Primary => Route::Primary,
             Some(_) => Route::Replica,
             None => Route::Gateway,
         };

@@ -197,7 +197,7 @@ impl OtlpMetrics {
         let servers = backends
             .iter()
             .map(|b| {
-                let address: Arc<str> = Arc::from(b.config.address.as_str());
+                let address: Arc<str> = Arc::from(b.address());
                 let name: Arc<str> = Arc::from(b.name());
                 (
                     Arc::clone(b),
@@ -325,7 +325,7 @@ fn pool_gauge(
 fn pool_attrs(b: &Backend, state: Option<&'static str>) -> Vec<KeyValue> {
     let mut a = vec![KeyValue::new(
         "db.client.connection.pool.name",
-        b.config.name.clone(),
+        b.name().to_string(),
     )];
     if let Some(s) = state {
         a.push(KeyValue::new("db.client.connection.state", s));

@@ -265,12 +265,12 @@ pub fn summary(facts: &QueryFacts) -> String {
 }
 
 fn server_attributes(attrs: &mut Vec<KeyValue>, b: &Backend) {
-    let (host, port) = split_address(&b.config.address);
+    let (host, port) = split_address(b.address());
     attrs.push(KeyValue::new("server.address", host.to_string()));
     if let Some(p) = port {
         attrs.push(KeyValue::new("server.port", i64::from(p)));
     }
-    attrs.push(KeyValue::new("sluice.backend", b.config.name.clone()));
+    attrs.push(KeyValue::new("sluice.backend", b.name().to_string()));
 }
 
 fn split_address(addr: &str) -> (&str, Option<u16>) {
