@@ -193,7 +193,7 @@ pub struct Gateway {
 /// Configuration reloads since start.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadStatus {
-    /// Reloads applied (0: the configuration the gateway started with).
+    /// Reloads that changed something (0: the configuration the gateway started with).
     pub version: u64,
     /// What the last applied reload changed.
     pub last_change: Option<String>,
@@ -327,8 +327,8 @@ impl Gateway {
         r.clone()
     }
 
-    /// Notes a reload's outcome.
-    pub fn record_reload(&self, outcome: Result<String, String>) {
+    /// Notes a reload's outcome: what it changed (`None`: nothing), or why it was refused.
+    pub fn record_reload(&self, outcome: Result<Option<String>, String>) {
         let mut st = self
             .reloads
             .lock()
@@ -336,8 +336,10 @@ impl Gateway {
         st.last_attempt_ms = unix_ms();
         match outcome {
             Ok(summary) => {
-                st.version += 1;
-                st.last_change = Some(summary);
+                if summary.is_some() {
+                    st.version += 1;
+                    st.last_change = summary;
+                }
                 st.last_error = None;
             }
             Err(e) => {

@@ -251,7 +251,7 @@ impl ConfigReloader {
                 ..Default::default()
             });
         self.gw.record_reload(match &outcome {
-            Ok(s) => Ok(s.to_string()),
+            Ok(s) => Ok((!s.is_empty()).then(|| s.to_string())),
             Err(e) => Err(e.clone()),
         });
         outcome

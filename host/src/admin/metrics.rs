@@ -484,6 +484,22 @@ fn policies(e: &mut Exposition, gw: &Gateway) {
         &[("result", "failed")],
         st.errors,
     );
+    let cfg = gw.reload_status();
+    e.family(
+        "sluice_config_reloads_total",
+        "counter",
+        "Configuration file reloads: ok (applied a change), failed (refused; nothing changed).",
+    );
+    e.sample(
+        "sluice_config_reloads_total",
+        &[("result", "ok")],
+        cfg.version,
+    );
+    e.sample(
+        "sluice_config_reloads_total",
+        &[("result", "failed")],
+        cfg.errors,
+    );
 }
 
 fn users(e: &mut Exposition, gw: &Gateway) {
