@@ -156,7 +156,7 @@ pub struct Gateway {
     /// The loaded policies of the active set (for their counters).
     plugins: Mutex<Vec<Arc<Plugin>>>,
     /// The routable backends; replaced whole when a reload adds, removes or moves one.
-    fleet: ArcSwap<Fleet>,
+    fleet: Arc<ArcSwap<Fleet>>,
     /// Bumped with every fleet swap: a session re-resolves its group when it sees a new one.
     fleet_epoch: AtomicU64,
     /// Backends a reload removed, draining until their last connection closes.
@@ -222,7 +222,7 @@ impl Gateway {
             policy_status: Mutex::new(PolicyStatus::default()),
             plugins: Mutex::new(Vec::new()),
             telemetry,
-            fleet: ArcSwap::from_pointee(fleet),
+            fleet: Arc::new(ArcSwap::from_pointee(fleet)),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             sha2_cache: Mutex::new(HashSet::new()),
@@ -258,6 +258,11 @@ impl Gateway {
         let mut all = self.fleet().backends().to_vec();
         all.extend(self.retired());
         all
+    }
+
+    /// The fleet as it is at each read, for readers outside the gateway (OTLP's pool gauges).
+    pub fn fleet_handle(&self) -> Arc<ArcSwap<Fleet>> {
+        Arc::clone(&self.fleet)
     }
 
     /// Changes with every fleet swap.

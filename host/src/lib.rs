@@ -174,8 +174,7 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
                 .display()
         )
     })?;
-    gateway.telemetry.otlp =
-        telemetry::otlp::Otlp::start(&config.otlp, gateway.fleet().backends())?;
+    gateway.telemetry.otlp = telemetry::otlp::Otlp::start(&config.otlp, gateway.fleet_handle())?;
     let gateway = Arc::new(gateway);
     for b in gateway.fleet().backends() {
         gateway.look_after(b);

@@ -30,7 +30,7 @@ pub struct Otlp {
 
 impl Otlp {
     /// Starts the exporters the configuration asks for (`None`: no collector configured).
-    pub fn start(config: &OtlpConfig, backends: &[Arc<Backend>]) -> anyhow::Result<Option<Self>> {
+    pub fn start(config: &OtlpConfig, fleet: FleetHandle) -> anyhow::Result<Option<Self>> {
         let Some(base) = config.collector() else {
             return Ok(None);
         };
@@ -83,7 +83,7 @@ impl Otlp {
                 .with_reader(reader)
                 .with_resource(resource)
                 .build();
-            Some(OtlpMetrics::new(provider, &scope, backends))
+            Some(OtlpMetrics::new(provider, &scope, fleet))
         } else {
             None
         };
@@ -168,11 +168,7 @@ const SECONDS: [f64; 16] = [
 ];
 
 impl OtlpMetrics {
-    fn new(
-        provider: SdkMeterProvider,
-        scope: &InstrumentationScope,
-        backends: &[Arc<Backend>],
-    ) -> Self {
+    fn new(provider: SdkMeterProvider, scope: &InstrumentationScope, fleet: FleetHandle) -> Self {
         let meter = provider.meter_with_scope(scope.clone());
         let duration = meter
             .f64_histogram("db.client.operation.duration")
@@ -194,40 +190,31 @@ impl OtlpMetrics {
             .with_description("The time it took to create a new connection")
             .with_boundaries(SECONDS.to_vec())
             .build();
-        let servers = backends
+        let servers = fleet
+            .load()
+            .backends()
             .iter()
-            .map(|b| {
-                let address: Arc<str> = Arc::from(b.address());
-                let name: Arc<str> = Arc::from(b.name());
-                (
-                    Arc::clone(b),
-                    [
-                        KeyValue::new("server.address", StringValue::from(address)),
-                        KeyValue::new("sluice.backend", StringValue::from(name)),
-                    ],
-                )
-            })
+            .map(|b| (Arc::clone(b), server_attrs(b)))
             .collect();
-        let pools: Vec<Arc<Backend>> = backends.to_vec();
         pool_gauge(
             &meter,
             ("db.client.connection.count", "{connection}"),
             "The number of connections that are currently in state described by the state attribute",
-            &pools,
+            &fleet,
             |c| vec![(c.idle, Some("idle")), (c.in_use, Some("used"))],
         );
         pool_gauge(
             &meter,
             ("db.client.connection.max", "{connection}"),
             "The maximum number of open connections allowed",
-            &pools,
+            &fleet,
             |c| vec![(c.max, None)],
         );
         pool_gauge(
             &meter,
             ("db.client.connection.pending_requests", "{request}"),
             "The number of current pending requests for an open connection",
-            &pools,
+            &fleet,
             |c| vec![(c.waiting, None)],
         );
         meter
@@ -235,7 +222,7 @@ impl OtlpMetrics {
             .with_unit("{timeout}")
             .with_description("The number of connection timeouts that have occurred trying to obtain a connection from the pool")
             .with_callback(move |o| {
-                for b in &pools {
+                for b in fleet.load().backends() {
                     o.observe(b.pool_status().counts.counters.timeouts, &pool_attrs(b, None));
                 }
             })
@@ -264,12 +251,15 @@ impl OtlpMetrics {
                 .find(|(s, _)| std::ptr::eq(Arc::as_ptr(s), b))
                 .map(|(_, kv)| kv)
         });
-        let [address, name] = server.cloned().unwrap_or_else(|| {
-            [
+        // Backends a reload added since start are not cached: made here.
+        let [address, name] = match (server, backend) {
+            (Some(kv), _) => kv.clone(),
+            (None, Some(b)) => server_attrs(b),
+            (None, None) => [
                 KeyValue::new("server.address", ""),
                 KeyValue::new("sluice.backend", "gateway"),
-            ]
-        });
+            ],
+        };
         let attrs = [
             KeyValue::new("db.system.name", system),
             KeyValue::new("db.operation.name", operation_of_kind(facts)),
@@ -304,22 +294,34 @@ fn pool_gauge(
     meter: &opentelemetry::metrics::Meter,
     (name, unit): (&'static str, &'static str),
     description: &'static str,
-    pools: &[Arc<Backend>],
+    fleet: &FleetHandle,
     read: fn(&PoolCounts) -> Vec<Reading>,
 ) {
-    let pools = pools.to_vec();
+    let fleet = Arc::clone(fleet);
     meter
         .i64_observable_gauge(name)
         .with_unit(unit)
         .with_description(description)
         .with_callback(move |o| {
-            for b in &pools {
+            for b in fleet.load().backends() {
                 for (value, state) in read(&b.pool_status().counts) {
                     o.observe(value as i64, &pool_attrs(b, state));
                 }
             }
         })
         .build();
+}
+
+/// The fleet as a reload leaves it: the gauges report the backends in it at each reading.
+pub type FleetHandle = Arc<arc_swap::ArcSwap<crate::pool::Fleet>>;
+
+fn server_attrs(b: &Backend) -> [KeyValue; 2] {
+    let address: Arc<str> = Arc::from(b.address());
+    let name: Arc<str> = Arc::from(b.name());
+    [
+        KeyValue::new("server.address", StringValue::from(address)),
+        KeyValue::new("sluice.backend", StringValue::from(name)),
+    ]
 }
 
 fn pool_attrs(b: &Backend, state: Option<&'static str>) -> Vec<KeyValue> {
