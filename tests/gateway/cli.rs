@@ -1,4 +1,4 @@
-//! The `sluice` binary: `check-config` and `serve` with a graceful SIGTERM.
+//! The `sluice` binary: `check-config`, and `serve` with a graceful SIGTERM and a reload on SIGHUP.
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -145,4 +145,68 @@ fn serve_stops_cleanly_on_sigterm() {
         TcpStream::connect(addr).is_err(),
         "still listening after SIGTERM"
     );
+}
+
+/// SIGHUP reloads the file `serve` was given (here with the file watch off, so the signal is
+/// what reloads): a user added to it can log in, the session already in keeps working.
+#[test]
+fn serve_reloads_its_configuration_on_sighup() {
+    let f = fleet();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let dir = crate::harness::PolicyDir::new("sighup").path;
+    let file = dir.join("sluice.toml");
+    let text = format!(
+        "[frontend]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n[reload]\nwatch = false\n\
+         [[users]]\nname = \"app\"\npassword = \"app-secret\"\n\
+         [[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:{}\"\nrole = \"primary\"\n",
+        f.port
+    );
+    std::fs::write(&file, &text).expect("config");
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let up = (0..200).any(|_| {
+        TcpStream::connect(addr).is_ok() || {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            false
+        }
+    });
+    assert!(up, "sluice did not start listening");
+    let (ok, _, _) = cli(addr, "hup", "hup-secret", &["app"], "SELECT 1");
+    assert!(!ok, "an unknown user logged in");
+    std::fs::write(
+        &file,
+        format!(
+            "{text}[[users]]\nname = \"hup\"\npassword = \"hup-secret\"\nbackend-user = \"app\"\nbackend-password = \"app-secret\"\n"
+        ),
+    )
+    .expect("config");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    // The reload is asynchronous to the signal: poll the login, bounded.
+    let mut logged_in = false;
+    for _ in 0..200 {
+        if cli(addr, "hup", "hup-secret", &["app"], "SELECT 1").0 {
+            logged_in = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = child.wait().expect("wait");
+    assert!(logged_in, "the user added before SIGHUP cannot log in");
+    assert!(exit.success(), "sluice exited with {exit:?}");
 }
