@@ -1,11 +1,15 @@
 # Shared by the scripts/bench-* comparisons of gateway configurations: start release-build
 # gateways with settings from the environment, wait for them, run sysbench rounds interleaved,
-# report medians. Source it after `cd` to the repository; call bench_setup first.
+# report medians. Source it after `cd` to the repository; call bench_setup first. GATEWAY_BIN names
+# a gateway binary to use instead of building the release one (e.g. scripts/image's static one).
 
 bench_setup() {
   scripts/deps
   scripts/fleet up >/dev/null
-  cargo build --release --bin sluice -q
+  if [ -z "${GATEWAY_BIN:-}" ]; then
+    cargo build --release --bin sluice -q
+    GATEWAY_BIN="${CARGO_TARGET_DIR:-target}/release/sluice"
+  fi
   scripts/build-policies
   work=$(mktemp -d)
   trap bench_cleanup EXIT
@@ -19,7 +23,7 @@ bench_cleanup() {
 bench_start() { # name port env...: a gateway with the default config and these settings
   local name=$1 port=$2; shift 2
   env SLUICE_ADMIN__LISTEN=127.0.0.1:0 SLUICE_FRONTEND__LISTEN="127.0.0.1:$port" SLUICE_LOG__LEVEL=warn "$@" \
-    "${CARGO_TARGET_DIR:-target}/release/sluice" serve --config config/sluice.toml >"$work/$name.log" 2>&1 &
+    "$GATEWAY_BIN" serve --config config/sluice.toml >"$work/$name.log" 2>&1 &
   echo $! >"$work/$name.pid"
 }
 
