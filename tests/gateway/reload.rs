@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
-use crate::harness::{PolicyDir, TestGateway, fleet, wait_until};
+use crate::harness::{Fleet, PolicyDir, TestGateway, fleet, start_private_fleet, wait_until};
 use sluice::config::Config;
 use sluice::gateway::Gateway;
 
@@ -58,9 +58,8 @@ fn certificate() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
-/// The gateway's configuration file, with these replicas of the shared fleet.
-fn config_text(replicas: &[u16], extra: &str) -> String {
-    let f = fleet();
+/// The gateway's configuration file, with these replicas of fleet `f`.
+fn config_text(f: &Fleet, replicas: &[u16], extra: &str) -> String {
     let mut t = format!(
         r#"
 [frontend]
@@ -297,6 +296,8 @@ impl Drop for Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backends_passwords_and_certificates_change_live_without_a_failed_statement() {
+    // Its own servers: the load's writes must not lag the shared replicas other tests read.
+    let f = &start_private_fleet("reload-live");
     let root = PolicyDir::new("reload-live").path;
     let mut secrets = SecretMount::new(root.join("secrets"), &[("app-password", b"front-one")]);
     let (cert1, key1, der1) = certificate();
@@ -305,7 +306,7 @@ async fn backends_passwords_and_certificates_change_live_without_a_failed_statem
         &[("cert.pem", &cert1), ("key.pem", &key1)],
     );
     let file = root.join("sluice.toml");
-    write_config(&file, &config_text(&[1], ""));
+    write_config(&file, &config_text(f, &[1], ""));
     let gw = TestGateway::start(Config::load(&file).expect("config"));
     let g = Arc::clone(&gw.gateway);
     let mut c = Conn::new(opts(gw.addr, "front-one")).await.expect("login");
@@ -314,14 +315,14 @@ async fn backends_passwords_and_certificates_change_live_without_a_failed_statem
     )
     .await
     .expect("table");
-    fleet().wait_replicas();
+    f.wait_replicas();
     assert_eq!(served_certificate(gw.addr).await, der1);
 
     let load = Load::start(gw.addr, "front-one", 8).await;
     load.run_for(200).await;
 
     // 1. A replica added to the file serves reads.
-    write_config(&file, &config_text(&[1, 2], ""));
+    write_config(&file, &config_text(f, &[1, 2], ""));
     wait_version(&g, 1, "the new replica is in").await;
     let replica2 = g
         .fleet()
@@ -336,7 +337,7 @@ async fn backends_passwords_and_certificates_change_live_without_a_failed_statem
 
     // 2. A replica removed leaves the fleet and drains to zero connections.
     let replica1 = g.fleet().by_name("replica1").cloned().expect("replica1");
-    write_config(&file, &config_text(&[2], ""));
+    write_config(&file, &config_text(f, &[2], ""));
     wait_version(&g, 2, "replica1 is removed").await;
     assert!(g.fleet().by_name("replica1").is_none());
     let drained = Arc::clone(&replica1);
@@ -392,20 +393,21 @@ async fn backends_passwords_and_certificates_change_live_without_a_failed_statem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_edit_changes_nothing_and_names_the_key() {
+    let f = fleet();
     let root = PolicyDir::new("reload-bad").path;
     let _secrets = SecretMount::new(root.join("secrets"), &[("app-password", b"front-one")]);
     let (cert, key, _) = certificate();
     let _tls = SecretMount::new(root.join("tls"), &[("cert.pem", &cert), ("key.pem", &key)]);
     let file = root.join("sluice.toml");
-    write_config(&file, &config_text(&[1], ""));
+    write_config(&file, &config_text(f, &[1], ""));
     let gw = TestGateway::start(Config::load(&file).expect("config"));
     let g = Arc::clone(&gw.gateway);
 
     // An address that is not host:port.
     write_config(
         &file,
-        &config_text(&[1], "").replace(
-            &format!("127.0.0.1:{}\"\nrole = \"replica\"", fleet().port + 1),
+        &config_text(f, &[1], "").replace(
+            &format!("127.0.0.1:{}\"\nrole = \"replica\"", f.port + 1),
             "127.0.0.1\"\nrole = \"replica\"",
         ),
     );
@@ -418,7 +420,7 @@ async fn a_bad_edit_changes_nothing_and_names_the_key() {
     // An unknown key.
     write_config(
         &file,
-        &config_text(&[1], "").replace(
+        &config_text(f, &[1], "").replace(
             "read-write-split = true",
             "read-write-split = true\nsplit-reads = true",
         ),
@@ -436,7 +438,7 @@ async fn a_bad_edit_changes_nothing_and_names_the_key() {
     );
 
     // A key read only at start keeps its value and is named; the rest applies.
-    let text = config_text(&[1], "")
+    let text = config_text(f, &[1], "")
         .replace(
             "listen = \"127.0.0.1:0\"\n[frontend.tls]",
             "listen = \"127.0.0.1:1\"\n[frontend.tls]",
