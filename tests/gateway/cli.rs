@@ -9,6 +9,12 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// A loopback port nobody listens on now, for a `serve` child to take.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
 #[test]
 fn check_config_accepts_the_default_and_names_the_bad_key() {
     let out = sluice()
@@ -90,10 +96,7 @@ fn check_config_accepts_the_default_and_names_the_bad_key() {
 #[test]
 fn serve_stops_cleanly_on_sigterm() {
     let f = fleet();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let mut child = sluice()
         .args(["serve", "--config"])
         .arg(repo_root().join("config/sluice.toml"))
@@ -152,10 +155,7 @@ fn serve_stops_cleanly_on_sigterm() {
 #[test]
 fn serve_reloads_its_configuration_on_sighup() {
     let f = fleet();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let dir = crate::harness::PolicyDir::new("sighup").path;
     let file = dir.join("sluice.toml");
     let text = format!(
