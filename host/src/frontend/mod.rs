@@ -98,7 +98,10 @@ pub async fn run(listener: TcpListener, gw: Arc<Gateway>) {
         );
         tasks.abort_all();
     }
-    gw.fleet().disconnect().await;
+    // The fleet's backends and those a reload removed that still hold connections.
+    for b in gw.all_backends() {
+        b.disconnect().await;
+    }
 }
 
 /// `e` as the connection's first packet, then close (the connection cap's 1040, as MySQL does;

@@ -151,12 +151,6 @@ impl Fleet {
     pub fn statuses(&self) -> Vec<BackendStatus> {
         self.backends.iter().map(|b| b.status()).collect()
     }
-
-    pub async fn disconnect(&self) {
-        for b in &self.backends {
-            b.disconnect().await;
-        }
-    }
 }
 
 #[cfg(test)]
