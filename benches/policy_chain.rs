@@ -27,6 +27,7 @@ fn fleet() -> Vec<BackendStatus> {
         in_use: 0,
         idle: 0,
         weight: 1,
+        load: sluice::phase::BackendLoad::default(),
         caught_up: true,
         applied: None,
     };
@@ -81,6 +82,55 @@ fn bench(c: &mut Criterion) {
             black_box((verdict, route))
         });
     });
+
+    // Each strategy of the shipped router, in the same chain (the budget: 1 µs for facts + guard
+    // + router). The fleet's load is set so the load-aware strategies compare real figures.
+    let mut loaded = fleet.clone();
+    for (i, b) in loaded.iter_mut().enumerate() {
+        b.load = sluice::phase::BackendLoad {
+            in_flight: i as u32,
+            service_ewma_us: 150 + 10 * i as u32,
+            response_ewma_us: 200 + 10 * i as u32,
+            peak_ewma_us: 250 + 10 * i as u32,
+        };
+    }
+    for strategy in [
+        "sticky",
+        "round-robin",
+        "weighted",
+        "least-in-use",
+        "lowest-latency",
+        "p2c",
+        "peak-ewma",
+        "c3",
+        "adaptive",
+    ] {
+        let candidate = sluice::bench::candidate::Candidate::Strategy(strategy.into());
+        let cdir =
+            sluice::bench::candidate::prepare(&dir, &candidate, 1000).expect("candidate dir");
+        let config = Config::from_toml(
+            "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n",
+        )
+        .expect("config");
+        let set = load_dir(
+            &engine,
+            &cdir.path,
+            ConfigPolicy::new(config),
+            &Arc::new(SecretSources {
+                env_prefix: None,
+                dir: Some(root.join("config/secrets")),
+            }),
+        )
+        .expect("candidate loads");
+        c.bench_function(&format!("facts+guard+router/wasm/{strategy}"), |b| {
+            b.iter(|| {
+                let facts = analyze(black_box(SQL));
+                let verdict = set.check(&facts, SQL, &session);
+                let route = set.route(&facts, &session, &loaded);
+                black_box((verdict, route))
+            });
+        });
+    }
 
     let facts = analyze(SQL);
     c.bench_function("guard only/wasm", |b| {
@@ -162,7 +212,10 @@ fn bench(c: &mut Criterion) {
             let load = |i: usize| rw_split::BackendLoad {
                 in_use: fleet[i].in_use,
                 idle: fleet[i].idle,
-                latency_p50_us: 0,
+                in_flight: fleet[i].load.in_flight,
+                service_ewma_us: fleet[i].load.service_ewma_us,
+                response_ewma_us: fleet[i].load.response_ewma_us,
+                peak_ewma_us: fleet[i].load.peak_ewma_us,
             };
             let route = rw_split::choose(&router_settings, 1, &read, &wit_fleet, load);
             black_box(&route);

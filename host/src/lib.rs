@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod facts;
@@ -122,7 +123,7 @@ pub struct ReloadOutcome {
 }
 
 /// The policy directory in use: configured and enabled.
-fn policy_dir(config: &Config) -> Option<&std::path::Path> {
+pub(crate) fn policy_dir(config: &Config) -> Option<&std::path::Path> {
     config
         .policies
         .dir

@@ -1,7 +1,9 @@
 //! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration and
-//! loads its policy directory the way `serve` would.
+//! loads its policy directory the way `serve` would, `bench` compares routing strategies.
 
 use std::path::PathBuf;
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
@@ -32,11 +34,30 @@ enum Cmd {
         #[arg(long, default_value = "config/sluice.toml")]
         config: PathBuf,
     },
+    /// Compare routing strategies on a workload against the real fleet, through an in-process
+    /// gateway per candidate, with faults injected; print a table, write JSON and HTML reports.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Bench(args) => {
+            // Quiet: the gateway's own log would drown the progress line (RUST_LOG overrides).
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+            match cli::bench::run(args) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice bench: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            }
+        }
         Cmd::CheckConfig { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,

@@ -94,11 +94,27 @@ pub struct BackendStatus {
     pub in_use: u32,
     pub idle: u32,
     pub weight: u32,
+    /// Statements in flight and latency estimates ([`crate::pool::load`]).
+    pub load: BackendLoad,
     /// Known to have applied the position the session's read must see (true when it needs none).
     pub caught_up: bool,
     /// What the backend is known to have applied, filled only when the session must see a
     /// position.
     pub applied: Option<crate::gtid::GtidPosition>,
+}
+
+/// How busy a backend is, as the data path measured it ([`crate::pool::load`]); times in whole
+/// microseconds, 0 before the first sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendLoad {
+    /// Statements sent and not yet answered in full.
+    pub in_flight: u32,
+    /// EWMA of send to first response packet (stands in for the server's service time).
+    pub service_ewma_us: u32,
+    /// EWMA of send to last packet.
+    pub response_ewma_us: u32,
+    /// Peak-EWMA of the response time (up at once, decays over 10 s).
+    pub peak_ewma_us: u32,
 }
 
 /// Where a statement runs.
@@ -289,6 +305,7 @@ mod tests {
             in_use: 0,
             idle: 0,
             weight: 1,
+            load: BackendLoad::default(),
             caught_up,
             applied: None,
         }

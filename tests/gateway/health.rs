@@ -8,10 +8,10 @@ use mysql_async::prelude::Queryable;
 use sluice::pool::Backend;
 use sluice::pool::health::HealthState;
 
-use crate::faults::{Fault, FaultProxy};
 use crate::harness::{
     TestGateway, config_for, fleet, monitored, primary_only_config, start_private_fleet, wait_until,
 };
+use sluice::bench::fault::{Fault, FaultProxy};
 
 /// Clients reading `SELECT @@port` in autocommit until stopped: how many reads ran, how many
 /// the replica on `replica_port` served, and what failed.
@@ -147,7 +147,8 @@ fn replica1(c: &mut sluice::config::Config) -> &mut sluice::config::BackendConfi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_replica_fails_no_read_and_reads_move_away_and_back() {
     let f = start_private_fleet("black-hole");
-    let proxy = FaultProxy::start(f.port + 1);
+    let proxy =
+        FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], f.port + 1))).expect("proxy");
     let mut c = through_proxy(&f, &proxy);
     replica1(&mut c).read_timeout_ms = 1000;
     let gw = TestGateway::start(c);
@@ -289,7 +290,9 @@ async fn a_deadlock_lost_by_an_autocommit_statement_is_run_again_and_in_a_transa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_replica_fails_no_autocommit_read() {
     let f = start_private_fleet("flapping");
-    let proxy = Arc::new(FaultProxy::start(f.port + 1));
+    let proxy = Arc::new(
+        FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], f.port + 1))).expect("proxy"),
+    );
     let gw = TestGateway::start(through_proxy(&f, &proxy));
     // A slow network as well: every chunk waits 2 ms.
     proxy.set(Fault::Delay(Duration::from_millis(2)));
@@ -454,7 +457,8 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_flapping_for_a_minute_fails_no_read_and_leaks_nothing() {
     let f = start_private_fleet("soak");
-    let proxy = FaultProxy::start(f.port + 1);
+    let proxy =
+        FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], f.port + 1))).expect("proxy");
     // The gateway binary with the shipped config and policies: its memory is its own.
     let gw = crate::harness::GatewayProcess::start(&format!(
         "[{{name=\"primary\",address=\"127.0.0.1:{}\",role=\"primary\"}},\

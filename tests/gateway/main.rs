@@ -4,10 +4,10 @@
 mod admin;
 mod bad_input;
 mod basics;
+mod bench;
 mod cli;
 mod clients;
 mod conformance;
-mod faults;
 mod harness;
 mod health;
 mod limits;

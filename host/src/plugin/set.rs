@@ -126,7 +126,10 @@ fn wit_load(b: &BackendStatus) -> types::BackendLoad {
     types::BackendLoad {
         in_use: b.in_use,
         idle: b.idle,
-        latency_p50_us: 0,
+        in_flight: b.load.in_flight,
+        service_ewma_us: b.load.service_ewma_us,
+        response_ewma_us: b.load.response_ewma_us,
+        peak_ewma_us: b.load.peak_ewma_us,
     }
 }
 

@@ -95,6 +95,8 @@ const RECENT_TRANSITIONS: usize = 16;
 /// One configured backend server.
 pub struct Backend {
     pub traffic: Traffic,
+    /// Statements in flight and latency estimates, for load-aware routing.
+    pub load: super::load::LoadStats,
     /// The last few health transitions.
     recent: Mutex<std::collections::VecDeque<RecentTransition>>,
     /// Settings a reload may change in place (sizes, timeouts, weight); a change of address,
@@ -190,6 +192,7 @@ impl Backend {
             group: Arc::from(config.group.as_str()),
             weight: AtomicU32::new(config.weight),
             traffic: Traffic::default(),
+            load: super::load::LoadStats::default(),
             recent: Mutex::new(std::collections::VecDeque::new()),
             name: Arc::from(config.name.as_str()),
             shared: Mutex::new(Shared {
@@ -699,6 +702,11 @@ impl Backend {
 
     /// The backend as routing sees it.
     pub fn status(&self) -> BackendStatus {
+        self.status_at(Instant::now())
+    }
+
+    /// The backend as routing sees it at `now` (one clock read for a whole fleet).
+    pub fn status_at(&self, now: Instant) -> BackendStatus {
         BackendStatus {
             name: Arc::clone(&self.name),
             role: self.role,
@@ -707,6 +715,7 @@ impl Backend {
             in_use: self.in_use.load(Ordering::Relaxed),
             idle: self.idle.load(Ordering::Relaxed),
             weight: self.weight.load(Ordering::Relaxed),
+            load: self.load.snapshot(now),
             caught_up: true,
             applied: None,
         }

@@ -78,7 +78,8 @@ impl Group {
     }
 
     pub fn statuses(&self) -> Vec<BackendStatus> {
-        self.backends.iter().map(|b| b.status()).collect()
+        let now = std::time::Instant::now();
+        self.backends.iter().map(|b| b.status_at(now)).collect()
     }
 }
 
@@ -149,7 +150,8 @@ impl Fleet {
 
     /// Every backend as routing sees it.
     pub fn statuses(&self) -> Vec<BackendStatus> {
-        self.backends.iter().map(|b| b.status()).collect()
+        let now = std::time::Instant::now();
+        self.backends.iter().map(|b| b.status_at(now)).collect()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod core;
 pub mod fleet;
 pub mod health;
+pub mod load;
 pub mod maintain;
 pub mod monitor;
 

@@ -287,12 +287,15 @@ impl Session {
         let outcome = async {
             let stmt =
                 relay::answer(mode.read_timeout, backend.name(), conn.conn().prep(sql)).await?;
+            // In flight until the block ends (the result relayed, or an error).
+            let mut flight = backend.load.begin();
             let mut result = relay::answer(
                 mode.read_timeout,
                 backend.name(),
                 conn.conn().exec_raw_iter(&stmt, long_data, body),
             )
             .await?;
+            flight.answered();
             let last =
                 relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), None).await;
             drop(result);

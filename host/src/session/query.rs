@@ -346,12 +346,15 @@ impl Session {
         )));
         let t0 = self.trace_clock();
         let result = async {
+            // In flight until the block ends (the result relayed, or an error).
+            let mut flight = backend.load.begin();
             let mut result = relay::answer(
                 mode.read_timeout,
                 backend.name(),
                 conn.conn().query_iter(sql),
             )
             .await?;
+            flight.answered();
             let last =
                 relay::relay_sets(&mut self.stream, &mut result, mode, backend.name(), digest)
                     .await;

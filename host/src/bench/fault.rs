@@ -1,7 +1,11 @@
 //! A fault-injecting TCP proxy in front of a real server (not a mock of MySQL): it passes bytes
-//! through until told to stall them (a black hole: nothing is lost, nothing arrives), to add
-//! latency, or to drop every connection. Tests make slow, flapping and black-holed backends
-//! with it, deterministically.
+//! through until told to slow the statements sent to the server, to add latency both ways, to
+//! stall (a black hole: nothing is lost, nothing arrives), or to refuse and drop connections.
+//! `sluice bench` puts one in front of a backend its workload's faults name; tests make slow,
+//! flapping and black-holed backends with it, deterministically.
+//!
+//! It runs on a thread and runtime of its own, so the faults it makes do not compete with the
+//! gateway for the gateway's runtime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +18,11 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Pass,
-    /// Every chunk waits this long before it is forwarded.
+    /// Every chunk, both ways, waits this long before it is forwarded.
     Delay(Duration),
+    /// Every chunk sent to the server (a statement, for a gateway's connection) waits this long:
+    /// the server looks this much slower per statement.
+    SlowRequests(Duration),
     /// Nothing is forwarded (connections stay open): a black-holed server.
     Stall,
     /// New connections are closed at once: a server that is down (with
@@ -30,43 +37,44 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// A proxy on a free loopback port in front of `127.0.0.1:target`.
-    pub fn start(target: u16) -> Self {
+    /// A proxy on a free loopback port in front of `target`.
+    pub fn start(target: SocketAddr) -> std::io::Result<Self> {
         let (tx, rx) = watch::channel((Fault::Pass, 0u64));
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let runtime = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                port_tx
-                    .send(listener.local_addr().expect("addr").port())
-                    .expect("port");
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let runtime = std::thread::Builder::new()
+            .name(format!("fault-proxy-{port}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let Ok(listener) = TcpListener::from_std(std_listener) else {
                         return;
                     };
-                    if rx.borrow().0 == Fault::Refuse {
-                        drop(client);
-                        continue;
+                    loop {
+                        let Ok((client, _)) = listener.accept().await else {
+                            return;
+                        };
+                        if rx.borrow().0 == Fault::Refuse {
+                            drop(client);
+                            continue;
+                        }
+                        tokio::spawn(relay(client, target, rx.clone()));
                     }
-                    let rx = rx.clone();
-                    tokio::spawn(relay(
-                        client,
-                        SocketAddr::from(([127, 0, 0, 1], target)),
-                        rx,
-                    ));
-                }
-            });
-        });
-        let port = port_rx.recv().expect("proxy started");
-        Self {
+                });
+            })?;
+        Ok(Self {
             port,
             fault: tx,
             _runtime: runtime,
-        }
+        })
+    }
+
+    /// Where clients of the proxy connect.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub fn set(&self, fault: Fault) {
@@ -89,18 +97,19 @@ async fn relay(client: TcpStream, target: SocketAddr, rx: watch::Receiver<(Fault
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     tokio::select! {
-        () = pump(cr, sw, rx.clone(), generation) => {}
-        () = pump(sr, cw, rx, generation) => {}
+        () = pump(cr, sw, rx.clone(), generation, true) => {}
+        () = pump(sr, cw, rx, generation, false) => {}
     }
 }
 
 /// Forwards `from` to `to` as the fault allows, until either side closes or the connections of
-/// `generation` are dropped.
+/// `generation` are dropped. `to_server`: this is the direction statements travel.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut rx: watch::Receiver<(Fault, u64)>,
     generation: u64,
+    to_server: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -132,7 +141,11 @@ async fn pump(
                     tokio::time::sleep(d).await;
                     break;
                 }
-                Fault::Pass | Fault::Refuse => break,
+                Fault::SlowRequests(d) if to_server => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Fault::SlowRequests(_) | Fault::Pass | Fault::Refuse => break,
             }
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -1,0 +1,3 @@
+//! The subcommands beyond `serve` and `check-config`, one file each.
+
+pub mod bench;
