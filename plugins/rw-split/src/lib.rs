@@ -244,18 +244,22 @@ fn usable(settings: &Settings, b: &BackendStatus) -> bool {
 }
 
 /// Under `session` consistency, for a session that must see its last write: the pick if it has
-/// applied it, else the first usable replica that has, else still the pick.
+/// applied it, else the strategy's pick among the usable replicas that have, else still the pick.
 pub fn prefer_caught_up<'a>(
     settings: &Settings,
     choice: Choice<'a>,
     fleet: &[BackendStatus],
     caught_up: impl Fn(usize) -> bool,
+    (turn, connection_id): (u64, u64),
+    load: impl Fn(usize) -> BackendLoad,
 ) -> Choice<'a> {
     match choice {
-        Choice::Replica(i) if settings.consistency == Consistency::Session && !caught_up(i) => (0
-            ..fleet.len())
-            .find(|&j| usable(settings, &fleet[j]) && caught_up(j))
-            .map_or(choice, Choice::Replica),
+        Choice::Replica(i) if settings.consistency == Consistency::Session && !caught_up(i) => {
+            match pick_among(settings, turn, connection_id, fleet, load, &caught_up) {
+                Choice::Primary => choice,
+                other => other,
+            }
+        }
         other => other,
     }
 }
@@ -344,8 +348,20 @@ pub fn pick_replica<'a>(
     fleet: &[BackendStatus],
     load: impl Fn(usize) -> BackendLoad,
 ) -> Choice<'a> {
-    // The usable replicas, as fleet indexes, without collecting them.
-    let candidates = || (0..fleet.len()).filter(|&i| usable(settings, &fleet[i]));
+    pick_among(settings, turn, connection_id, fleet, load, &|_| true)
+}
+
+/// The strategy's pick among the usable replicas that are also `eligible`.
+fn pick_among<'a>(
+    settings: &Settings,
+    turn: u64,
+    connection_id: u64,
+    fleet: &[BackendStatus],
+    load: impl Fn(usize) -> BackendLoad,
+    eligible: &dyn Fn(usize) -> bool,
+) -> Choice<'a> {
+    // The candidates, as fleet indexes, without collecting them.
+    let candidates = || (0..fleet.len()).filter(|&i| usable(settings, &fleet[i]) && eligible(i));
     let count = candidates().count() as u64;
     if count == 0 {
         return Choice::Primary;
@@ -533,7 +549,14 @@ impl Routing for Policy {
                 let caught_up = |i: usize| {
                     u32::try_from(i).is_ok_and(bindings::sluice::policy::fleet::caught_up)
                 };
-                prefer_caught_up(&st.settings, pick, &st.fleet, caught_up)
+                prefer_caught_up(
+                    &st.settings,
+                    pick,
+                    &st.fleet,
+                    caught_up,
+                    (turn, read.connection_id),
+                    host_load,
+                )
             } else {
                 pick
             };
@@ -892,17 +915,17 @@ mod tests {
         // The pick (1) has not applied the write, 2 has: 2.
         let only_2 = |i: usize| i == 2;
         assert_eq!(
-            prefer_caught_up(&s, Choice::Replica(1), &f, only_2),
+            prefer_caught_up(&s, Choice::Replica(1), &f, only_2, (0, 1), load),
             Choice::Replica(2)
         );
         // None has: the pick stays (the host waits there, bounded).
         assert_eq!(
-            prefer_caught_up(&s, Choice::Replica(1), &f, |_| false),
+            prefer_caught_up(&s, Choice::Replica(1), &f, |_| false, (0, 1), load),
             Choice::Replica(1)
         );
         // The primary stays the primary; `eventual` keeps the pick.
         assert_eq!(
-            prefer_caught_up(&s, Choice::Primary, &f, only_2),
+            prefer_caught_up(&s, Choice::Primary, &f, only_2, (0, 1), load),
             Choice::Primary
         );
         let eventual = Settings {
@@ -910,7 +933,7 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(
-            prefer_caught_up(&eventual, Choice::Replica(1), &f, only_2),
+            prefer_caught_up(&eventual, Choice::Replica(1), &f, only_2, (0, 1), load),
             Choice::Replica(1)
         );
     }
