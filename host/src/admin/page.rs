@@ -31,15 +31,7 @@ fn esc(s: &str) -> String {
     o
 }
 
-fn ms(us: u64) -> String {
-    if us >= 1_000_000 {
-        format!("{:.2} s", us as f64 / 1e6)
-    } else if us >= 1_000 {
-        format!("{:.2} ms", us as f64 / 1e3)
-    } else {
-        format!("{us} µs")
-    }
-}
+use crate::telemetry::human_us as ms;
 
 fn bytes(n: u64) -> String {
     match n {

@@ -141,6 +141,24 @@ impl Plot {
         );
     }
 
+    /// A line per run (in its candidate's color, later rounds fainter), a legend, the SVG.
+    fn runs(
+        mut self,
+        report: &BenchReport,
+        names: &[&str],
+        width: f64,
+        points: impl Fn(&RunReport) -> Vec<(f64, f64)>,
+    ) -> String {
+        for r in &report.runs {
+            let opacity = if r.round == 0 { 1.0 } else { 0.45 };
+            self.line(&points(r), color(names, &r.candidate), width, opacity);
+        }
+        for (i, n) in names.iter().enumerate() {
+            self.legend(i, n, color(names, n));
+        }
+        self.finish()
+    }
+
     fn finish(mut self) -> String {
         self.svg.push_str("</svg>");
         self.svg
@@ -233,24 +251,13 @@ fn cdf_plot(report: &BenchReport, names: &[&str]) -> String {
     }
     latency_ticks(&mut p);
     p.axis_labels("percentile", "latency");
-    for r in &report.runs {
-        let pts: Vec<(f64, f64)> = r
-            .cdf
+    p.runs(report, names, 1.6, |r| {
+        r.cdf
             .iter()
             .filter(|(q, _)| *q < 1.0)
             .map(|&(q, v)| (nines(q), v.max(1) as f64))
-            .collect();
-        p.line(
-            &pts,
-            color(names, &r.candidate),
-            1.6,
-            if r.round == 0 { 1.0 } else { 0.45 },
-        );
-    }
-    for (i, n) in names.iter().enumerate() {
-        p.legend(i, n, color(names, n));
-    }
-    p.finish()
+            .collect()
+    })
 }
 
 fn p99_plot(report: &BenchReport, names: &[&str]) -> String {
@@ -291,25 +298,14 @@ fn p99_plot(report: &BenchReport, names: &[&str]) -> String {
     }
     latency_ticks(&mut p);
     p.axis_labels("time since warm-up", "p99 of operations due that second");
-    for r in &report.runs {
-        let pts: Vec<(f64, f64)> = r
-            .timeline
+    p.runs(report, names, 1.4, |r| {
+        r.timeline
             .iter()
             .enumerate()
             .filter(|(_, s)| s.ops > 0)
             .map(|(i, s)| (i as f64 + 0.5, s.p99_us.max(1) as f64))
-            .collect();
-        p.line(
-            &pts,
-            color(names, &r.candidate),
-            1.4,
-            if r.round == 0 { 1.0 } else { 0.45 },
-        );
-    }
-    for (i, n) in names.iter().enumerate() {
-        p.legend(i, n, color(names, n));
-    }
-    p.finish()
+            .collect()
+    })
 }
 
 fn share_plot(report: &BenchReport, run: &RunReport) -> String {

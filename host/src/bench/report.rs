@@ -267,16 +267,7 @@ impl Recorder {
     }
 }
 
-/// Microseconds as a person reads them.
-pub fn human_us(us: u64) -> String {
-    if us >= 1_000_000 {
-        format!("{:.2} s", us as f64 / 1e6)
-    } else if us >= 1_000 {
-        format!("{:.2} ms", us as f64 / 1e3)
-    } else {
-        format!("{us} µs")
-    }
-}
+pub use crate::telemetry::human_us;
 
 impl BenchReport {
     /// The terminal table: one row per run, then (with faults) the fault window's percentiles.

@@ -29,6 +29,17 @@ pub fn unix_ms_at(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds as a person reads them (`850 µs`, `1.25 ms`, `2.00 s`).
+pub fn human_us(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2} s", us as f64 / 1e6)
+    } else if us >= 1_000 {
+        format!("{:.2} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} µs")
+    }
+}
+
 pub fn unix_ms() -> u64 {
     unix_ms_at(std::time::SystemTime::now())
 }
