@@ -139,17 +139,21 @@ impl Faults {
                         w.admin.user
                     )
                 })?;
-                let sql = match (f.kind, on) {
-                    (FaultKind::Lag, _) => format!(
-                        "STOP SLAVE SQL_THREAD; CHANGE MASTER TO MASTER_DELAY = {}; START SLAVE SQL_THREAD",
-                        if on { f.delay_ms.div_ceil(1000) } else { 0 }
-                    ),
-                    (_, true) => "STOP SLAVE SQL_THREAD".into(),
-                    (_, false) => "START SLAVE SQL_THREAD".into(),
+                // MariaDB changes MASTER_DELAY only with both replication threads stopped.
+                let delay = format!(
+                    "CHANGE MASTER TO MASTER_DELAY = {}",
+                    if on { f.delay_ms.div_ceil(1000) } else { 0 }
+                );
+                let steps: Vec<&str> = match (f.kind, on) {
+                    (FaultKind::Lag, _) => vec!["STOP SLAVE", &delay, "START SLAVE"],
+                    (_, true) => vec!["STOP SLAVE SQL_THREAD"],
+                    (_, false) => vec!["START SLAVE SQL_THREAD"],
                 };
-                c.query_drop(sql)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("fault on {}: {e}", f.backend))?;
+                for sql in steps {
+                    c.query_drop(sql)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("fault on {}: {sql}: {e}", f.backend))?;
+                }
                 let _ = c.disconnect().await;
             }
             (_, None) => {}
