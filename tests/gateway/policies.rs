@@ -135,27 +135,9 @@ async fn rw_split_follows_replica_health_and_lag() {
     };
     wait_fleet(&|s| s.iter().all(|b| b.healthy && b.lag_ms.is_some()));
 
-    let server_ids = |n: usize| {
-        let opts = gw.opts("app", "app-secret", Some("app"));
-        async move {
-            let mut ids = Vec::new();
-            for _ in 0..n {
-                let mut c = Conn::new(opts.clone()).await.expect("connect");
-                let id: u32 = c
-                    .query_first("SELECT @@server_id")
-                    .await
-                    .expect("read")
-                    .expect("row");
-                ids.push(id);
-                c.disconnect().await.expect("disconnect");
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        }
-    };
+    let opts = gw.opts("app", "app-secret", Some("app"));
     assert_eq!(
-        server_ids(6).await,
+        server_ids(&opts, "SELECT @@server_id", 6).await,
         vec![2, 3],
         "reads land on both replicas"
     );
@@ -179,7 +161,7 @@ async fn rw_split_follows_replica_health_and_lag() {
     f.sql(1, "STOP SLAVE SQL_THREAD");
     wait_fleet(&|s| s[1].lag_ms.is_none());
     assert_eq!(
-        server_ids(6).await,
+        server_ids(&opts, "SELECT @@server_id", 6).await,
         vec![3],
         "reads avoid the replica that does not apply"
     );
@@ -189,12 +171,12 @@ async fn rw_split_follows_replica_health_and_lag() {
     f.sql(1, "SHUTDOWN");
     f.sql(2, "SHUTDOWN");
     assert_eq!(
-        server_ids(4).await,
+        server_ids(&opts, "SELECT @@server_id", 4).await,
         vec![1],
         "no replica: the primary serves reads"
     );
     wait_fleet(&|s| !s[1].healthy && !s[2].healthy);
-    assert_eq!(server_ids(4).await, vec![1]);
+    assert_eq!(server_ids(&opts, "SELECT @@server_id", 4).await, vec![1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,40 +600,25 @@ rules = [
     })
     .await;
     let mut c = gw.app().await;
-    let id = |sql: &'static str| {
-        let opts = gw.opts("app", "app-secret", Some("app"));
-        async move {
-            let mut ids = Vec::new();
-            for _ in 0..6 {
-                // A fresh session each: no read-your-writes or affinity in the way.
-                let mut c = Conn::new(opts.clone()).await.expect("connect");
-                let id: u32 = c.query_first(sql).await.expect("read").expect("row");
-                ids.push(id);
-                c.disconnect().await.expect("disconnect");
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        }
-    };
+    let opts = gw.opts("app", "app-secret", Some("app"));
     // server_id: primary 1, replica1 2, replica2 3.
     assert_eq!(
-        id("SELECT @@server_id FROM app.rules_pinned").await,
+        server_ids(&opts, "SELECT @@server_id FROM app.rules_pinned", 6).await,
         [1],
         "table rule -> primary"
     );
     assert_eq!(
-        id("SELECT @@server_id FROM rules_t").await,
+        server_ids(&opts, "SELECT @@server_id FROM rules_t", 6).await,
         [3],
         "first matching rule -> replica2"
     );
     assert_eq!(
-        id("SELECT @@server_id + 0 * 42").await,
+        server_ids(&opts, "SELECT @@server_id + 0 * 42", 6).await,
         [2],
         "user + digest rule -> replica1"
     );
     assert_eq!(
-        id("SELECT @@server_id").await,
+        server_ids(&opts, "SELECT @@server_id", 6).await,
         [2, 3],
         "no rule: the strategy's replicas (sticky: by connection id)"
     );
@@ -659,4 +626,19 @@ rules = [
     c.query_drop("REPLACE INTO rules_t VALUES (2)")
         .await
         .expect("a write on a table a replica rule names runs on the primary");
+}
+
+/// The distinct `@@server_id`s that `n` fresh sessions' runs of `sql` (a query whose first
+/// column is it) land on: no read-your-writes or affinity in the way.
+async fn server_ids(opts: &mysql_async::Opts, sql: &str, n: usize) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let id: u32 = c.query_first(sql).await.expect("read").expect("row");
+        ids.push(id);
+        c.disconnect().await.expect("disconnect");
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

@@ -141,6 +141,19 @@ impl Plot {
         );
     }
 
+    /// A time axis over a run: the fault windows shaded, a tick every tenth (whole seconds).
+    fn timeline(&mut self, report: &BenchReport, seconds: f64) {
+        for (what, a, b) in &report.fault_windows {
+            self.band(*a, *b, what);
+        }
+        let step = (seconds / 10.0).ceil().max(1.0);
+        let mut t = 0.0;
+        while t <= seconds {
+            self.x_tick(t, &format!("{t:.0} s"));
+            t += step;
+        }
+    }
+
     /// A line per run (in its candidate's color, later rounds fainter), a legend, the SVG.
     fn runs(
         mut self,
@@ -287,15 +300,7 @@ fn p99_plot(report: &BenchReport, names: &[&str]) -> String {
             log: true,
         },
     );
-    for (what, a, b) in &report.fault_windows {
-        p.band(*a, *b, what);
-    }
-    let step = (seconds / 10.0).ceil().max(1.0);
-    let mut t = 0.0;
-    while t <= seconds {
-        p.x_tick(t, &format!("{t:.0} s"));
-        t += step;
-    }
+    p.timeline(report, seconds);
     latency_ticks(&mut p);
     p.axis_labels("time since warm-up", "p99 of operations due that second");
     p.runs(report, names, 1.4, |r| {
@@ -331,15 +336,7 @@ fn share_plot(report: &BenchReport, run: &RunReport) -> String {
             log: false,
         },
     );
-    for (what, a, b) in &report.fault_windows {
-        p.band(*a, *b, what);
-    }
-    let step = (seconds / 10.0).ceil().max(1.0);
-    let mut t = 0.0;
-    while t <= seconds {
-        p.x_tick(t, &format!("{t:.0} s"));
-        t += step;
-    }
+    p.timeline(report, seconds);
     for i in 0..=4 {
         let v = top * f64::from(i) / 4.0;
         p.y_tick(v, &format!("{v:.0}"));
