@@ -364,17 +364,18 @@ fn table(out: &mut String, title: &str, rows: &[(&RunReport, Option<&Percentiles
     );
     for (r, p) in rows {
         let Some(p) = p else { continue };
+        let [p50, p90, p99, p999, max] = p.human();
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&r.candidate),
             r.round + 1,
             r.throughput,
-            human_us(p.p50),
-            human_us(p.p90),
-            human_us(p.p99),
-            human_us(p.p999),
-            human_us(p.max),
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
             r.errors,
             r.stale_reads
         );

@@ -30,6 +30,11 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// p50, p90, p99, p99.9 and max as a person reads them (the table columns).
+    pub fn human(&self) -> [String; 5] {
+        [self.p50, self.p90, self.p99, self.p999, self.max].map(human_us)
+    }
+
     fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
@@ -293,17 +298,18 @@ impl BenchReport {
                    tput: f64,
                    p: &Percentiles,
                    r: &RunReport| {
+            let [p50, p90, p99, p999, max] = p.human();
             let _ = writeln!(
                 out,
                 "{:<16} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6}",
                 name,
                 round + 1,
                 tput,
-                human_us(p.p50),
-                human_us(p.p90),
-                human_us(p.p99),
-                human_us(p.p999),
-                human_us(p.max),
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
                 r.errors,
                 r.stale_reads
             );
