@@ -18,6 +18,8 @@ pub mod router {
         with: {
             "sluice:policy/types": super::guard::sluice::policy::types,
             "sluice:policy/host": super::guard::sluice::policy::host,
+            "sluice:policy/statement": super::guard::sluice::policy::statement,
+            "sluice:policy/session": super::guard::sluice::policy::session,
         },
     });
 }
@@ -29,6 +31,8 @@ pub mod redactor {
         with: {
             "sluice:policy/types": super::guard::sluice::policy::types,
             "sluice:policy/host": super::guard::sluice::policy::host,
+            "sluice:policy/statement": super::guard::sluice::policy::statement,
+            "sluice:policy/session": super::guard::sluice::policy::session,
         },
     });
 }
@@ -47,5 +51,7 @@ pub mod credentials {
 pub use guard::sluice::policy::host;
 /// The types every world shares.
 pub use guard::sluice::policy::types;
+/// The text parts of the statement being decided, and of its session.
+pub use guard::sluice::policy::{session, statement};
 /// What routers read of the fleet's live load.
 pub use router::sluice::policy::fleet;

@@ -1,13 +1,11 @@
 //! What a policy can read while it decides: the statement and session of the call in progress,
 //! copied into the instance's store before the call (`CallContext`), and the host side of the
-//! WIT's imports (`host`, the `statement` and `session` resources, `fleet`).
+//! WIT's imports (`host`, `statement`, `session`, `fleet`).
 //!
-//! The host passes each call borrowed handles with a fixed representation
-//! (`CallContext::HANDLE`) instead of resource-table entries: a store serves one call at a time,
-//! so a handle can only mean the statement (or session) of the call in progress.
+//! A store serves one call at a time, so `statement` and `session` need no handle: they can only
+//! mean the statement (and session) of the call in progress.
 
-use sluice_wit::{fleet, host, types};
-use wasmtime::component::Resource;
+use sluice_wit::{fleet, host, session, statement, types};
 
 use super::runtime::PluginState;
 use crate::facts::QueryFacts;
@@ -35,17 +33,6 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// The representation of the borrowed `statement` and `session` handles of every call.
-    const HANDLE: u32 = 0;
-
-    pub fn statement() -> Resource<types::Statement> {
-        Resource::new_borrow(Self::HANDLE)
-    }
-
-    pub fn session() -> Resource<types::Session> {
-        Resource::new_borrow(Self::HANDLE)
-    }
-
     /// Buffers above this size are dropped after a call, so a warm instance that once saw a
     /// 16 MiB INSERT does not keep 16 MiB for good.
     const KEEP_BYTES: usize = 64 << 10;
@@ -101,25 +88,25 @@ impl host::Host for PluginState {
 
 impl types::Host for PluginState {}
 
-impl types::HostStatement for PluginState {
-    fn sql(&mut self, _: Resource<types::Statement>) -> String {
+impl statement::Host for PluginState {
+    fn sql(&mut self) -> String {
         self.context.sql.clone()
     }
 
-    fn digest(&mut self, _: Resource<types::Statement>) -> String {
+    fn digest(&mut self) -> String {
         self.context.digest.clone()
     }
 
-    fn tables(&mut self, _: Resource<types::Statement>) -> Vec<String> {
+    fn tables(&mut self) -> Vec<String> {
         self.context.tables.clone()
     }
 
-    fn table(&mut self, _: Resource<types::Statement>, index: u32) -> Option<String> {
+    fn table(&mut self, index: u32) -> Option<String> {
         let i = usize::try_from(index).ok()?;
         self.context.tables.get(i).cloned()
     }
 
-    fn hint(&mut self, _: Resource<types::Statement>, key: String) -> Option<String> {
+    fn hint(&mut self, key: String) -> Option<String> {
         self.context
             .hints
             .iter()
@@ -127,12 +114,8 @@ impl types::HostStatement for PluginState {
             .map(|(_, v)| v.clone())
     }
 
-    fn hints(&mut self, _: Resource<types::Statement>) -> Vec<(String, String)> {
+    fn hints(&mut self) -> Vec<(String, String)> {
         self.context.hints.clone()
-    }
-
-    fn drop(&mut self, _: Resource<types::Statement>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 
@@ -155,25 +138,21 @@ impl fleet::Host for PluginState {
     }
 }
 
-impl types::HostSession for PluginState {
-    fn user(&mut self, _: Resource<types::Session>) -> String {
+impl session::Host for PluginState {
+    fn user(&mut self) -> String {
         self.context.user.clone()
     }
 
-    fn client_addr(&mut self, _: Resource<types::Session>) -> String {
+    fn client_addr(&mut self) -> String {
         self.context.client_addr.clone()
     }
 
-    fn database(&mut self, _: Resource<types::Session>) -> Option<String> {
+    fn database(&mut self) -> Option<String> {
         self.context.database.clone()
     }
 
-    fn required_position(&mut self, _: Resource<types::Session>) -> Option<String> {
+    fn required_position(&mut self) -> Option<String> {
         self.context.required.clone()
-    }
-
-    fn drop(&mut self, _: Resource<types::Session>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Wasm runtime: one engine with epoch interruption and the pooling allocator, a linker that
-//! offers guests only the `sluice:policy` imports (`host`, `types`, `fleet`: see `context`),
+//! offers guests only the `sluice:policy` imports (`host`, `types`, `statement`, `session`,
+//! `fleet`: see `context`),
 //! compiled components cached by content, and per policy an `InstancePre` with a pool of warm,
 //! configured instances.
 //!
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_wit::{credentials, fleet, guard, host, redactor, router, types};
+use sluice_wit::{credentials, fleet, guard, host, redactor, router, session, statement, types};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
@@ -30,6 +31,9 @@ const POOL_INSTANCES: u32 = 1000;
 
 /// The largest memory any policy may have (`limits.memory-mib` caps each policy below it).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// The version of `wit/policy.wit` this host implements.
+pub const POLICY_VERSION: &str = "0.7.0";
 
 /// The epoch ticks every millisecond; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);
@@ -121,6 +125,10 @@ impl PluginEngine {
         host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
         types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        statement::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        session::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
         fleet::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
@@ -312,7 +320,9 @@ impl Plugin {
         let instance_pre = engine.linker.instantiate_pre(component).map_err(|e| {
             let e = format!("{e:#}");
             if e.contains("wasi:") {
-                format!("imports an interface the sandbox does not offer (only sluice:policy/host, sluice:policy/types and sluice:policy/fleet are available): {e}")
+                format!("imports an interface the sandbox does not offer (only sluice:policy/host, types, statement, session and fleet are available): {e}")
+            } else if e.contains("sluice:policy/") && !e.contains(POLICY_VERSION) {
+                format!("was built against another version of the policy interface (this gateway offers sluice:policy@{POLICY_VERSION}): rebuild it against wit/policy.wit: {e}")
             } else {
                 format!("cannot be linked: {e}")
             }

@@ -10,7 +10,6 @@ use sluice_wit::{
     credentials::exports::sluice::policy::identity, guard::exports::sluice::policy::safety,
 };
 
-use super::context::CallContext;
 use super::manifest::OnError;
 use super::runtime::{Bound, CallError, Plugin, Warm};
 use crate::config::{AuthPlugin, Config, Role};
@@ -55,8 +54,8 @@ fn kind(k: StatementKind) -> types::StatementKind {
     }
 }
 
-/// The scalar facts, passed to every policy by value (the text parts go through the `statement`
-/// resource, read from the store's [`CallContext`]).
+/// The scalar facts, passed to every policy by value (the text parts go through the imported
+/// `statement` functions, which read the store's [`CallContext`]).
 pub fn wit_facts(f: &QueryFacts, sql: &str) -> types::QueryFacts {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     types::QueryFacts {
@@ -162,13 +161,7 @@ impl PolicySet {
     /// Runs one guard.
     pub fn run_guard(g: &Plugin, call: Call<'_>) -> Result<safety::Verdict, CallError> {
         call.on(g, |w, q, s| match &w.bound {
-            Bound::Guard(b) => b.sluice_policy_safety().call_check(
-                &mut w.store,
-                q,
-                CallContext::statement(),
-                s,
-                CallContext::session(),
-            ),
+            Bound::Guard(b) => b.sluice_policy_safety().call_check(&mut w.store, q, s),
             _ => Err(mismatch()),
         })
     }
@@ -207,13 +200,7 @@ impl PolicySet {
                     .call_fleet_changed(&mut w.store, &now)?;
                 w.store.data_mut().fleet_seen = Some(now);
             }
-            b.sluice_policy_routing().call_route(
-                &mut w.store,
-                q,
-                CallContext::statement(),
-                s,
-                CallContext::session(),
-            )
+            b.sluice_policy_routing().call_route(&mut w.store, q, s)
         })
     }
 
@@ -224,14 +211,10 @@ impl PolicySet {
         columns: &[types::Column],
     ) -> Result<Vec<redaction::Action>, CallError> {
         call.on(r, |w, q, s| match &w.bound {
-            Bound::Redactor(b) => b.sluice_policy_redaction().call_plan(
-                &mut w.store,
-                q,
-                CallContext::statement(),
-                s,
-                CallContext::session(),
-                columns,
-            ),
+            Bound::Redactor(b) => {
+                b.sluice_policy_redaction()
+                    .call_plan(&mut w.store, q, s, columns)
+            }
             _ => Err(mismatch()),
         })
     }

@@ -40,10 +40,10 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Denial, Guest as Safety, QueryFacts, Session, SessionInfo, Statement as StatementHandle,
-    Verdict,
+    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
 pub use bindings::sluice::policy::types::StatementKind;
+use bindings::sluice::policy::{session, statement};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -364,12 +364,7 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(
-        q: QueryFacts,
-        statement: &StatementHandle,
-        _s: SessionInfo,
-        session: &Session,
-    ) -> Verdict {
+    fn check(q: QueryFacts, _s: SessionInfo) -> Verdict {
         let facts = Statement {
             kind: q.kind,
             read_only: q.read_only,
@@ -377,9 +372,7 @@ impl Safety for Policy {
             multi_statement: q.multi_statement,
             length: q.length as usize,
         };
-        let text = Handles {
-            statement,
-            session,
+        let text = Host {
             table_count: q.table_count as usize,
         };
         let decision = STATE.with(|st| {
@@ -408,16 +401,14 @@ impl Safety for Policy {
     }
 }
 
-/// The text parts, read from the host through the call's handles.
-struct Handles<'a> {
-    statement: &'a StatementHandle,
-    session: &'a Session,
+/// The text parts, read from the host during the call.
+struct Host {
     table_count: usize,
 }
 
-impl StatementText for Handles<'_> {
+impl StatementText for Host {
     fn digest(&self) -> Cow<'_, str> {
-        Cow::Owned(self.statement.digest())
+        Cow::Owned(statement::digest())
     }
 
     fn table(&self, index: usize) -> Option<Cow<'_, str>> {
@@ -425,11 +416,11 @@ impl StatementText for Handles<'_> {
             return None;
         }
         let i = u32::try_from(index).ok()?;
-        self.statement.table(i).map(Cow::Owned)
+        statement::table(i).map(Cow::Owned)
     }
 
     fn user(&self) -> Cow<'_, str> {
-        Cow::Owned(self.session.user())
+        Cow::Owned(session::user())
     }
 }
 

@@ -25,7 +25,7 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::redaction::{
-    Action, Column, Guest as Redaction, QueryFacts, Session, SessionInfo, Statement,
+    Action, Column, Guest as Redaction, QueryFacts, SessionInfo,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -210,13 +210,7 @@ impl Lifecycle for Policy {
 }
 
 impl Redaction for Policy {
-    fn plan(
-        _q: QueryFacts,
-        _statement: &Statement,
-        _s: SessionInfo,
-        _session: &Session,
-        columns: Vec<Column>,
-    ) -> Vec<Action> {
+    fn plan(_q: QueryFacts, _s: SessionInfo, columns: Vec<Column>) -> Vec<Action> {
         SETTINGS.with(|s| s.plan(&columns))
     }
 

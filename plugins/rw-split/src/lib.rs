@@ -64,9 +64,10 @@ mod bindings {
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 pub use bindings::exports::sluice::policy::routing::BackendStatus;
 use bindings::exports::sluice::policy::routing::{
-    Guest as Routing, QueryFacts, RouteDecision, Session, SessionInfo, Statement,
+    Guest as Routing, QueryFacts, RouteDecision, SessionInfo,
 };
 pub use bindings::sluice::policy::types::{BackendLoad, Role};
+use bindings::sluice::policy::{session, statement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -480,21 +481,16 @@ fn host_load(i: usize) -> BackendLoad {
 
 /// The rules whose digest and table parts match this statement, from the cache or matched now
 /// (reading the digest and tables from the host once per digest).
-fn rule_mask(
-    settings: &Settings,
-    cache: &mut BTreeMap<u64, u64>,
-    q: &QueryFacts,
-    statement: &Statement,
-) -> u64 {
+fn rule_mask(settings: &Settings, cache: &mut BTreeMap<u64, u64>, q: &QueryFacts) -> u64 {
     if let Some(m) = cache.get(&q.digest_hash) {
         return *m;
     }
     let tables = if q.table_count > 0 {
-        statement.tables()
+        statement::tables()
     } else {
         Vec::new()
     };
-    let m = settings.text_matches(&statement.digest(), &tables);
+    let m = settings.text_matches(&statement::digest(), &tables);
     if cache.len() >= RULE_CACHE {
         cache.clear();
     }
@@ -507,15 +503,10 @@ impl Routing for Policy {
         STATE.with(|st| st.fleet = fleet);
     }
 
-    fn route(
-        q: QueryFacts,
-        statement: &Statement,
-        s: SessionInfo,
-        session: &Session,
-    ) -> RouteDecision {
+    fn route(q: QueryFacts, s: SessionInfo) -> RouteDecision {
         // Only a statement with hints pays for a call into the host.
         let hint = if q.hint_count > 0 {
-            statement.hint("route")
+            statement::hint("route")
         } else {
             None
         };
@@ -529,10 +520,10 @@ impl Routing for Policy {
             st.turn = st.turn.wrapping_add(1);
             let turn = st.turn;
             let rule = if read.route_hint.is_none() && !st.settings.rules.is_empty() {
-                let mask = rule_mask(&st.settings, &mut st.rule_matches, &q, statement);
+                let mask = rule_mask(&st.settings, &mut st.rule_matches, &q);
                 let plain = read.plain_read && !read.in_transaction;
                 (mask != 0)
-                    .then(|| st.settings.rule_for(mask, plain, || session.user()))
+                    .then(|| st.settings.rule_for(mask, plain, session::user))
                     .flatten()
             } else {
                 None

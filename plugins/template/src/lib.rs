@@ -24,9 +24,10 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Denial, Guest as Safety, QueryFacts, Session, SessionInfo, Statement, Verdict,
+    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
 use bindings::sluice::policy::host::{Level, log};
+use bindings::sluice::policy::statement;
 
 /// The policy's settings, from the manifest's `[settings]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,13 +71,13 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(q: QueryFacts, statement: &Statement, _s: SessionInfo, _session: &Session) -> Verdict {
+    fn check(q: QueryFacts, _s: SessionInfo) -> Verdict {
         // Facts come by value; text parts cost a call into the host, so read them only when
         // the rule can use them.
         if q.table_count == 0 {
             return Verdict::Allow;
         }
-        match SETTINGS.with(|s| s.decide(&statement.tables())) {
+        match SETTINGS.with(|s| s.decide(&statement::tables())) {
             Some(message) => Verdict::Deny(Denial {
                 code: 1105,
                 message,

@@ -8,7 +8,7 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Guest as Safety, QueryFacts, Session, SessionInfo, Statement, Verdict,
+    Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
 
 struct Policy;
@@ -20,12 +20,7 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(
-        _q: QueryFacts,
-        _statement: &Statement,
-        _s: SessionInfo,
-        _session: &Session,
-    ) -> Verdict {
+    fn check(_q: QueryFacts, _s: SessionInfo) -> Verdict {
         if std::env::var("SLUICE_ESCAPE").is_ok() {
             Verdict::Rewrite("SELECT 'escaped'".into())
         } else {
