@@ -14,6 +14,7 @@ use sluice::phase::{BackendStatus, ConfigPolicy, Policy, SessionInfo};
 use sluice::plugin::loader::load_dir;
 use sluice::plugin::runtime::PluginEngine;
 use sluice::plugin::secrets::SecretSources;
+use sluice::plugin::set::PolicySet;
 
 /// A 100-byte statement, the size the design's budget is stated for.
 const SQL: &str = "SELECT id, name, email FROM customers WHERE id = 42 AND status = 'active' ORDER BY created_at LIMIT 10";
@@ -133,8 +134,20 @@ fn bench(c: &mut Criterion) {
     }
 
     let facts = analyze(SQL);
+    // The shipped guard says its verdict carries to the statement's shape, so the gateway
+    // reuses it ...
     c.bench_function("guard only/wasm", |b| {
         b.iter(|| black_box(set.check(&facts, SQL, &session)));
+    });
+    // ... and this is the call into the guard that a reused verdict saves.
+    let guard = set.guards.first().expect("a guard");
+    let call = sluice::plugin::set::Call {
+        facts: &facts,
+        sql: SQL,
+        session: &session,
+    };
+    c.bench_function("guard only/wasm, called", |b| {
+        b.iter(|| black_box(PolicySet::run_guard(guard, call)));
     });
     // A statement shape the guard has not cached yet: its table and digest rules read the
     // table from the host.

@@ -186,6 +186,7 @@ const METRICS: &[&str] = &[
     "sluice_backend_breaker_open",
     "sluice_backend_health_transitions_total",
     "sluice_policy_calls_total",
+    "sluice_policy_reused_verdicts_total",
     "sluice_policy_traps_total",
     "sluice_policy_deadline_hits_total",
     "sluice_policy_denials_total",
@@ -299,7 +300,13 @@ async fn metrics_name_every_series_and_count_what_clients_did() {
         get(r#"sluice_backend_health{backend="primary",role="primary",state="up"}"#),
         1
     );
-    assert!(get(r#"sluice_policy_calls_total{policy="guard",kind="guard"}"#) >= 10);
+    // Every statement reaches the guard: by a call, or by a verdict it said carries to the
+    // statement's shape.
+    assert!(
+        get(r#"sluice_policy_calls_total{policy="guard",kind="guard"}"#)
+            + get(r#"sluice_policy_reused_verdicts_total{policy="guard",kind="guard"}"#)
+            >= 10
+    );
     // Every bucket line of a histogram is cumulative: never fewer than the one before.
     let buckets: Vec<u64> = text
         .lines()

@@ -428,10 +428,15 @@ fn backends(e: &mut Exposition, gw: &Gateway) {
 
 fn policies(e: &mut Exposition, gw: &Gateway) {
     let plugins = gw.plugins();
-    let counters: [Reading<crate::plugin::runtime::Plugin>; 6] = [
+    let counters: [Reading<crate::plugin::runtime::Plugin>; 7] = [
         ("sluice_policy_calls_total", "Calls into the policy.", |p| {
             p.stats.calls.load(Ordering::Relaxed)
         }),
+        (
+            "sluice_policy_reused_verdicts_total",
+            "Guard verdicts the gateway reused for a statement of a shape the guard had decided, without a call.",
+            |p| p.stats.reused.load(Ordering::Relaxed),
+        ),
         (
             "sluice_policy_traps_total",
             "Calls that trapped (or could not start an instance).",

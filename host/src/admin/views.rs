@@ -216,6 +216,8 @@ pub struct PolicyView {
     pub sha256: String,
     pub loaded_at_ms: u64,
     pub calls: u64,
+    /// Guard verdicts reused without a call (the guard said they carry to the statement's shape).
+    pub reused: u64,
     pub traps: u64,
     pub deadline_hits: u64,
     pub out_of_memory: u64,
@@ -265,6 +267,7 @@ pub fn policies(gw: &Gateway) -> PoliciesView {
                 sha256: p.content_sha256.clone(),
                 loaded_at_ms: unix_ms_at(p.loaded_at),
                 calls: p.stats.calls.load(Ordering::Relaxed),
+                reused: p.stats.reused.load(Ordering::Relaxed),
                 traps: p.stats.traps.load(Ordering::Relaxed),
                 deadline_hits: p.stats.deadline_hits.load(Ordering::Relaxed),
                 out_of_memory: p.stats.out_of_memory.load(Ordering::Relaxed),

@@ -21,6 +21,7 @@ use wasmtime::{
 
 use super::context::CallContext;
 use super::manifest::{Kind, Manifest};
+use super::reuse::VerdictCache;
 use super::secrets::SecretSources;
 
 /// Instances that can exist at once across every loaded policy (warm pools of at most 128 per
@@ -215,6 +216,8 @@ const RECYCLE_AFTER: u32 = 100_000;
 #[derive(Debug, Default)]
 pub struct PluginStats {
     pub calls: AtomicU64,
+    /// Guard verdicts the host reused without a call (`reuse`).
+    pub reused: AtomicU64,
     pub traps: AtomicU64,
     pub deadline_hits: AtomicU64,
     pub out_of_memory: AtomicU64,
@@ -306,6 +309,8 @@ pub struct Plugin {
     pre: Pre,
     pool: Mutex<Vec<Warm>>,
     name: Arc<str>,
+    /// A guard's verdicts that carry to later statements of the same shape.
+    pub reuse: VerdictCache,
 }
 
 impl Plugin {
@@ -354,6 +359,7 @@ impl Plugin {
             pre,
             pool: Mutex::new(Vec::new()),
             name,
+            reuse: VerdictCache::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 //! per connection on a fresh instance. Kinds without a policy fall back to the built-in policy.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use sluice_wit::router::exports::sluice::policy::routing;
 use sluice_wit::types;
@@ -11,6 +12,7 @@ use sluice_wit::{
 };
 
 use super::manifest::OnError;
+use super::reuse::Shape;
 use super::runtime::{Bound, CallError, Plugin, Warm};
 use crate::config::{AuthPlugin, Config, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
@@ -159,11 +161,28 @@ impl PolicySet {
     }
 
     /// Runs one guard.
-    pub fn run_guard(g: &Plugin, call: Call<'_>) -> Result<safety::Verdict, CallError> {
+    pub fn run_guard(g: &Plugin, call: Call<'_>) -> Result<safety::Checked, CallError> {
         call.on(g, |w, q, s| match &w.bound {
             Bound::Guard(b) => b.sluice_policy_safety().call_check(&mut w.store, q, s),
             _ => Err(mismatch()),
         })
+    }
+
+    /// One guard's verdict: reused when an earlier one carries to this statement, else the
+    /// guard's (remembered as far as it says it carries).
+    pub fn guard_verdict(g: &Plugin, call: Call<'_>) -> Result<safety::Verdict, CallError> {
+        let shape = Shape {
+            facts: call.facts,
+            length: call.sql.len(),
+            user: call.session.user,
+        };
+        if let Some(v) = g.reuse.get(shape) {
+            g.stats.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(v);
+        }
+        let checked = Self::run_guard(g, call)?;
+        g.reuse.remember(shape, &checked.verdict, checked.reach);
+        Ok(checked.verdict)
     }
 
     /// Runs the router. The instance hears of the fleet's health only when it changed since
@@ -294,7 +313,7 @@ impl Policy for PolicySet {
             let (facts, sql) = rewritten
                 .as_ref()
                 .map_or((facts, sql), |(f, s)| (f, s.as_str()));
-            match Self::run_guard(
+            match Self::guard_verdict(
                 g,
                 Call {
                     facts,

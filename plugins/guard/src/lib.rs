@@ -16,7 +16,10 @@
 //! - `modes` ({}): a mode per rule, by its key above: `{"deny-unbounded-writes": "report"}`
 //!
 //! Rules are checked in the order above; the first *enforced* denial decides, else the first
-//! reported one is reported.
+//! reported one is reported. Every rule reads only what a statement's digest determines, plus
+//! its user (`read-only-users`) and length (`max-statement-bytes`), so each verdict but a
+//! rewrite tells the host how far it carries (`Settings::reuse`) and the host answers later
+//! statements of the same shape without calling the guard.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -40,7 +43,7 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
+    Checked, Denial, Guest as Safety, QueryFacts, Reach, SessionInfo, Verdict,
 };
 pub use bindings::sluice::policy::types::StatementKind;
 use bindings::sluice::policy::{session, statement};
@@ -164,6 +167,15 @@ pub struct Statement {
     pub length: usize,
 }
 
+/// How far a decision carries to other statements of the same digest (the WIT's `reach`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// The decision read the user: only statements from the same user.
+    pub per_user: bool,
+    /// Only statements of at most this many bytes.
+    pub max_length: u32,
+}
+
 /// The text parts the rules read, fetched only when a configured rule needs them (in the
 /// component each is a call into the host that copies the text).
 pub trait StatementText {
@@ -203,15 +215,7 @@ impl Settings {
             settings: self,
             reported: None,
         };
-        let is_write = !s.read_only
-            && !matches!(
-                s.kind,
-                StatementKind::Set
-                    | StatementKind::Use
-                    | StatementKind::Show
-                    | StatementKind::Transaction
-            );
-        if is_write && !self.read_only_users.is_empty() {
+        if is_write(s) && !self.read_only_users.is_empty() {
             let user = text.user();
             if self.read_only_users.iter().any(|u| *u == *user)
                 && let Some(d) = check.deny(
@@ -284,6 +288,27 @@ impl Settings {
         check.finish()
     }
 
+    /// How far `decision`, made for `s`, carries: to every statement with the same digest, from
+    /// the same user when a rule read it, up to the length limit when one is set. A rewrite
+    /// does not carry (the rewritten text is the policy's to produce each time), nor does a
+    /// decision on a statement over the length limit.
+    pub fn reuse(&self, s: &Statement, decision: &Decision) -> Option<Reuse> {
+        if matches!(decision, Decision::Rewrite(_)) {
+            return None;
+        }
+        let max_length = if self.max_statement_bytes == 0 {
+            u32::MAX
+        } else if s.length > self.max_statement_bytes {
+            return None;
+        } else {
+            u32::try_from(self.max_statement_bytes).unwrap_or(u32::MAX)
+        };
+        Some(Reuse {
+            per_user: !self.read_only_users.is_empty() && is_write(s),
+            max_length,
+        })
+    }
+
     /// The rules on the statement's tables and digest, and the rewrites (the same outcome for
     /// every statement of one shape: the component caches it by digest hash).
     pub fn decide_text(&self, text: &impl StatementText) -> Decision {
@@ -325,6 +350,18 @@ impl Settings {
     }
 }
 
+/// Whether `read-only-users` applies to the statement.
+fn is_write(s: &Statement) -> bool {
+    !s.read_only
+        && !matches!(
+            s.kind,
+            StatementKind::Set
+                | StatementKind::Use
+                | StatementKind::Show
+                | StatementKind::Transaction
+        )
+}
+
 /// `pattern` names a table (`t`, `*`) or a qualified one (`schema.t`, `schema.*`); an unqualified
 /// pattern matches the table name in any schema.
 fn table_matches(pattern: &str, table: &str) -> bool {
@@ -364,7 +401,7 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(q: QueryFacts, _s: SessionInfo) -> Verdict {
+    fn check(q: QueryFacts, _s: SessionInfo) -> Checked {
         let facts = Statement {
             kind: q.kind,
             read_only: q.read_only,
@@ -375,30 +412,44 @@ impl Safety for Policy {
         let text = Host {
             table_count: q.table_count as usize,
         };
-        let decision = STATE.with(|st| {
+        let (decision, reuse) = STATE.with(|st| {
             let flags = st.settings.decide_flags(&facts, &text);
-            if matches!(flags, Decision::Deny(..)) {
-                return flags;
-            }
-            let by_text = if let Some(d) = st.by_digest.get(&q.digest_hash) {
-                d.clone()
+            let decision = if matches!(flags, Decision::Deny(..)) {
+                flags
             } else {
-                let d = st.settings.decide_text(&text);
-                if st.by_digest.len() >= MAX_CACHED_DIGESTS {
-                    st.by_digest.clear();
-                }
-                st.by_digest.insert(q.digest_hash, d.clone());
-                d
+                flags.then(by_text(st, &text, q.digest_hash))
             };
-            flags.then(by_text)
+            let reuse = st.settings.reuse(&facts, &decision);
+            (decision, reuse)
         });
-        match decision {
+        let verdict = match decision {
             Decision::Allow => Verdict::Allow,
             Decision::Deny(code, message) => Verdict::Deny(Denial { code, message }),
             Decision::Report(code, message) => Verdict::Report(Denial { code, message }),
             Decision::Rewrite(sql) => Verdict::Rewrite(sql),
+        };
+        Checked {
+            verdict,
+            reach: reuse.map(|r| Reach {
+                per_user: r.per_user,
+                max_length: r.max_length,
+            }),
         }
     }
+}
+
+/// The text rules' decision for a statement shape: cached by digest hash, so the tables and
+/// digest are read from the host once per shape.
+fn by_text(st: &mut State, text: &Host, digest_hash: u64) -> Decision {
+    if let Some(d) = st.by_digest.get(&digest_hash) {
+        return d.clone();
+    }
+    let d = st.settings.decide_text(text);
+    if st.by_digest.len() >= MAX_CACHED_DIGESTS {
+        st.by_digest.clear();
+    }
+    st.by_digest.insert(digest_hash, d.clone());
+    d
 }
 
 /// The text parts, read from the host during the call.
@@ -626,5 +677,57 @@ mod tests {
     #[test]
     fn unknown_settings_are_refused() {
         assert!(sluice_policy_sdk::settings::<Settings>(r#"{"deny-everything": true}"#).is_err());
+    }
+
+    #[test]
+    fn decisions_carry_as_far_as_what_they_read() {
+        let none: [String; 0] = [];
+        let plain: Settings = sluice_policy_sdk::settings("{}").expect("settings");
+        let select = stmt("SELECT 1", StatementKind::Select, false, &none, "app");
+        let d = select.decided_by(&plain);
+        assert_eq!(
+            plain.reuse(&select.facts, &d),
+            Some(Reuse {
+                per_user: false,
+                max_length: u32::MAX
+            })
+        );
+        // A user rule makes a write's decision the user's; a read's stays everyone's.
+        let users: Settings = sluice_policy_sdk::settings(
+            r#"{"read-only-users": ["ro"], "max-statement-bytes": 64}"#,
+        )
+        .expect("settings");
+        let delete = stmt(
+            "DELETE FROM t WHERE id = 1",
+            StatementKind::Delete,
+            true,
+            &none,
+            "ro",
+        );
+        let d = delete.decided_by(&users);
+        assert!(matches!(d, Decision::Deny(1290, _)));
+        assert_eq!(
+            users.reuse(&delete.facts, &d),
+            Some(Reuse {
+                per_user: true,
+                max_length: 64
+            })
+        );
+        assert_eq!(
+            users
+                .reuse(&select.facts, &Decision::Allow)
+                .map(|r| r.per_user),
+            Some(false)
+        );
+        // Over the length limit, and a rewrite: this statement only.
+        let long = "SELECT 1 /* padding padding padding padding padding padding padding */";
+        let long = stmt(long, StatementKind::Select, false, &none, "app");
+        let d = long.decided_by(&users);
+        assert!(matches!(d, Decision::Deny(1105, _)));
+        assert_eq!(users.reuse(&long.facts, &d), None);
+        assert_eq!(
+            plain.reuse(&select.facts, &Decision::Rewrite("SELECT 2".into())),
+            None
+        );
     }
 }

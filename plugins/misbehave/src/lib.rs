@@ -18,7 +18,7 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
+    Checked, Denial, Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,32 +55,40 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(q: QueryFacts, _s: SessionInfo) -> Verdict {
-        // Misbehave only on statements that ask for it, so connecting and the load's smoke call
-        // work.
-        if !bindings::sluice::policy::statement::sql().contains("misbehave") {
-            return Verdict::Allow;
+    fn check(q: QueryFacts, s: SessionInfo) -> Checked {
+        // It reads the SQL text, so its verdict holds for this statement only.
+        Checked {
+            verdict: verdict(q, s),
+            reach: None,
         }
-        match SETTINGS.with(|s| s.mode.clone()) {
-            Mode::Allow | Mode::RefuseSettings => Verdict::Allow,
-            Mode::Deny => Verdict::Deny(Denial {
-                code: 1105,
-                message: String::from("misbehave says no"),
-            }),
-            Mode::Loop => loop {
-                core::hint::black_box(&q);
-            },
-            Mode::MemoryBomb => {
-                // Grow memory without touching it, so the cap (not the deadline) stops it
-                // however slow page faults are on a loaded machine.
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(Vec::with_capacity(1 << 20));
-                    core::hint::black_box(&hoard);
-                }
+    }
+}
+
+fn verdict(q: QueryFacts, _s: SessionInfo) -> Verdict {
+    // Misbehave only on statements that ask for it, so connecting and the load's smoke call
+    // work.
+    if !bindings::sluice::policy::statement::sql().contains("misbehave") {
+        return Verdict::Allow;
+    }
+    match SETTINGS.with(|s| s.mode.clone()) {
+        Mode::Allow | Mode::RefuseSettings => Verdict::Allow,
+        Mode::Deny => Verdict::Deny(Denial {
+            code: 1105,
+            message: String::from("misbehave says no"),
+        }),
+        Mode::Loop => loop {
+            core::hint::black_box(&q);
+        },
+        Mode::MemoryBomb => {
+            // Grow memory without touching it, so the cap (not the deadline) stops it
+            // however slow page faults are on a loaded machine.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(Vec::with_capacity(1 << 20));
+                core::hint::black_box(&hoard);
             }
-            Mode::Panic => panic!("misbehave panics on purpose"),
         }
+        Mode::Panic => panic!("misbehave panics on purpose"),
     }
 }
 

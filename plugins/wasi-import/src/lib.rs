@@ -8,7 +8,7 @@ mod bindings {
 
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use bindings::exports::sluice::policy::safety::{
-    Guest as Safety, QueryFacts, SessionInfo, Verdict,
+    Checked, Guest as Safety, QueryFacts, SessionInfo, Verdict,
 };
 
 struct Policy;
@@ -20,11 +20,15 @@ impl Lifecycle for Policy {
 }
 
 impl Safety for Policy {
-    fn check(_q: QueryFacts, _s: SessionInfo) -> Verdict {
-        if std::env::var("SLUICE_ESCAPE").is_ok() {
+    fn check(_q: QueryFacts, _s: SessionInfo) -> Checked {
+        let verdict = if std::env::var("SLUICE_ESCAPE").is_ok() {
             Verdict::Rewrite("SELECT 'escaped'".into())
         } else {
             Verdict::Allow
+        };
+        Checked {
+            verdict,
+            reach: None,
         }
     }
 }
