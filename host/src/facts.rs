@@ -195,7 +195,12 @@ impl<'a> Lexer<'a> {
     fn skip_trivia(&mut self) {
         loop {
             let c = self.peek(0);
-            if c.is_ascii_whitespace() {
+            let class = CLASS[usize::from(c)];
+            if class & TRIVIA == 0 {
+                // Most tokens: no trivia before them, or one space (below).
+                return;
+            }
+            if class & SPACE != 0 {
                 self.i += 1;
             } else if c == b'#'
                 || (c == b'-'
@@ -271,12 +276,11 @@ impl<'a> Lexer<'a> {
         let mut j = from;
         let mut plain = true;
         while let Some(&c) = self.b.get(j) {
-            if c.is_ascii_alphabetic() || c == b'_' {
-            } else if c.is_ascii_digit() || c == b'$' || c >= 0x80 {
-                plain = false;
-            } else {
+            let class = CLASS[usize::from(c)];
+            if class & WORD == 0 {
                 break;
             }
+            plain &= class & PLAIN != 0;
             j += 1;
         }
         (j, plain)
@@ -345,7 +349,8 @@ impl<'a> Lexer<'a> {
                 }
                 Tok::Num
             }
-            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 => {
+            // Letters, `_`, `$`, non-ASCII (digits were taken above).
+            c if CLASS[usize::from(c)] & WORD != 0 => {
                 // x'0A' / b'01' / N'..' / _utf8'..' literals
                 let (end, plain) = self.plain_word_end(self.i);
                 if self.b.get(end) == Some(&b'\'') {
@@ -379,6 +384,40 @@ impl<'a> Lexer<'a> {
         })
     }
 }
+
+/// Byte classes, so the lexer's inner loops test a byte with one table load.
+/// Continues a word: ASCII letters and digits, `_`, `$`, non-ASCII bytes.
+const WORD: u8 = 1;
+/// Can be part of a keyword: ASCII letters and `_`.
+const PLAIN: u8 = 2;
+/// ASCII whitespace.
+const SPACE: u8 = 4;
+/// Can start trivia (whitespace or a comment): whitespace, `#`, `-`, `/`, `*`.
+const TRIVIA: u8 = 8;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut k = 0;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
+            k |= WORD;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            k |= PLAIN;
+        }
+        if c.is_ascii_whitespace() {
+            k |= SPACE | TRIVIA;
+        }
+        if matches!(c, b'#' | b'-' | b'/' | b'*') {
+            k |= TRIVIA;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+};
 
 /// A word's keyword key: its bytes, ASCII letters upper-cased, packed into an integer, so that
 /// testing a word against a keyword is one integer compare. Clearing bit 5 upper-cases letters;
@@ -437,7 +476,7 @@ mod kw {
         OUTFILE PACKAGE PASSWORD PREPARE PROCEDURE QUERY QUICK READ RELEASE RENAME REPAIR REPEAT REPLACE
         ROLE ROLLBACK ROW_COUNT
         SAVEPOINT SELECT SESSION SET SHARE SHOW START STATEMENT TABLE TABLES TEMPORARY TRANSACTION
-        TRIGGER TRUNCATE UPDATE USE VALUES WARNINGS WHERE WHILE WITH XA XML
+        TRIGGER TRUNCATE UPDATE USE VALUE VALUES WARNINGS WHERE WHILE WITH XA XML
     );
 }
 
@@ -521,6 +560,8 @@ pub fn analyze(sql: &str) -> QueryFacts {
     let mut in_set = false;
     let mut set_expect_name = false;
     let mut paren_depth = 0i32;
+    // An `IN (` or `VALUES (` was seen: the digest may have value lists to fold.
+    let mut value_lists = false;
 
     while let Some(t) = lx.next_tok() {
         // A double-quoted name where only a name can stand (after FROM, JOIN... or a `.`) is an
@@ -635,7 +676,12 @@ pub fn analyze(sql: &str) -> QueryFacts {
                 stmt = StmtScan::default();
                 in_set = false;
             }
-            Tok::Punct(b'(') => paren_depth += 1,
+            Tok::Punct(b'(') => {
+                paren_depth += 1;
+                value_lists |= is(prev.as_ref(), kw::IN)
+                    || is(prev.as_ref(), kw::VALUES)
+                    || is(prev.as_ref(), kw::VALUE);
+            }
             Tok::Punct(b')') => paren_depth -= 1,
             Tok::Punct(b',') if in_set && paren_depth == 0 => set_expect_name = true,
             _ => {}
@@ -656,7 +702,9 @@ pub fn analyze(sql: &str) -> QueryFacts {
         && !f.multi_statement;
     f.pins.sort_unstable();
     f.pins.dedup();
-    collapse_value_lists(&mut digest);
+    if value_lists {
+        collapse_value_lists(&mut digest);
+    }
     f.digest = String::from_utf8(digest)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     f.digest_hash = digest_hash(&f.digest);
