@@ -65,7 +65,14 @@ impl CallContext {
             }
             (d, s) => *d = s.map(str::to_string),
         }
-        self.required = session.required_position.map(ToString::to_string);
+        match (&mut self.required, session.required_position) {
+            (Some(r), Some(p)) => {
+                use std::fmt::Write;
+                r.clear();
+                let _ = write!(r, "{p}");
+            }
+            (r, p) => *r = p.map(ToString::to_string),
+        }
     }
 }
 

@@ -307,7 +307,10 @@ pub struct Plugin {
     engine: Arc<PluginEngine>,
     secrets: Arc<SecretSources>,
     pre: Pre,
-    pool: Mutex<Vec<Warm>>,
+    /// Boxed, so that taking one out and putting it back moves a pointer, not the store and
+    /// every typed export.
+    #[allow(clippy::vec_box)] // the point: moves of a pointer
+    pool: Mutex<Vec<Box<Warm>>>,
     name: Arc<str>,
     /// A guard's verdicts that carry to later statements of the same shape.
     pub reuse: VerdictCache,
@@ -425,7 +428,7 @@ impl Plugin {
     pub fn prewarm(&self, n: usize) -> Result<(), CallError> {
         let n = n.min(self.manifest.limits.instances);
         while self.warm_instances() < n {
-            let warm = self.instantiate()?;
+            let warm = Box::new(self.instantiate()?);
             self.pool
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -454,7 +457,7 @@ impl Plugin {
             .pop();
         let mut warm = match taken {
             Some(w) => w,
-            None => self.instantiate()?,
+            None => Box::new(self.instantiate()?),
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);

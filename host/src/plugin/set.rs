@@ -204,11 +204,15 @@ impl PolicySet {
                 .caught_up
                 .extend(fleet.iter().map(|b| b.caught_up));
             data.context.applied.clear();
-            data.context.applied.extend(
-                fleet
-                    .iter()
-                    .map(|b| b.applied.as_ref().map(ToString::to_string)),
-            );
+            // Positions as text only for a session that requires one (the WIT offers them
+            // then): most statements need none, and each is an allocation per backend.
+            if call.session.required_position.is_some() {
+                data.context.applied.extend(
+                    fleet
+                        .iter()
+                        .map(|b| b.applied.as_ref().map(ToString::to_string)),
+                );
+            }
             let seen = data.fleet_seen.as_deref().is_some_and(|seen| {
                 seen.len() == fleet.len()
                     && seen.iter().zip(fleet).all(|(a, b)| *a == wit_backend(b))
