@@ -30,6 +30,7 @@ async fn guard_denies_each_rule_with_its_message() {
     let f = crate::harness::fleet();
     f.sql(0, "CREATE TABLE IF NOT EXISTS app.open_keys (k INT)");
     f.wait_replicas();
+    f.create_user("writer", "writer-secret");
     let dir = PolicyDir::new("guard-rules");
     dir.plugin("guard", "guard.wasm");
     dir.write(
@@ -42,7 +43,13 @@ async fn guard_denies_each_rule_with_its_message() {
         )
         .as_bytes(),
     );
-    let gw = TestGateway::start(dir.config());
+    let mut cfg = dir.config();
+    cfg.users.push(sluice::config::UserConfig {
+        name: "writer".into(),
+        password: Some("writer-secret".into()),
+        ..Default::default()
+    });
+    let gw = TestGateway::start(cfg);
     let mut c = gw.app().await;
     // The same shape with an allowed table first: the guard caches its table rules by digest.
     c.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
@@ -72,6 +79,9 @@ async fn guard_denies_each_rule_with_its_message() {
             "{sql}: {message}"
         );
     }
+    // A short statement of the long one's shape is allowed first: the verdict the gateway
+    // reuses for the shape carries only up to the length limit.
+    c.query_drop("SELECT 'short'").await.expect("short");
     let long = format!("SELECT '{}'", "x".repeat(300));
     let (code, message) = server_err(&c.query_drop(long).await.expect_err("too long"));
     assert!(
@@ -79,8 +89,21 @@ async fn guard_denies_each_rule_with_its_message() {
         "{message}"
     );
     // Allowed statements run, and the session goes on after every denial.
-    let v: Option<i64> = c.query_first("SELECT 40 + 2").await.expect("allowed");
-    assert_eq!(v, Some(42));
+    for _ in 0..2 {
+        let v: Option<i64> = c.query_first("SELECT 40 + 2").await.expect("allowed");
+        assert_eq!(v, Some(42));
+    }
+    let guard_reused = |gw: &TestGateway| {
+        gw.gateway
+            .plugins()
+            .iter()
+            .find(|p| p.name() == "guard")
+            .map(|p| p.stats.reused.load(Ordering::Relaxed))
+    };
+    assert!(
+        guard_reused(&gw).is_some_and(|n| n >= 1),
+        "a repeated shape is answered from the guard's earlier verdict"
+    );
     // Per-user read-only.
     let v0 = gw.gateway.policy_status().version;
     dir.write(
@@ -88,12 +111,27 @@ async fn guard_denies_each_rule_with_its_message() {
         guard_manifest("guard", "guard.wasm", "deny", "read-only-users = [\"app\"]").as_bytes(),
     );
     wait_for_policy_version(&gw.gateway, v0);
+    assert_eq!(guard_reused(&gw), Some(0), "a reloaded guard starts afresh");
     let (code, message) = server_err(
-        &c.query_drop("INSERT INTO t VALUES (1)")
+        &c.query_drop("INSERT INTO app.open_keys VALUES (1)")
             .await
             .expect_err("read-only"),
     );
     assert!(code == 1290 && message.contains("read-only"), "{message}");
+    // That verdict read the user: another user's statement of the same shape is its own.
+    let mut w = Conn::new(gw.opts("writer", "writer-secret", Some("app")))
+        .await
+        .expect("writer connects");
+    w.query_drop("INSERT INTO app.open_keys VALUES (2)")
+        .await
+        .expect("a user not listed writes");
+    let (code, _) = server_err(
+        &c.query_drop("INSERT INTO app.open_keys VALUES (3)")
+            .await
+            .expect_err("still read-only"),
+    );
+    assert_eq!(code, 1290);
+    w.disconnect().await.expect("disconnect");
     let v: Option<i64> = c
         .query_first("SELECT 7")
         .await
