@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod reload;
 pub mod replay;
 pub mod session;
+pub mod sim;
 pub mod telemetry;
 
 use std::net::SocketAddr;
