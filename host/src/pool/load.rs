@@ -61,10 +61,16 @@ impl LoadStats {
 
     /// The estimates now (the peak decayed to `now`).
     pub fn snapshot(&self, now: Instant) -> BackendLoad {
+        self.snapshot_at(self.nanos(now))
+    }
+
+    /// The estimates at `now_ns` nanoseconds on this estimate's own clock (the simulator's
+    /// virtual time; the gateway's is nanoseconds since the pool was made).
+    pub fn snapshot_at(&self, now_ns: u64) -> BackendLoad {
         let us = |a: &AtomicU64| clamp_us(f64::from_bits(a.load(Ordering::Relaxed)));
         let peak = f64::from_bits(self.peak_us.load(Ordering::Relaxed));
         let at = self.peak_at_ns.load(Ordering::Relaxed);
-        let peak = peak * decay(self.nanos(now).saturating_sub(at));
+        let peak = peak * decay(now_ns.saturating_sub(at));
         BackendLoad {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             service_ewma_us: us(&self.service_us),
@@ -82,8 +88,25 @@ impl LoadStats {
     }
 
     fn sample_response(&self, us: f64, now: Instant) {
+        self.sample_response_at(us, self.nanos(now));
+    }
+
+    /// A statement sent at a time the caller keeps: it counts as in flight until
+    /// [`Self::finished_at`] (the simulator's requests; the gateway's use [`Self::begin`]).
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A statement started with [`Self::started`] ended at `now_ns`, having taken `service_us`
+    /// to its first response and `response_us` in all.
+    pub fn finished_at(&self, service_us: f64, response_us: f64, now_ns: u64) {
+        self.sample_service(service_us);
+        self.sample_response_at(response_us, now_ns);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn sample_response_at(&self, us: f64, now_ns: u64) {
         ewma(&self.response_us, us);
-        let now_ns = self.nanos(now);
         let at = self.peak_at_ns.swap(now_ns, Ordering::Relaxed);
         let old = f64::from_bits(self.peak_us.load(Ordering::Relaxed));
         let new = if us > old {

@@ -6,9 +6,13 @@ use super::clock::Clock;
 use super::model::Server;
 use super::random::SimRng;
 
-/// Chooses the server for a request that arrives now.
+/// Chooses the server for a request that arrives at virtual time `now`.
 pub trait Pick {
-    fn pick(&mut self, servers: &[Server], rng: &mut SimRng) -> usize;
+    fn pick(&mut self, servers: &[Server], now: f64, rng: &mut SimRng) -> usize;
+
+    /// A request `server` served left at `now`, `time_in_system` after it arrived (what a
+    /// gateway measures of a backend).
+    fn finished(&mut self, _server: usize, _time_in_system: f64, _now: f64) {}
 }
 
 /// Samples `d` distinct servers uniformly and takes the one with the fewest requests outstanding,
@@ -20,7 +24,7 @@ pub struct Sampled {
 }
 
 impl Pick for Sampled {
-    fn pick(&mut self, servers: &[Server], rng: &mut SimRng) -> usize {
+    fn pick(&mut self, servers: &[Server], _now: f64, rng: &mut SimRng) -> usize {
         let n = servers.len();
         let first = rng.below(n);
         let mut best = first;
@@ -96,7 +100,9 @@ pub fn run(run: OpenLoop, mut servers: Vec<Server>, pick: &mut dyn Pick) -> Outc
             Event::Arrival => {
                 let id = arrived_at.len() as u64;
                 arrived_at.push(clock.now());
-                let s = pick.pick(&servers, &mut rng).min(servers.len() - 1);
+                let s = pick
+                    .pick(&servers, clock.now(), &mut rng)
+                    .min(servers.len() - 1);
                 if let Some(service) = servers[s].arrive(id, &mut rng) {
                     clock.after(
                         service,
@@ -114,6 +120,7 @@ pub fn run(run: OpenLoop, mut servers: Vec<Server>, pick: &mut dyn Pick) -> Outc
                 let i = request as usize;
                 time_in_system[i] = clock.now() - arrived_at[i];
                 served[server] += 1;
+                pick.finished(server, time_in_system[i], clock.now());
                 if let Some((next, service)) = servers[server].depart(&mut rng) {
                     clock.after(
                         service,

@@ -21,4 +21,5 @@ pub mod clock;
 pub mod driver;
 pub mod model;
 pub mod random;
+pub mod router;
 pub mod stats;
