@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
                     rate: OpenLoop::rate_for(0.7, SERVERS - 1, 4, 4.0),
                     requests: REQUESTS,
                     seed: 7,
+                    fluctuation: None,
                 },
                 servers,
                 &mut router,

@@ -52,6 +52,17 @@ pub struct OpenLoop {
     pub rate: f64,
     pub requests: u64,
     pub seed: u64,
+    /// Time-varying service rates (absim's model), if any.
+    pub fluctuation: Option<Fluctuation>,
+}
+
+/// Every `every` time units, each server independently runs at full speed or `factor` times
+/// slower, with probability one half each (the C3 paper's time-varying scenario: a rate changes by
+/// a factor D with probability 0.5 every T ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fluctuation {
+    pub every: f64,
+    pub factor: f64,
 }
 
 impl OpenLoop {
@@ -75,6 +86,7 @@ pub struct Outcome {
 
 enum Event {
     Arrival,
+    Fluctuate,
     Departure { server: usize, request: u64 },
 }
 
@@ -95,8 +107,21 @@ pub fn run(run: OpenLoop, mut servers: Vec<Server>, pick: &mut dyn Pick) -> Outc
     }
     let mean_gap = 1.0 / run.rate;
     clock.after(rng.exponential(mean_gap), Event::Arrival);
+    if let Some(f) = run.fluctuation.filter(|f| f.every > 0.0) {
+        clock.after(f.every, Event::Fluctuate);
+    }
+    let mut arriving = true;
     while let Some(event) = clock.advance() {
         match event {
+            Event::Fluctuate => {
+                // Rates change only while requests arrive, so the run still ends.
+                if let Some(f) = run.fluctuation.filter(|_| arriving) {
+                    for s in &mut servers {
+                        s.slowdown = if rng.unit() < 0.5 { f.factor } else { 1.0 };
+                    }
+                    clock.after(f.every, Event::Fluctuate);
+                }
+            }
             Event::Arrival => {
                 let id = arrived_at.len() as u64;
                 arrived_at.push(clock.now());
@@ -114,6 +139,8 @@ pub fn run(run: OpenLoop, mut servers: Vec<Server>, pick: &mut dyn Pick) -> Outc
                 }
                 if arrived_at.len() < n {
                     clock.after(rng.exponential(mean_gap), Event::Arrival);
+                } else {
+                    arriving = false;
                 }
             }
             Event::Departure { server, request } => {
@@ -143,7 +170,7 @@ pub fn run(run: OpenLoop, mut servers: Vec<Server>, pick: &mut dyn Pick) -> Outc
 #[cfg(test)]
 mod tests {
     use super::super::model::ServiceTime;
-    use super::super::stats::batch_means;
+    use super::super::stats::{batch_means, quantile};
     use super::*;
 
     /// `servers` single-slot servers with unit mean exponential service, at utilisation `lambda`,
@@ -160,6 +187,7 @@ mod tests {
                 rate: OpenLoop::rate_for(lambda, servers, 1, 1.0),
                 requests,
                 seed: 42,
+                fluctuation: None,
             },
             fleet,
             &mut Sampled { d },
@@ -203,6 +231,32 @@ mod tests {
                 "λ={lambda}: want {want}, got {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn with_time_varying_rates_two_choices_keep_the_tail_shorter_than_random() {
+        let p999 = |d: usize| {
+            let fleet = vec![Server::new(4, ServiceTime::Exponential { mean: 4.0 }); 50];
+            let out = run(
+                OpenLoop {
+                    rate: OpenLoop::rate_for(0.7, 50, 4, 4.0),
+                    requests: 300_000,
+                    seed: 3,
+                    fluctuation: Some(Fluctuation {
+                        every: 500.0,
+                        factor: 3.0,
+                    }),
+                },
+                fleet,
+                &mut Sampled { d },
+            );
+            quantile(&out.time_in_system[30_000..], 0.999)
+        };
+        let (random, two) = (p999(1), p999(2));
+        assert!(
+            two < random / 2.0,
+            "p99.9: random {random}, two choices {two}"
+        );
     }
 
     #[test]

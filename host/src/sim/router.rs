@@ -141,6 +141,7 @@ mod tests {
             rate: OpenLoop::rate_for(0.5, 3, 4, 1.0),
             requests: 3000,
             seed: 1,
+            fluctuation: None,
         };
         let mut reads = PolicyRouter::new(&policy, "SELECT c FROM t WHERE id = 1", 3, 16, 1e6);
         let out = run(at, servers(), &mut reads);

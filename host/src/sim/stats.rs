@@ -42,6 +42,17 @@ pub fn batch_means(values: &[f64], warmup: usize, batches: usize) -> Option<Esti
     })
 }
 
+/// The `q` quantile (0..=1) of `values`, by the nearest rank (NaN for none).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_unstable_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
 /// Student's t 97.5% quantile for `df` degrees of freedom (Cornish-Fisher expansion around the
 /// normal quantile: within 0.1% of the table from 10 degrees of freedom up).
 fn t_975(df: usize) -> f64 {
@@ -55,6 +66,15 @@ fn t_975(df: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert!((quantile(&v, 0.5) - 500.0).abs() < f64::EPSILON);
+        assert!((quantile(&v, 0.999) - 999.0).abs() < f64::EPSILON);
+        assert!((quantile(&v, 1.0) - 1000.0).abs() < f64::EPSILON);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
 
     #[test]
     fn t_quantiles_match_the_table() {
