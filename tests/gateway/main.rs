@@ -20,5 +20,6 @@ mod pool;
 mod proxy_protocol;
 mod raw;
 mod reload;
+mod simulate;
 mod suites;
 mod transparency;
