@@ -66,6 +66,23 @@ pub struct SessionInfo<'a> {
     pub required_position: Option<&'a crate::gtid::GtidPosition>,
 }
 
+impl<'a> SessionInfo<'a> {
+    /// A plain session of `user` from loopback: autocommit on, no transaction, no database, no
+    /// TLS, no position to see (the load's smoke call, the simulator's sessions, tests).
+    pub fn plain(connection_id: u32, user: &'a str) -> Self {
+        Self {
+            connection_id,
+            user,
+            client_addr: "127.0.0.1",
+            database: None,
+            in_transaction: false,
+            autocommit: true,
+            tls: false,
+            required_position: None,
+        }
+    }
+}
+
 /// The outcome of checking a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -435,10 +435,18 @@ async fn a_primary_restarted_under_writes_answers_mysql_errors_and_keeps_every_a
     let after = writes();
     wait_until(60, "writes run again", || writes() >= after + 100).await;
     let (acknowledged, errors) = writers.stop().await;
-    // Every acknowledged write is in the table.
-    assert_eq!(
-        f.sql(0, "SELECT COUNT(*) FROM app.rw"),
-        acknowledged.to_string()
+    // Every acknowledged write is in the table. A write whose answer the restart cut off may
+    // have committed too (as with MySQL direct: error 2013 leaves it unknown), but no more than
+    // those: a write run twice would show as more rows than that.
+    let rows: usize = f
+        .sql(0, "SELECT COUNT(*) FROM app.rw")
+        .parse()
+        .expect("a count");
+    let acknowledged = usize::try_from(acknowledged).expect("a count");
+    assert!(
+        (acknowledged..=acknowledged + errors.len()).contains(&rows),
+        "{rows} rows for {acknowledged} acknowledged writes and {} errors",
+        errors.len()
     );
     println!("{} errors during the restart: {errors:#?}", errors.len());
     for e in &errors {

@@ -169,16 +169,7 @@ mod tests {
 
     #[test]
     fn a_large_statement_is_not_kept_by_the_instance() {
-        let session = SessionInfo {
-            connection_id: 1,
-            user: "app",
-            client_addr: "127.0.0.1",
-            database: None,
-            in_transaction: false,
-            autocommit: true,
-            tls: false,
-            required_position: None,
-        };
+        let session = SessionInfo::plain(1, "app");
         let mut ctx = CallContext::default();
         let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(1 << 20));
         ctx.load(&crate::facts::analyze(&big), &big, &session);

@@ -122,16 +122,7 @@ pub fn load_plugin(
 /// One call with a harmless input, so a plugin that cannot serve is refused at load.
 fn smoke(p: &Plugin) -> Result<(), String> {
     let facts = crate::facts::analyze("SELECT 1");
-    let session = SessionInfo {
-        connection_id: 0,
-        user: "sluice-smoke-test",
-        client_addr: "127.0.0.1",
-        database: None,
-        in_transaction: false,
-        autocommit: true,
-        tls: false,
-        required_position: None,
-    };
+    let session = SessionInfo::plain(0, "sluice-smoke-test");
     let call = Call {
         facts: &facts,
         sql: "SELECT 1",

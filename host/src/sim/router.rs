@@ -84,16 +84,7 @@ impl Pick for PolicyRouter<'_> {
             b.in_use = b.load.in_flight;
         }
         let connection_id = 1 + u32::try_from(rng.below(self.clients as usize)).unwrap_or(0);
-        let session = SessionInfo {
-            connection_id,
-            user: "sim",
-            client_addr: "127.0.0.1",
-            database: None,
-            in_transaction: false,
-            autocommit: true,
-            tls: false,
-            required_position: None,
-        };
+        let session = SessionInfo::plain(connection_id, "sim");
         let chosen = match self.policy.route(&self.facts, &session, &self.fleet) {
             RouteDecision::Primary => 0,
             RouteDecision::Backend(i) => i,
