@@ -142,7 +142,21 @@ pub struct PacketStream<S> {
     packets_out: u64,
     /// Bytes queued (headers included) since the stream was made.
     bytes_out: u64,
+    /// Times queued bytes were handed to the transport (a reply queued since a [`ReplyMark`]
+    /// can be taken back only while this has not moved).
+    sends: u64,
     compression: Option<Box<Compression>>,
+}
+
+/// Where a reply starts in a stream's output, to take back what of it is still queued
+/// ([`PacketStream::rewind`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyMark {
+    queued: usize,
+    seq: u8,
+    packets_out: u64,
+    bytes_out: u64,
+    sends: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -155,6 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             max_packet,
             packets_out: 0,
             bytes_out: 0,
+            sends: 0,
             compression: None,
         }
     }
@@ -173,6 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             max_packet,
             packets_out: 0,
             bytes_out: 0,
+            sends: 0,
             compression: None,
         }
     }
@@ -245,6 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             }
         }
         self.wbuf.clear();
+        self.sends += 1;
         Ok(())
     }
 
@@ -345,6 +362,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.packets_out
     }
 
+    /// Marks where the next reply starts.
+    pub fn mark(&self) -> ReplyMark {
+        ReplyMark {
+            queued: self.wbuf.len(),
+            seq: self.seq,
+            packets_out: self.packets_out,
+            bytes_out: self.bytes_out,
+            sends: self.sends,
+        }
+    }
+
+    /// Takes back every packet queued since `mark`, if none of it has left: the reply starts
+    /// over (a read retried on another backend after its first one was lost mid-result).
+    /// `false` when part of it was already sent.
+    pub fn rewind(&mut self, mark: ReplyMark) -> bool {
+        if self.sends != mark.sends || self.wbuf.len() < mark.queued {
+            return false;
+        }
+        self.wbuf.truncate(mark.queued);
+        self.seq = mark.seq;
+        self.packets_out = mark.packets_out;
+        self.bytes_out = mark.bytes_out;
+        true
+    }
+
     /// Queues a whole packet.
     pub fn write_packet(&mut self, payload: &[u8]) {
         let (mark, buf) = self.begin();
@@ -435,6 +477,30 @@ mod tests {
                 "size {size}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_reply_still_queued_can_be_taken_back_and_one_partly_sent_cannot() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut server = PacketStream::new(a, 1 << 20);
+        let mut client = PacketStream::new(b, 1 << 20);
+        let mark = server.mark();
+        server.write_packet(b"column");
+        server.write_packet(b"row");
+        assert!(server.rewind(mark), "nothing left yet");
+        assert_eq!(server.packets_out(), 0);
+        // The reply starts over with the first sequence number.
+        server.write_packet(b"retried");
+        server.flush().await.expect("flush");
+        assert_eq!(
+            client.read_packet().await.expect("read").as_ref(),
+            b"retried"
+        );
+        let mark = server.mark();
+        server.write_packet(b"sent");
+        server.flush().await.expect("flush");
+        server.write_packet(b"queued");
+        assert!(!server.rewind(mark), "part of the reply left");
     }
 
     #[tokio::test]

@@ -152,14 +152,18 @@ impl Session {
             read_timeout: conn.read_timeout(),
         };
         let before = self.stream.packets_out();
+        let reply = self.stream.mark();
         let mut outcome = if facts.local_infile {
             self.run_load_local(&mut conn, &sql_to_run, mode).await
         } else {
             self.run_text(&mut conn, &sql_to_run, mode, digest.as_mut())
                 .await
         };
-        if self.stream.packets_out() == before && self.lost_read(facts, &outcome) {
-            // A read on a backend that just went away, nothing sent yet: once more on the primary.
+        if self.lost_read(facts, &outcome)
+            && (self.stream.packets_out() == before || self.stream.rewind(reply))
+        {
+            // A read on a backend that just went away, nothing of its reply sent yet (what was
+            // queued is taken back): once more on the primary.
             tracing::warn!(
                 backend = conn.backend.name(),
                 "backend lost; retrying the read on the primary"
