@@ -531,6 +531,21 @@ pub fn wait_for_policy_version(gw: &Gateway, version: u64) -> sluice::gateway::P
     panic!("the policy set was not reloaded: {:?}", gw.policy_status());
 }
 
+/// Waits (bounded) until a reload has loaded policies that satisfy `loaded` (a reload can be
+/// triggered by an intermediate step of a change, so the version alone does not say it is in).
+pub fn wait_for_loaded_policies(
+    gw: &Gateway,
+    loaded: impl Fn(&[std::sync::Arc<sluice::plugin::runtime::Plugin>]) -> bool,
+) {
+    for _ in 0..400 {
+        if loaded(&gw.plugins()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the expected policies were not loaded: {:?}", gw.policy_status());
+}
+
 /// Waits (bounded) until the gateway has refused more reloads than `errors`.
 pub fn wait_for_policy_error(gw: &Gateway, errors: u64) -> sluice::gateway::PolicyStatus {
     for _ in 0..400 {

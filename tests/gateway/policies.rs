@@ -484,7 +484,14 @@ async fn configmap_symlink_swaps_are_picked_up() {
     version_dir("..2026_02", "deny-digests = [\"SELECT ? AS PROBE\"]");
     std::os::unix::fs::symlink("..2026_02", dir.path.join("..data_tmp")).expect("link");
     std::fs::rename(dir.path.join("..data_tmp"), dir.path.join("..data")).expect("swap");
-    wait_for_policy_version(&gw.gateway, v0);
+    // Creating `..2026_02` may itself trigger a reload that still reads the old `..data`:
+    // wait for the one that loaded the new settings.
+    crate::harness::wait_for_loaded_policies(&gw.gateway, |loaded| {
+        loaded
+            .iter()
+            .any(|p| p.manifest.settings_json.contains("SELECT ? AS PROBE"))
+    });
+    assert!(gw.gateway.policy_status().version > v0);
     let (code, _) = server_err(
         &c.query_drop("SELECT 1 AS probe")
             .await
