@@ -1,5 +1,6 @@
 //! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration and
-//! loads its policy directory the way `serve` would, `bench` compares routing strategies.
+//! loads its policy directory the way `serve` would, `bench` compares routing strategies on the
+//! real fleet and `simulate` on a simulated one.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,9 @@ enum Cmd {
     /// Compare routing strategies on a workload against the real fleet, through an in-process
     /// gateway per candidate, with faults injected; print a table, write JSON and HTML reports.
     Bench(cli::bench::BenchArgs),
+    /// Compare routing strategies on a simulated fleet (a scenario file), on a virtual clock,
+    /// through the same router components; print a table, write JSON and HTML reports.
+    Simulate(cli::simulate::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,13 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Cmd::Simulate(args) => match cli::simulate::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice simulate: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Cmd::CheckConfig { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,

@@ -543,7 +543,10 @@ pub fn wait_for_loaded_policies(
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    panic!("the expected policies were not loaded: {:?}", gw.policy_status());
+    panic!(
+        "the expected policies were not loaded: {:?}",
+        gw.policy_status()
+    );
 }
 
 /// Waits (bounded) until the gateway has refused more reloads than `errors`.

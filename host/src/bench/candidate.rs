@@ -59,9 +59,37 @@ impl Drop for CandidateDir {
 /// Writes the candidate's policy directory: every manifest of `base`, its plugin path made
 /// absolute, the router's replaced or re-set.
 pub fn prepare(base: &Path, candidate: &Candidate, n: usize) -> anyhow::Result<CandidateDir> {
+    write_dir(
+        base,
+        candidate,
+        &format!("sluice-bench-{}-{n}", std::process::id()),
+        false,
+    )
+}
+
+/// Like [`prepare`], with the router's manifest only (what the simulator runs).
+pub fn prepare_router(
+    base: &Path,
+    candidate: &Candidate,
+    n: usize,
+) -> anyhow::Result<CandidateDir> {
+    write_dir(
+        base,
+        candidate,
+        &format!("sluice-sim-{}-{n}", std::process::id()),
+        true,
+    )
+}
+
+fn write_dir(
+    base: &Path,
+    candidate: &Candidate,
+    name: &str,
+    router_only: bool,
+) -> anyhow::Result<CandidateDir> {
     let base = std::fs::canonicalize(base)
         .map_err(|e| anyhow::anyhow!("policies.dir {}: {e}", base.display()))?;
-    let path = std::env::temp_dir().join(format!("sluice-bench-{}-{n}", std::process::id()));
+    let path = std::env::temp_dir().join(name);
     let _ = std::fs::remove_dir_all(&path);
     std::fs::create_dir_all(&path)?;
     let dir = CandidateDir { path };
@@ -80,7 +108,11 @@ pub fn prepare(base: &Path, candidate: &Candidate, n: usize) -> anyhow::Result<C
         };
         let plugin = base.join(plugin).to_string_lossy().into_owned();
         m.insert("plugin".into(), plugin.into());
-        if m.get("kind").and_then(|k| k.as_str()) == Some("router") {
+        let router = m.get("kind").and_then(|k| k.as_str()) == Some("router");
+        if router_only && !router {
+            continue;
+        }
+        if router {
             routers += 1;
             match candidate {
                 Candidate::Strategy(s) => {
@@ -158,6 +190,8 @@ mod tests {
             Some(canon.join("rw.wasm"))
         );
         assert!(d.path.join("g.toml").exists());
+        let r = prepare_router(&base, &Candidate::Strategy("c3".into()), 99).expect("prepare");
+        assert!(r.path.join("rw.toml").exists() && !r.path.join("g.toml").exists());
         let path = d.path.clone();
         drop(d);
         assert!(!path.exists(), "removed when dropped");

@@ -6,6 +6,14 @@ use std::fmt::Write as _;
 
 use super::report::{BenchReport, Percentiles, RunReport, human_us};
 
+/// What the plots are drawn from: runs, the fault windows (seconds) and how long one timeline
+/// bucket lasts (a second for `sluice bench`; the simulator's runs are shorter).
+pub struct View<'a> {
+    pub runs: &'a [RunReport],
+    pub fault_windows: &'a [(String, f64, f64)],
+    pub bucket_secs: f64,
+}
+
 const COLORS: [&str; 9] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     "#7f7f7f",
@@ -141,15 +149,26 @@ impl Plot {
         );
     }
 
-    /// A time axis over a run: the fault windows shaded, a tick every tenth (whole seconds).
-    fn timeline(&mut self, report: &BenchReport, seconds: f64) {
-        for (what, a, b) in &report.fault_windows {
+    /// A time axis over a run: the fault windows shaded, a tick every tenth (whole seconds, or
+    /// tenths for a run shorter than ten seconds).
+    fn timeline(&mut self, view: &View, seconds: f64) {
+        for (what, a, b) in view.fault_windows {
             self.band(*a, *b, what);
         }
-        let step = (seconds / 10.0).ceil().max(1.0);
+        let fine = seconds < 10.0;
+        let step = if fine {
+            ((seconds / 10.0) * 10.0).ceil().max(1.0) / 10.0
+        } else {
+            (seconds / 10.0).ceil().max(1.0)
+        };
         let mut t = 0.0;
-        while t <= seconds {
-            self.x_tick(t, &format!("{t:.0} s"));
+        while t <= seconds * 1.0001 {
+            let label = if fine {
+                format!("{t:.1} s")
+            } else {
+                format!("{t:.0} s")
+            };
+            self.x_tick(t, &label);
             t += step;
         }
     }
@@ -157,12 +176,12 @@ impl Plot {
     /// A line per run (in its candidate's color, later rounds fainter), a legend, the SVG.
     fn runs(
         mut self,
-        report: &BenchReport,
+        view: &View,
         names: &[&str],
         width: f64,
         points: impl Fn(&RunReport) -> Vec<(f64, f64)>,
     ) -> String {
-        for r in &report.runs {
+        for r in view.runs {
             let opacity = if r.round == 0 { 1.0 } else { 0.45 };
             self.line(&points(r), color(names, &r.candidate), width, opacity);
         }
@@ -178,7 +197,7 @@ impl Plot {
     }
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -200,9 +219,9 @@ fn latency_ticks(plot: &mut Plot) {
 }
 
 /// The candidates in first-seen order, with a color each.
-fn candidates(report: &BenchReport) -> Vec<&str> {
+fn candidates(runs: &[RunReport]) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
-    for r in &report.runs {
+    for r in runs {
         if !names.contains(&r.candidate.as_str()) {
             names.push(&r.candidate);
         }
@@ -233,13 +252,8 @@ fn nines(q: f64) -> f64 {
     (1.0 / (1.0 - q.min(0.99999))).log10()
 }
 
-fn cdf_plot(report: &BenchReport, names: &[&str]) -> String {
-    let (lo, hi) = latency_range(
-        report
-            .runs
-            .iter()
-            .flat_map(|r| r.cdf.iter().map(|(_, v)| v)),
-    );
+fn cdf_plot(view: &View, names: &[&str]) -> String {
+    let (lo, hi) = latency_range(view.runs.iter().flat_map(|r| r.cdf.iter().map(|(_, v)| v)));
     let mut p = Plot::new(
         "Latency by percentile",
         Axis {
@@ -264,7 +278,7 @@ fn cdf_plot(report: &BenchReport, names: &[&str]) -> String {
     }
     latency_ticks(&mut p);
     p.axis_labels("percentile", "latency");
-    p.runs(report, names, 1.6, |r| {
+    p.runs(view, names, 1.6, |r| {
         r.cdf
             .iter()
             .filter(|(q, _)| *q < 1.0)
@@ -273,22 +287,22 @@ fn cdf_plot(report: &BenchReport, names: &[&str]) -> String {
     })
 }
 
-fn p99_plot(report: &BenchReport, names: &[&str]) -> String {
-    let seconds = report
+fn p99_plot(view: &View, names: &[&str]) -> String {
+    let buckets = view
         .runs
         .iter()
         .map(|r| r.timeline.len())
         .max()
         .unwrap_or(1)
         .max(1) as f64;
+    let seconds = buckets * view.bucket_secs;
     let (lo, hi) = latency_range(
-        report
-            .runs
+        view.runs
             .iter()
             .flat_map(|r| r.timeline.iter().map(|s| &s.p99_us)),
     );
     let mut p = Plot::new(
-        "p99 latency per second",
+        "p99 latency over time",
         Axis {
             min: 0.0,
             max: seconds,
@@ -300,21 +314,23 @@ fn p99_plot(report: &BenchReport, names: &[&str]) -> String {
             log: true,
         },
     );
-    p.timeline(report, seconds);
+    p.timeline(view, seconds);
     latency_ticks(&mut p);
-    p.axis_labels("time since warm-up", "p99 of operations due that second");
-    p.runs(report, names, 1.4, |r| {
+    p.axis_labels("time", "p99 of operations due then");
+    let width = view.bucket_secs;
+    p.runs(view, names, 1.4, |r| {
         r.timeline
             .iter()
             .enumerate()
             .filter(|(_, s)| s.ops > 0)
-            .map(|(i, s)| (i as f64 + 0.5, s.p99_us.max(1) as f64))
+            .map(|(i, s)| ((i as f64 + 0.5) * width, s.p99_us.max(1) as f64))
             .collect()
     })
 }
 
-fn share_plot(report: &BenchReport, run: &RunReport) -> String {
-    let seconds = run.timeline.len().max(1) as f64;
+fn share_plot(view: &View, run: &RunReport) -> String {
+    let width = view.bucket_secs;
+    let seconds = run.timeline.len().max(1) as f64 * width;
     let top = run
         .backends
         .iter()
@@ -324,7 +340,7 @@ fn share_plot(report: &BenchReport, run: &RunReport) -> String {
         .unwrap_or(1)
         .max(1) as f64;
     let mut p = Plot::new(
-        &format!("{}: statements per second by backend", run.candidate),
+        &format!("{}: statements by backend over time", run.candidate),
         Axis {
             min: 0.0,
             max: seconds,
@@ -336,19 +352,19 @@ fn share_plot(report: &BenchReport, run: &RunReport) -> String {
             log: false,
         },
     );
-    p.timeline(report, seconds);
+    p.timeline(view, seconds);
     for i in 0..=4 {
         let v = top * f64::from(i) / 4.0;
         p.y_tick(v, &format!("{v:.0}"));
     }
-    p.axis_labels("time since warm-up", "statements / s");
+    p.axis_labels("time", "statements per interval");
     for (i, b) in run.backends.iter().enumerate() {
         let c = COLORS[(i + 4) % COLORS.len()];
         let pts: Vec<(f64, f64)> = b
             .statements
             .iter()
             .enumerate()
-            .map(|(s, n)| (s as f64 + 0.5, *n as f64))
+            .map(|(s, n)| ((s as f64 + 0.5) * width, *n as f64))
             .collect();
         p.line(&pts, c, 1.6, 1.0);
         p.legend(i, &b.backend, c);
@@ -383,17 +399,35 @@ fn table(out: &mut String, title: &str, rows: &[(&RunReport, Option<&Percentiles
     out.push_str("</table>");
 }
 
+/// The page's head and the opening of its body.
+pub fn page_start(title: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>\
+         body{{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child{{text-align:left}}svg{{display:block;margin:0.5em 0 1.5em}}\
+         </style></head><body>",
+        escape(title)
+    )
+}
+
+/// The plots: latency by percentile, p99 over time, each backend's share (first round).
+pub fn plots(out: &mut String, view: &View) {
+    let names = candidates(view.runs);
+    out.push_str("<h2>Latency by percentile</h2><p>Every run; later rounds fainter.</p>");
+    out.push_str(&cdf_plot(view, &names));
+    out.push_str("<h2>p99 over time</h2>");
+    out.push_str(&p99_plot(view, &names));
+    out.push_str("<h2>Each backend's share</h2><p>First round of each candidate.</p>");
+    for r in view.runs.iter().filter(|r| r.round == 0) {
+        out.push_str(&share_plot(view, r));
+    }
+}
+
 /// The whole report page.
 pub fn render(report: &BenchReport) -> String {
-    let names = candidates(report);
     let w = &report.workload;
-    let mut out = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sluice bench</title><style>\
-         body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}\
-         table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-         th{background:#f3f3f3}td:first-child{text-align:left}svg{display:block;margin:0.5em 0 1.5em}\
-         </style></head><body>",
-    );
+    let mut out = page_start("sluice bench");
     let _ = write!(
         out,
         "<h1>sluice bench: {}</h1><p>{} connections, {} s measured after {} s of warm-up, {}; mix: {}.</p>",
@@ -436,14 +470,14 @@ pub fn render(report: &BenchReport) -> String {
             .collect();
         table(&mut out, "Operations due while a fault was active", &during);
     }
-    out.push_str("<h2>Latency by percentile</h2><p>Every run; later rounds fainter.</p>");
-    out.push_str(&cdf_plot(report, &names));
-    out.push_str("<h2>p99 over time</h2>");
-    out.push_str(&p99_plot(report, &names));
-    out.push_str("<h2>Each backend's share</h2><p>First round of each candidate.</p>");
-    for r in report.runs.iter().filter(|r| r.round == 0) {
-        out.push_str(&share_plot(report, r));
-    }
+    plots(
+        &mut out,
+        &View {
+            runs: &report.runs,
+            fault_windows: &report.fault_windows,
+            bucket_secs: 1.0,
+        },
+    );
     let _ = write!(
         out,
         "<p>sluice {} · <code>sluice bench</code> · latencies are HDR histograms; open-loop \

@@ -1,3 +1,4 @@
 //! The subcommands beyond `serve` and `check-config`, one file each.
 
 pub mod bench;
+pub mod simulate;

@@ -105,6 +105,11 @@ impl LoadStats {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// A statement started with [`Self::started`] failed without an answer: no sample.
+    pub fn abandoned(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn sample_response_at(&self, us: f64, now_ns: u64) {
         ewma(&self.response_us, us);
         let at = self.peak_at_ns.swap(now_ns, Ordering::Relaxed);

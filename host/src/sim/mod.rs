@@ -11,15 +11,19 @@
 //! - [`random`]: the seeded generator and the distributions drawn from it.
 //! - [`model`]: servers with concurrency slots, a FIFO queue and a service-time distribution.
 //! - [`driver`]: open-loop Poisson arrivals routed by a [`driver::Pick`], run to completion.
-//! - [`stats`]: warm-up deletion and batch means.
-//!
-//! The pickers here are the textbook ones the oracles need; the gateway's routers (the built-in
-//! policy and the `.wasm` routers, through `phase::Policy::route` with the model's in-flight
-//! counts as their load) are the next `Pick`s.
+//! - [`stats`]: warm-up deletion, batch means and batch quantiles.
+//! - [`router`]: the gateway's routers (the built-in policy and `.wasm` routers, through
+//!   `phase::Policy::route`) as pickers, through one or several simulated gateways.
+//! - [`scenario`]: a scenario file (TOML): the fleet, the load, the faults.
+//! - [`experiment`]: a scenario run once per candidate router, into a [`report::SimReport`].
+//! - [`report`]: the figures with their intervals, the terminal table, JSON and HTML.
 
 pub mod clock;
 pub mod driver;
+pub mod experiment;
 pub mod model;
 pub mod random;
+pub mod report;
 pub mod router;
+pub mod scenario;
 pub mod stats;

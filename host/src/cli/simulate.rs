@@ -1,0 +1,107 @@
+//! `sluice simulate`: reads a scenario, runs it once per candidate router (strategies of the
+//! router in the policy directory, or routers of one's own), prints the table and writes the
+//! JSON and HTML reports.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use sluice::bench::candidate::Candidate;
+use sluice::sim::experiment::{self, Progress};
+use sluice::sim::scenario::Scenario;
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// The scenario (TOML; `benches/scenarios/` has examples).
+    scenario: PathBuf,
+    /// The policy directory whose router the strategies are set on.
+    #[arg(long, default_value = "policies")]
+    policies: PathBuf,
+    /// Strategies to compare, comma-separated (default: the scenario's `strategies`, else six).
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// A router component of one's own, as NAME=FILE.wasm (repeatable); its settings: the next
+    /// --router-settings.
+    #[arg(long)]
+    router: Vec<String>,
+    /// Settings for the --router of the same position, as inline TOML (`strategy = "c3"`).
+    #[arg(long)]
+    router_settings: Vec<String>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the scenario's number of requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the self-contained HTML report here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+const DEFAULT_STRATEGIES: [&str; 6] = [
+    "round-robin",
+    "least-in-use",
+    "p2c",
+    "peak-ewma",
+    "c3",
+    "adaptive",
+];
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(seed) = args.seed {
+        scenario.seed = seed;
+    }
+    if let Some(n) = args.requests {
+        scenario.requests = n.max(1000);
+    }
+    let strategies: Vec<String> = if !args.strategies.is_empty() {
+        args.strategies
+    } else if !scenario.strategies.is_empty() {
+        scenario.strategies.clone()
+    } else if args.router.is_empty() {
+        DEFAULT_STRATEGIES.map(String::from).to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut candidates: Vec<Candidate> = strategies
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(Candidate::Strategy)
+        .collect();
+    for (i, spec) in args.router.iter().enumerate() {
+        candidates.push(Candidate::router(
+            spec,
+            args.router_settings.get(i).map(String::as_str),
+        )?);
+    }
+    let mut progress = |p: Progress<'_>| match p {
+        Progress::Starting {
+            candidate,
+            index,
+            of,
+        } => {
+            eprint!("[{}/{of}] {candidate} ... ", index + 1);
+            let _ = std::io::stderr().flush();
+        }
+        Progress::Done(run) => eprintln!(
+            "{} requests in {:.1} s, p99 {:.1} ms",
+            run.requests, run.wall_secs, run.whole.p99.ms
+        ),
+    };
+    let report = experiment::run(&scenario, &args.policies, &candidates, &mut progress)?;
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.html())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        eprintln!("HTML report: {}", path.display());
+    }
+    Ok(())
+}
