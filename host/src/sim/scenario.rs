@@ -514,6 +514,40 @@ mod tests {
     }
 
     #[test]
+    fn service_times_come_from_a_bench_report_named_beside_the_scenario() {
+        let dir = std::env::temp_dir().join(format!("sluice-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // The shape `sluice bench --json` writes: per run, (quantile, µs) points.
+        std::fs::write(
+            dir.join("bench.json"),
+            r#"{"runs": [{"candidate": "p2c", "cdf": [[0.0, 400], [0.5, 900], [0.99, 6000], [1.0, 40000]]},
+                         {"candidate": "c3", "cdf": [[0.0, 100], [0.5, 100], [1.0, 200]]}]}"#,
+        )
+        .expect("write");
+        let write = |name: &str, candidate: &str| {
+            let file = dir.join(name);
+            std::fs::write(
+                &file,
+                format!(
+                    "[servers]\nservice = \"empirical\"\nfrom-bench = \"bench.json\"\nbench-candidate = \"{candidate}\"\n"
+                ),
+            )
+            .expect("write");
+            file
+        };
+        let s = Scenario::load(&write("a.toml", "p2c")).expect("loads");
+        assert_eq!(
+            s.servers.quantiles,
+            vec![[0.0, 0.4], [0.5, 0.9], [0.99, 6.0], [1.0, 40.0]]
+        );
+        let c3 = Scenario::load(&write("b.toml", "c3")).expect("loads");
+        assert!((c3.service().mean() - 0.125).abs() < 1e-12);
+        let e = Scenario::load(&write("c.toml", "nobody")).expect_err("no such run");
+        assert!(e.to_string().contains("servers.from-bench"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn slow_replicas_and_varying_rates_count_in_the_capacity() {
         let s = Scenario::from_toml(
             "[servers]\nreplicas = 10\nslots = 1\nmean-ms = 1.0\nslow-fraction = 0.2\nslow-factor = 2.0\n\
