@@ -47,6 +47,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub otlp: OtlpConfig,
     pub reload: ReloadConfig,
+    pub capture: CaptureConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -113,6 +114,36 @@ impl Default for ReloadConfig {
         Self {
             watch: true,
             debounce_ms: 250,
+        }
+    }
+}
+
+/// Traffic capture for `sluice replay` (`docs/capture.md`): off unless `dir` is set; started
+/// through `POST /api/capture/start` or at boot with `start`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// The directory captures are written to (the admin API names only files in it).
+    pub dir: Option<PathBuf>,
+    /// A capture to start at boot: its file name in `dir`.
+    pub start: Option<String>,
+    /// A capture stops when its file reaches this size...
+    pub max_bytes: u64,
+    /// ...or after this long.
+    pub max_secs: u64,
+    /// Statements written as their digests (literals replaced by `?`): such a capture can be
+    /// evaluated offline, not replayed against a fleet.
+    pub redact_literals: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            start: None,
+            max_bytes: 1 << 30,
+            max_secs: 3600,
+            redact_literals: false,
         }
     }
 }
@@ -725,6 +756,7 @@ impl Config {
         }
         self.validate_admin(file)?;
         self.validate_otlp(file)?;
+        self.validate_capture(file)?;
         self.validate_proxy_protocol(file)?;
         if self.digests.max == 0 {
             return Err(invalid("digests.max".into(), "must be at least 1"));
@@ -950,6 +982,26 @@ impl Config {
                 "otlp.max-queue",
                 "max-queue, traces-delay-ms and metrics-interval-ms must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_capture(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let c = &self.capture;
+        if c.max_bytes < 4096 || c.max_secs == 0 {
+            return Err(invalid(
+                "capture.max-bytes",
+                "max-bytes must be at least 4096 and max-secs at least 1".into(),
+            ));
+        }
+        if let Some(name) = &c.start {
+            crate::capture::file_in(c.dir.as_deref(), name)
+                .map_err(|e| invalid("capture.start", e.to_string()))?;
         }
         Ok(())
     }

@@ -187,6 +187,9 @@ pub struct Gateway {
     pub optimistic_conflicts: AtomicU64,
     /// Autocommit statements run again after losing a deadlock.
     pub deadlock_retries: AtomicU64,
+    /// The traffic capture running (or the last one, stopped), for `sluice replay`.
+    capture: ArcSwapOption<crate::capture::Recorder>,
+    captures: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -232,8 +235,72 @@ impl Gateway {
             optimistic_moves: AtomicU64::new(0),
             optimistic_conflicts: AtomicU64::new(0),
             deadlock_retries: AtomicU64::new(0),
+            capture: ArcSwapOption::empty(),
+            captures: AtomicU64::new(0),
             shutdown,
         }
+    }
+
+    /// The capture taking events now, if any (one atomic load when none).
+    pub fn capture(&self) -> Option<Arc<crate::capture::Recorder>> {
+        let c = self.capture.load();
+        c.as_ref().filter(|r| r.running()).map(Arc::clone)
+    }
+
+    /// Starts a capture into `name` (a file in `capture.dir`), bounded by the configuration's
+    /// limits (`max_bytes`, `max_secs` override them when given).
+    pub fn start_capture(
+        &self,
+        name: &str,
+        max_bytes: Option<u64>,
+        max_secs: Option<u64>,
+        redact_literals: Option<bool>,
+    ) -> Result<crate::capture::CaptureStatus, crate::capture::CaptureError> {
+        use crate::capture::{CaptureError, CaptureOptions, Recorder, file_in};
+        if let Some(running) = self.capture() {
+            return Err(CaptureError::Running(running.status().file));
+        }
+        let config = self.config();
+        let c = &config.capture;
+        let opts = CaptureOptions {
+            file: file_in(c.dir.as_deref(), name)?,
+            max_bytes: max_bytes.unwrap_or(c.max_bytes).max(4096),
+            max_secs: max_secs.unwrap_or(c.max_secs).max(1),
+            redact_literals: redact_literals.unwrap_or(c.redact_literals),
+        };
+        let backends = self
+            .fleet()
+            .backends()
+            .iter()
+            .map(|b| crate::capture::format::BackendInfo {
+                name: b.name().to_string(),
+                role: match b.role() {
+                    crate::config::Role::Primary => "primary".into(),
+                    crate::config::Role::Replica => "replica".into(),
+                },
+            })
+            .collect();
+        let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;
+        let rec = Recorder::start(id, &opts, backends)?;
+        let status = rec.status();
+        if let Some(old) = self.capture.swap(Some(rec)) {
+            old.stop("replaced");
+        }
+        tracing::info!(file = %status.file, "capture started");
+        Ok(status)
+    }
+
+    /// Stops the running capture: its status, `None` when none ran.
+    pub fn stop_capture(&self, reason: &str) -> Option<crate::capture::CaptureStatus> {
+        let rec = self.capture.load_full()?;
+        let status = rec.stop(reason);
+        tracing::info!(file = %status.file, events = status.events, "capture stopped");
+        Some(status)
+    }
+
+    /// The running or last capture's status.
+    pub fn capture_status(&self) -> Option<crate::capture::CaptureStatus> {
+        self.capture.load().as_ref().map(|r| r.status())
     }
 
     /// The configuration in force. Hold the guard briefly: a reload replaces it for the next

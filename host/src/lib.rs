@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod facts;
@@ -88,9 +89,15 @@ impl Bound {
         }
         let gateway = Arc::clone(&self.gateway);
         frontend::run(self.listener, self.gateway).await;
-        // Drained: what the sessions traced goes out before the process ends.
+        // Drained: what the sessions traced goes out before the process ends, and a capture
+        // gets its last line.
         if let Some(o) = &gateway.telemetry.otlp {
             o.shutdown().await;
+        }
+        if gateway.capture().is_some() {
+            let gw = Arc::clone(&gateway);
+            let _ =
+                tokio::task::spawn_blocking(move || gw.stop_capture("the gateway stopped")).await;
         }
     }
 }
@@ -180,6 +187,11 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let gateway = Arc::new(gateway);
     for b in gateway.fleet().backends() {
         gateway.look_after(b);
+    }
+    if let Some(name) = &config.capture.start {
+        gateway
+            .start_capture(name, None, None, None)
+            .map_err(|e| anyhow::anyhow!("capture.start: {e}"))?;
     }
     let (mut reloader, mut watcher) = (None, None);
     if let Some(dir) = policy_dir(&config) {

@@ -346,12 +346,25 @@ impl Drop for TestGateway {
 
 /// One HTTP/1.1 request to the admin API (`token`: a bearer token); (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_with_body(addr, method, path, token, None)
+}
+
+/// One HTTP/1.1 request with a JSON `body`; (status, body).
+pub fn http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin API");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let (kind, body) = json.map_or(("", ""), |b| ("Content-Type: application/json\r\n", b));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("send the request");
     let mut raw = Vec::new();

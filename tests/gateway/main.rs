@@ -5,6 +5,7 @@ mod admin;
 mod bad_input;
 mod basics;
 mod bench;
+mod capture;
 mod cli;
 mod clients;
 mod conformance;

@@ -74,6 +74,9 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/digests", get(digests))
         .route("/api/digests/reset", post(reset_digests))
         .route("/api/users", get(users))
+        .route("/api/capture", get(capture_status))
+        .route("/api/capture/start", post(start_capture))
+        .route("/api/capture/stop", post(stop_capture))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             audit_actions,
@@ -262,6 +265,67 @@ async fn digests(State(s): Shared, Query(q): Query<DigestQuery>) -> Response {
 async fn reset_digests(State(s): Shared) -> Json<serde_json::Value> {
     s.gw.telemetry.digests.reset();
     Json(serde_json::json!({"reset": true}))
+}
+
+/// `POST /api/capture/start`'s body: a file name in `capture.dir`, and limits that override the
+/// configuration's.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct StartCapture {
+    name: String,
+    max_bytes: Option<u64>,
+    max_secs: Option<u64>,
+    redact_literals: Option<bool>,
+}
+
+async fn capture_status(State(s): Shared) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "capture": s.gw.capture_status() }))
+}
+
+async fn start_capture(State(s): Shared, body: Option<Json<StartCapture>>) -> Response {
+    let Some(Json(b)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"ok": false, "reason": "a JSON body is required: {\"name\": \"file.jsonl\"} (and optionally max-bytes, max-secs, redact-literals)"})),
+        )
+            .into_response();
+    };
+    use crate::capture::CaptureError;
+    match s
+        .gw
+        .start_capture(&b.name, b.max_bytes, b.max_secs, b.redact_literals)
+    {
+        Ok(status) => Json(serde_json::json!({"ok": true, "capture": status})).into_response(),
+        Err(e) => {
+            let code = match e {
+                CaptureError::Running(_) => StatusCode::CONFLICT,
+                CaptureError::NoDirectory | CaptureError::BadName(_) => StatusCode::BAD_REQUEST,
+                CaptureError::Create { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                code,
+                Json(serde_json::json!({"ok": false, "reason": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn stop_capture(State(s): Shared) -> Response {
+    // The writer drains its queue and closes the file: off the runtime's threads.
+    let gw = Arc::clone(&s.gw);
+    let stopped = tokio::task::spawn_blocking(move || gw.stop_capture("stopped by the admin API"))
+        .await
+        .ok()
+        .flatten();
+    match stopped {
+        Some(status) => Json(serde_json::json!({"ok": true, "capture": status})).into_response(),
+        None => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"ok": false, "reason": "no capture has run"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn users(State(s): Shared) -> Json<Vec<crate::telemetry::users::UserRow>> {

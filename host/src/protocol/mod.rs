@@ -8,6 +8,7 @@ pub mod command;
 pub mod constants;
 pub mod handshake;
 pub mod packet;
+pub mod params;
 pub mod reply;
 pub mod resultset;
 

@@ -9,6 +9,7 @@
 //! A parked connection goes back to the pool when the client is quiet for `affinity-ms`, when the
 //! next statement routes elsewhere, or at once when another session finds the pool empty.
 
+mod capture;
 pub mod consistency;
 pub mod load_data;
 pub mod long_data;
@@ -164,6 +165,10 @@ pub struct Session {
     optimistic: Option<optimistic::OptimisticLog>,
     /// What the command being served did (for the recorder).
     note: record::StatementNote,
+    /// The command being captured, when a capture runs.
+    cap: Option<capture::CaptureNote>,
+    /// The capture this session announced itself to (0: none).
+    capture_seen: u64,
     user_stats: Arc<crate::telemetry::users::UserCounters>,
     /// When the open transaction began.
     txn_started: Option<std::time::Instant>,
@@ -228,6 +233,8 @@ impl Session {
             statement_timeout,
             optimistic: None,
             note: record::StatementNote::default(),
+            cap: None,
+            capture_seen: 0,
             user_stats,
             txn_started: None,
             txn_trace: None,
@@ -285,6 +292,7 @@ impl Session {
         if ready {
             s.audit("connect", None);
             s.serve().await;
+            s.capture_gone();
             s.audit("disconnect", None);
         }
         s.finish().await;
@@ -331,7 +339,9 @@ impl Session {
                     }
                     let kind = record::command_kind(&cmd);
                     self.begin_command();
+                    self.capture_begin(&cmd);
                     let result = self.dispatch(cmd).await;
+                    self.capture_end(&result);
                     self.end_command(kind, &result);
                     match result {
                         Ok(Flow::Continue) => {}
@@ -712,7 +722,7 @@ impl Session {
         }
     }
 
-    fn route(&self, facts: &QueryFacts) -> Arc<Backend> {
+    fn route(&mut self, facts: &QueryFacts) -> Arc<Backend> {
         let fleet = &self.group;
         if fleet.len() == 1
             || (self.opens_writable_transaction(facts) && !self.starts_optimistic(facts))
@@ -728,7 +738,11 @@ impl Session {
                 s.applied = Some(applied);
             }
         }
-        let chosen = match self.gw.policy().route(facts, &info, &statuses) {
+        let decision = self.gw.policy().route(facts, &info, &statuses);
+        if let Some(c) = &mut self.cap {
+            c.route = Some(capture::route(&decision, fleet.backends()));
+        }
+        let chosen = match decision {
             RouteDecision::Primary => None,
             RouteDecision::Backend(i) => fleet.backends().get(i),
             RouteDecision::Named(name) => fleet.by_name(&name).filter(|b| b.status().healthy),

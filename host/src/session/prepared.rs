@@ -150,6 +150,9 @@ impl Session {
         };
         let id = self.stmts.next_id;
         self.stmts.next_id = self.stmts.next_id.wrapping_add(1).max(1);
+        if let Some(c) = &mut self.cap {
+            c.prepared = Some(id);
+        }
         let params = usize::from(stmt.num_params());
         let (mark, buf) = self.stream.begin();
         encode_prepare_ok(buf, id, stmt.num_columns(), stmt.num_params(), 0);
@@ -206,8 +209,22 @@ impl Session {
         }
         let mut backend_body = Vec::new();
         parts.encode(&mut backend_body, &s.types);
+        let captured = self.cap.is_some().then(|| {
+            let long: Vec<(u16, &[u8])> =
+                long_data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+            crate::protocol::params::decode(
+                s.params,
+                parts.null_bitmap,
+                &s.types,
+                parts.values,
+                &long,
+            )
+        });
         let sql = Arc::clone(&s.sql);
         let facts = s.facts.clone();
+        if let (Some(c), Some(Ok(params))) = (&mut self.cap, captured) {
+            c.params = params;
+        }
         self.begin_statement(&facts, sql.as_bytes());
         let result = match self.admit_statement() {
             Ok(()) => self.execute(&sql, &facts, &long_data, &backend_body).await,

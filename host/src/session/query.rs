@@ -267,11 +267,15 @@ impl Session {
     /// The guards' verdict on a statement (text or prepared): refused with the policy's error,
     /// allowed (a report-mode denial is logged and counted), or `Some` SQL to run instead.
     pub(super) fn guard(
-        &self,
+        &mut self,
         facts: &QueryFacts,
         text: &str,
     ) -> Result<Option<String>, GatewayError> {
-        match self.gw.policy().check(facts, text, &self.info()) {
+        let verdict = self.gw.policy().check(facts, text, &self.info());
+        if let Some(c) = &mut self.cap {
+            c.guard = super::capture::outcome(&verdict);
+        }
+        match verdict {
             Verdict::Allow => Ok(None),
             Verdict::Deny {
                 policy,
@@ -382,6 +386,9 @@ impl Session {
         let was_in = self.in_txn;
         if self.note.started.is_some() {
             self.note.backend = Some(Arc::clone(&conn.backend));
+        }
+        if let Some(c) = &mut self.cap {
+            c.backend = Some(Arc::from(conn.backend.name()));
         }
         let outcome = match outcome {
             Ok(o) => o,
