@@ -272,12 +272,17 @@ impl Gateway {
             .fleet()
             .backends()
             .iter()
-            .map(|b| crate::capture::format::BackendInfo {
-                name: b.name().to_string(),
-                role: match b.role() {
-                    crate::config::Role::Primary => "primary".into(),
-                    crate::config::Role::Replica => "replica".into(),
-                },
+            .map(|b| {
+                let s = b.status();
+                crate::capture::format::BackendInfo {
+                    name: b.name().to_string(),
+                    role: match b.role() {
+                        crate::config::Role::Primary => "primary".into(),
+                        crate::config::Role::Replica => "replica".into(),
+                    },
+                    healthy: s.healthy,
+                    lag_ms: s.lag_ms,
+                }
             })
             .collect();
         let id = self.captures.fetch_add(1, Ordering::Relaxed) + 1;

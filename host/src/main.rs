@@ -41,6 +41,9 @@ enum Cmd {
     /// Compare routing strategies on a simulated fleet (a scenario file), on a virtual clock,
     /// through the same router components; print a table, write JSON and HTML reports.
     Simulate(cli::simulate::SimulateArgs),
+    /// Judge a capture's statements with a candidate policy set, offline: what it decides
+    /// differently (guard verdicts, routes), per digest.
+    Replay(cli::replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +65,14 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Cmd::Replay(args) => match cli::replay::run(args) {
+            Ok(false) => std::process::ExitCode::SUCCESS,
+            Ok(true) => std::process::ExitCode::from(1),
+            Err(e) => {
+                eprintln!("sluice replay: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
         Cmd::Simulate(args) => match cli::simulate::run(args) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -17,6 +17,14 @@ fn post(gw: &TestGateway, path: &str, body: Option<&str>) -> (u16, serde_json::V
     )
 }
 
+/// The client's QUIT is sent; the gateway records the session's end when it reads it.
+async fn sessions_ended(gw: &TestGateway) {
+    crate::harness::wait_until(10, "the gateway has ended the sessions", || {
+        gw.gateway.session_count() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_records_sessions_statements_parameters_and_decisions() {
     let policies = PolicyDir::new("capture-policies");
@@ -66,6 +74,7 @@ async fn a_capture_records_sessions_statements_parameters_and_decisions() {
         .expect("select");
     assert_eq!(v.as_deref(), Some("héllo"));
     c.disconnect().await.expect("quit");
+    sessions_ended(&gw).await;
 
     let (status, body) = post(&gw, "/api/capture/stop", None);
     assert_eq!(status, 200, "{body}");
@@ -162,6 +171,7 @@ async fn a_capture_records_sessions_statements_parameters_and_decisions() {
         .await
         .expect("execute");
     c.disconnect().await.expect("quit");
+    sessions_ended(&gw).await;
     let (status, _) = post(&gw, "/api/capture/stop", None);
     assert_eq!(status, 200);
     let cap = Capture::open(&captures.path.join("r.jsonl")).expect("reads");
@@ -175,4 +185,193 @@ async fn a_capture_records_sessions_statements_parameters_and_decisions() {
         What::Execute { params, .. } => params.is_empty(),
         _ => true,
     }));
+}
+
+/// `sluice replay --offline` over a capture: a guard that denies one table lists exactly the
+/// recorded statements on that table; a router rule sending one digest to the primary lists
+/// exactly that digest's reads (text and prepared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_evaluation_lists_exactly_what_a_candidate_decides_differently() {
+    let guard = |extra: &str| {
+        guard_manifest(
+            "guard",
+            "guard.wasm",
+            "deny",
+            &format!("deny-ddl = false\n{extra}"),
+        )
+    };
+    let router = |settings: &str| {
+        format!(
+            "name = \"rw-split\"\nkind = \"router\"\nplugin = \"rw-split.wasm\"\n[settings]\nstrategy = \"sticky\"\n{settings}\n"
+        )
+    };
+    let policies = PolicyDir::new("offline-policies");
+    policies.plugin("guard", "guard.wasm");
+    policies.plugin("rw-split", "rw-split.wasm");
+    policies.write("guard.toml", guard("").as_bytes());
+    policies.write("rw-split.toml", router("").as_bytes());
+    let captures = PolicyDir::new("offline-captures");
+    let mut config = crate::harness::monitored(policies.config());
+    config.capture.dir = Some(captures.path.clone());
+    let gw = TestGateway::start(config);
+    // Replicas whose lag is known serve reads (the capture records the fleet as it starts).
+    crate::harness::wait_until(10, "the monitor has measured the replicas' lag", || {
+        gw.gateway
+            .fleet()
+            .backends()
+            .iter()
+            .filter(|b| b.role() == sluice::config::Role::Replica)
+            .all(|b| b.lag_ms().is_some())
+    })
+    .await;
+    let mut w = gw.app().await;
+    for t in ["off_a", "off_b"] {
+        w.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS app.{t} (id INT PRIMARY KEY, v VARCHAR(20))"
+        ))
+        .await
+        .expect("create");
+        w.query_drop(format!("DELETE FROM app.{t} WHERE id > 0"))
+            .await
+            .expect("clear");
+    }
+
+    let (status, body) = post(&gw, "/api/capture/start", Some(r#"{"name": "off.jsonl"}"#));
+    assert_eq!(status, 200, "{body}");
+    for id in 1..=3 {
+        w.query_drop(format!("INSERT INTO app.off_a VALUES ({id}, 'a')"))
+            .await
+            .expect("insert a");
+    }
+    for id in 1..=2 {
+        w.query_drop(format!("INSERT INTO app.off_b VALUES ({id}, 'b')"))
+            .await
+            .expect("insert b");
+    }
+    // Reads from a session that wrote nothing: the router decides them.
+    let mut r = gw.app().await;
+    for id in 1..=3 {
+        let _: Option<String> = r
+            .query_first(format!("SELECT v FROM app.off_a WHERE id = {id}"))
+            .await
+            .expect("read a");
+    }
+    for id in 1..=2 {
+        let _: Option<String> = r
+            .query_first(format!("SELECT v FROM app.off_b WHERE id = {id}"))
+            .await
+            .expect("read b");
+    }
+    for id in 1..=2 {
+        let _: Option<String> = r
+            .exec_first("SELECT v FROM app.off_a WHERE id = ?", (id,))
+            .await
+            .expect("prepared read a");
+    }
+    r.disconnect().await.expect("quit");
+    w.disconnect().await.expect("quit");
+    sessions_ended(&gw).await;
+    let (status, _) = post(&gw, "/api/capture/stop", None);
+    assert_eq!(status, 200);
+    let file = captures.path.join("off.jsonl");
+
+    let replay = |candidate: &PolicyDir| {
+        let json = candidate.path.join("report.json");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("replay")
+            .arg(&file)
+            .arg("--offline")
+            .arg("--policies")
+            .arg(&candidate.path)
+            .arg("--config")
+            .arg(crate::harness::repo_root().join("config/sluice.toml"))
+            .arg("--fail-on-change")
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .expect("run");
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&json)
+                .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&out.stderr))),
+        )
+        .expect("json");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            report,
+        )
+    };
+    let total = |diffs: &serde_json::Value| -> u64 {
+        diffs
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|d| d["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+
+    // The same policies: nothing differs.
+    let (code, stdout, report) = replay(&policies);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        total(&report["guard"]) + total(&report["routes"]),
+        0,
+        "{stdout}"
+    );
+
+    // A guard denying app.off_b: its two inserts and two reads, nothing else.
+    let deny_b = PolicyDir::new("offline-deny-b");
+    deny_b.plugin("guard", "guard.wasm");
+    deny_b.plugin("rw-split", "rw-split.wasm");
+    deny_b.write(
+        "guard.toml",
+        guard("deny-tables = [\"app.off_b\"]").as_bytes(),
+    );
+    deny_b.write("rw-split.toml", router("").as_bytes());
+    let (code, stdout, report) = replay(&deny_b);
+    assert_eq!(code, Some(1), "a change fails the check: {stdout}");
+    assert_eq!(total(&report["guard"]), 4, "{stdout}");
+    assert_eq!(total(&report["routes"]), 0, "{stdout}");
+    for d in report["guard"].as_array().expect("list") {
+        assert!(
+            d["digest"].as_str().is_some_and(|s| s.contains("OFF_B")),
+            "{d}"
+        );
+        assert_eq!(d["recorded"], "allow");
+        assert!(
+            d["candidate"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("deny 1142")),
+            "{d}"
+        );
+    }
+
+    // A router rule sending app.off_a's point read to the primary: its three text reads and two
+    // prepared executes.
+    let digest = sluice::facts::analyze("SELECT v FROM app.off_a WHERE id = 1").digest;
+    let to_primary = PolicyDir::new("offline-to-primary");
+    to_primary.plugin("guard", "guard.wasm");
+    to_primary.plugin("rw-split", "rw-split.wasm");
+    to_primary.write("guard.toml", guard("").as_bytes());
+    to_primary.write(
+        "rw-split.toml",
+        router(&format!(
+            "rules = [{{ digest = \"{digest}\", to = \"primary\" }}]"
+        ))
+        .as_bytes(),
+    );
+    let (code, stdout, report) = replay(&to_primary);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(total(&report["guard"]), 0, "{stdout}");
+    let routes = report["routes"].as_array().expect("list");
+    assert_eq!(routes.len(), 1, "{stdout}");
+    assert_eq!(routes[0]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(routes[0]["count"].as_u64(), Some(5), "{stdout}");
+    assert_eq!(
+        (
+            routes[0]["recorded"].as_str(),
+            routes[0]["candidate"].as_str()
+        ),
+        (Some("a replica"), Some("primary"))
+    );
 }

@@ -33,10 +33,20 @@ pub struct Header {
     pub backends: Vec<BackendInfo>,
 }
 
+/// A backend as routing saw it when the capture started (what offline routes are decided on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendInfo {
     pub name: String,
     pub role: String,
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// Replication lag; `null` when unknown (routers treat that as lagging).
+    #[serde(default)]
+    pub lag_ms: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One line after the header.
@@ -228,6 +238,31 @@ impl Capture {
 mod tests {
     use super::*;
 
+    /// A capture written by version 1, checked in: every later reader must read it.
+    #[test]
+    fn a_checked_in_version_1_capture_still_reads() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/captures/v1-small.jsonl"
+        );
+        let cap = Capture::open(std::path::Path::new(file)).expect("a version 1 capture reads");
+        assert_eq!(cap.header.version, 1);
+        assert_eq!(cap.header.backends[2].lag_ms, None, "lag unknown");
+        assert_eq!(cap.events.len(), 15);
+        assert!(cap.events.iter().any(|e| matches!(
+            &e.what,
+            What::Execute { params, .. } if params == &vec![Some(ParamValue::Uint(2)), None]
+        )));
+        assert!(cap.events.iter().any(|e| matches!(
+            &e.what,
+            What::Query { done, .. } if done.guard == GuardOutcome::Deny { policy: "guard".into(), code: 1227 }
+        )));
+        assert!(matches!(
+            cap.events.last().map(|e| &e.what),
+            Some(What::End { dropped: 0, .. })
+        ));
+    }
+
     #[test]
     fn events_round_trip_and_a_newer_version_is_refused_by_name() {
         let header = Header {
@@ -239,6 +274,8 @@ mod tests {
             backends: vec![BackendInfo {
                 name: "primary".into(),
                 role: "primary".into(),
+                healthy: true,
+                lag_ms: Some(0),
             }],
         };
         let events = vec![

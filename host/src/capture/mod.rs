@@ -10,6 +10,7 @@
 //! capture redacts them: it is created 0600.
 
 pub mod format;
+pub mod offline;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -340,15 +341,15 @@ mod tests {
         }
     }
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sluice-capture-{}", std::process::id()));
+    fn dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sluice-capture-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&d).expect("dir");
         d
     }
 
     #[test]
     fn a_capture_is_private_ends_with_its_reason_and_reads_back() {
-        let d = dir();
+        let d = dir("private");
         let rec = Recorder::start(1, &options(&d, "a.jsonl"), Vec::new()).expect("starts");
         for i in 0..3 {
             rec.record(Event {
@@ -389,8 +390,7 @@ mod tests {
 
     #[test]
     fn the_size_limit_stops_a_capture_and_names_only_plain_files() {
-        let d = dir().join("size");
-        std::fs::create_dir_all(&d).expect("dir");
+        let d = dir("size");
         let mut o = options(&d, "b.jsonl");
         o.max_bytes = 400;
         let rec = Recorder::start(1, &o, Vec::new()).expect("starts");
