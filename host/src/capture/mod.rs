@@ -15,7 +15,7 @@ pub mod offline;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +28,10 @@ const QUEUE: usize = 65_536;
 
 /// How often the writer flushes what it wrote, at the latest.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// How long the writer sleeps when the queue is empty (the queue holds far more than arrives
+/// meanwhile).
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// What a capture is asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,17 +248,24 @@ fn write_events(
     max_bytes: u64,
 ) {
     let mut line = Vec::with_capacity(512);
+    let mut flushed = Instant::now();
     loop {
-        let event = match rx.recv_timeout(FLUSH_EVERY) {
+        // Polled, not waited on: a sender never has to wake this thread (a wake-up per event
+        // costs the data path more than the event itself on a small machine).
+        let event = match rx.try_recv() {
             Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => {
-                if out.flush().is_err() {
-                    shared.stop("cannot write the file");
-                    return;
+            Err(TryRecvError::Empty) => {
+                if flushed.elapsed() >= FLUSH_EVERY {
+                    flushed = Instant::now();
+                    if out.flush().is_err() {
+                        shared.stop("cannot write the file");
+                        return;
+                    }
                 }
+                std::thread::sleep(POLL_EVERY);
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(TryRecvError::Disconnected) => break,
         };
         let last = matches!(event.what, What::End { .. });
         line.clear();
