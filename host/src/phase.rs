@@ -120,6 +120,25 @@ pub struct BackendStatus {
     pub applied: Option<crate::gtid::GtidPosition>,
 }
 
+impl BackendStatus {
+    /// A backend with nothing in flight and no latency measured (the simulator's and the
+    /// offline evaluator's fleets), healthy or not, with this lag.
+    pub fn idle(name: &str, role: Role, healthy: bool, lag_ms: Option<u32>) -> Self {
+        Self {
+            name: std::sync::Arc::from(name),
+            role,
+            healthy,
+            lag_ms,
+            in_use: 0,
+            idle: 0,
+            weight: 1,
+            load: BackendLoad::default(),
+            caught_up: true,
+            applied: None,
+        }
+    }
+}
+
 /// How busy a backend is, as the data path measured it ([`crate::pool::load`]); times in whole
 /// microseconds, 0 before the first sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -214,15 +214,7 @@ async fn metrics_name_every_series_and_count_what_clients_did() {
     c.log.slow_query_ms = 50;
     let gw = TestGateway::start(c);
     let admin = gw.admin.expect("admin API enabled");
-    wait_until(10, "the monitor has measured the replicas' lag", || {
-        gw.gateway
-            .fleet()
-            .backends()
-            .iter()
-            .filter(|b| b.role() == sluice::config::Role::Replica)
-            .all(|b| b.lag_ms().is_some())
-    })
-    .await;
+    crate::harness::wait_for_replica_lag(&gw.gateway).await;
     let mut conn = gw.app().await;
     conn.query_drop("DROP TABLE IF EXISTS admin_metrics")
         .await

@@ -215,15 +215,7 @@ async fn offline_evaluation_lists_exactly_what_a_candidate_decides_differently()
     config.capture.dir = Some(captures.path.clone());
     let gw = TestGateway::start(config);
     // Replicas whose lag is known serve reads (the capture records the fleet as it starts).
-    crate::harness::wait_until(10, "the monitor has measured the replicas' lag", || {
-        gw.gateway
-            .fleet()
-            .backends()
-            .iter()
-            .filter(|b| b.role() == sluice::config::Role::Replica)
-            .all(|b| b.lag_ms().is_some())
-    })
-    .await;
+    crate::harness::wait_for_replica_lag(&gw.gateway).await;
     let mut w = gw.app().await;
     for t in ["off_a", "off_b"] {
         w.query_drop(format!(

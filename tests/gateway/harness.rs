@@ -258,6 +258,18 @@ pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (bounded) until the monitor has measured every replica's lag (reads may go to them).
+pub async fn wait_for_replica_lag(gw: &Gateway) {
+    wait_until(10, "the monitor has measured the replicas' lag", || {
+        gw.fleet()
+            .backends()
+            .iter()
+            .filter(|b| b.role() == sluice::config::Role::Replica)
+            .all(|b| b.lag_ms().is_some())
+    })
+    .await;
+}
+
 /// Only the primary behind the gateway.
 pub fn primary_only_config() -> Config {
     primary_only_config_for(fleet())

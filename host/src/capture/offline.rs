@@ -12,14 +12,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::format::{Capture, GuardOutcome, Route, What};
 use crate::config::Role;
 use crate::facts::{QueryFacts, StatementKind, analyze};
-use crate::phase::{BackendLoad, BackendStatus, Policy, RouteDecision, SessionInfo, Verdict};
+use crate::phase::{BackendStatus, Policy, RouteDecision, SessionInfo, Verdict};
 
 /// Examples kept per difference.
 const EXAMPLES: usize = 3;
@@ -165,21 +164,13 @@ pub fn evaluate(capture: &Capture, policy: &dyn Policy) -> OfflineReport {
         .header
         .backends
         .iter()
-        .map(|b| BackendStatus {
-            name: Arc::from(b.name.as_str()),
-            role: if b.role == "primary" {
+        .map(|b| {
+            let role = if b.role == "primary" {
                 Role::Primary
             } else {
                 Role::Replica
-            },
-            healthy: b.healthy,
-            lag_ms: b.lag_ms,
-            in_use: 0,
-            idle: 0,
-            weight: 1,
-            load: BackendLoad::default(),
-            caught_up: true,
-            applied: None,
+            };
+            BackendStatus::idle(&b.name, role, b.healthy, b.lag_ms)
         })
         .collect();
     let mut sessions: HashMap<u32, Session> = HashMap::new();

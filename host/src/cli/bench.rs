@@ -91,15 +91,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let report = runtime.block_on(sluice::bench::run(opts))?;
     println!("{}", report.table());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        eprintln!("JSON report: {}", path.display());
-    }
-    if let Some(path) = &args.html {
-        std::fs::write(path, sluice::bench::html::render(&report))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        eprintln!("HTML report: {}", path.display());
-    }
-    Ok(())
+    super::write_reports(args.json.as_deref(), &report, args.html.as_deref(), || {
+        sluice::bench::html::render(&report)
+    })
 }

@@ -54,10 +54,6 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!("policies: {e}"))?;
     let report = offline::evaluate(&capture, &set);
     print!("{}", report.table());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        eprintln!("JSON report: {}", path.display());
-    }
+    super::write_reports(args.json.as_deref(), &report, None, String::new)?;
     Ok(args.fail_on_change && report.changes() > 0)
 }

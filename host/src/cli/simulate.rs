@@ -40,15 +40,6 @@ pub struct SimulateArgs {
     html: Option<PathBuf>,
 }
 
-const DEFAULT_STRATEGIES: [&str; 6] = [
-    "round-robin",
-    "least-in-use",
-    "p2c",
-    "peak-ewma",
-    "c3",
-    "adaptive",
-];
-
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(seed) = args.seed {
@@ -62,7 +53,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     } else if !scenario.strategies.is_empty() {
         scenario.strategies.clone()
     } else if args.router.is_empty() {
-        DEFAULT_STRATEGIES.map(String::from).to_vec()
+        sluice::bench::DEFAULT_STRATEGIES.map(String::from).to_vec()
     } else {
         Vec::new()
     };
@@ -93,15 +84,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     };
     let report = experiment::run(&scenario, &args.policies, &candidates, &mut progress)?;
     println!("{}", report.table());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        eprintln!("JSON report: {}", path.display());
-    }
-    if let Some(path) = &args.html {
-        std::fs::write(path, report.html())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        eprintln!("HTML report: {}", path.display());
-    }
-    Ok(())
+    super::write_reports(args.json.as_deref(), &report, args.html.as_deref(), || {
+        report.html()
+    })
 }

@@ -21,7 +21,7 @@ use super::random::SimRng;
 use crate::bench::candidate::{Candidate, CandidateDir, prepare_router};
 use crate::config::{Config, Role};
 use crate::facts::{QueryFacts, analyze};
-use crate::phase::{BackendLoad, BackendStatus, ConfigPolicy, Policy, RouteDecision, SessionInfo};
+use crate::phase::{BackendStatus, ConfigPolicy, Policy, RouteDecision, SessionInfo};
 use crate::plugin::loader::load_dir;
 use crate::plugin::runtime::PluginEngine;
 use crate::plugin::secrets::SecretSources;
@@ -88,21 +88,12 @@ impl<'a> PolicyRouter<'a> {
         unit_ns: f64,
     ) -> Self {
         let fleet: Vec<BackendStatus> = (0..servers)
-            .map(|i| BackendStatus {
-                name: Arc::from(if i == 0 {
-                    String::from("primary")
+            .map(|i| {
+                if i == 0 {
+                    BackendStatus::idle("primary", Role::Primary, true, Some(0))
                 } else {
-                    format!("replica{i}")
-                }),
-                role: if i == 0 { Role::Primary } else { Role::Replica },
-                healthy: true,
-                lag_ms: Some(0),
-                in_use: 0,
-                idle: 0,
-                weight: 1,
-                load: BackendLoad::default(),
-                caught_up: true,
-                applied: None,
+                    BackendStatus::idle(&format!("replica{i}"), Role::Replica, true, Some(0))
+                }
             })
             .collect();
         Self {
