@@ -37,6 +37,24 @@ impl Candidate {
         })
     }
 
+    /// The candidates a command line names: `strategies`, then each `NAME=FILE.wasm` of
+    /// `routers` with the settings of the same position.
+    pub fn from_args(
+        strategies: &[String],
+        routers: &[String],
+        settings: &[String],
+    ) -> anyhow::Result<Vec<Self>> {
+        let mut all: Vec<Self> = strategies
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| Self::Strategy(s.clone()))
+            .collect();
+        for (i, spec) in routers.iter().enumerate() {
+            all.push(Self::router(spec, settings.get(i).map(String::as_str))?);
+        }
+        Ok(all)
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Self::Strategy(s) => s,

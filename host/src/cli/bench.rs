@@ -50,18 +50,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config =
         Config::load(&args.config).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let workload = Workload::load(&args.workload)?;
-    let mut candidates: Vec<Candidate> = args
-        .strategies
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| Candidate::Strategy(s.clone()))
-        .collect();
-    for (i, spec) in args.router.iter().enumerate() {
-        candidates.push(Candidate::router(
-            spec,
-            args.router_settings.get(i).map(String::as_str),
-        )?);
-    }
+    let candidates = Candidate::from_args(&args.strategies, &args.router, &args.router_settings)?;
     let first = config.users.first();
     let user = args
         .user

@@ -57,17 +57,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let mut candidates: Vec<Candidate> = strategies
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(Candidate::Strategy)
-        .collect();
-    for (i, spec) in args.router.iter().enumerate() {
-        candidates.push(Candidate::router(
-            spec,
-            args.router_settings.get(i).map(String::as_str),
-        )?);
-    }
+    let candidates = Candidate::from_args(&strategies, &args.router, &args.router_settings)?;
     let mut progress = |p: Progress<'_>| match p {
         Progress::Starting {
             candidate,

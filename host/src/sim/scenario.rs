@@ -12,7 +12,8 @@
 //! [servers]
 //! replicas = 20
 //! slots = 4
-//! service = "exponential" # exponential, log-normal (sigma), empirical (quantiles or from-bench)
+//! service = "exponential" # exponential, log-normal (sigma), empirical (quantiles, from-bench
+//!                         # or from-capture)
 //! mean-ms = 4.0
 //! [fluctuation]
 //! every-ms = 500
@@ -61,6 +62,10 @@ pub struct Servers {
     pub from_bench: Option<String>,
     /// Which of its candidates (the first run when absent).
     pub bench_candidate: Option<String>,
+    /// Or a capture (`docs/capture.md`) whose statements' recorded times to take: those the
+    /// replicas answered (all answered ones when none were). The gateway's time for a
+    /// statement stands in for the server's, as the router's latency does.
+    pub from_capture: Option<String>,
     /// A share of the replicas (the last ones) slower by `slow-factor`, for the whole run.
     pub slow_fraction: f64,
     pub slow_factor: f64,
@@ -77,6 +82,7 @@ impl Default for Servers {
             quantiles: Vec::new(),
             from_bench: None,
             bench_candidate: None,
+            from_capture: None,
             slow_fraction: 0.0,
             slow_factor: 1.0,
         }
@@ -189,16 +195,20 @@ impl Scenario {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut s =
             Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if let Some(file) = s.servers.from_bench.clone() {
-            let file = path.parent().unwrap_or(Path::new(".")).join(file);
-            s.servers.quantiles = bench_quantiles(&file, s.servers.bench_candidate.as_deref())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: servers.from-bench: {}: {e}",
-                        path.display(),
-                        file.display()
-                    )
-                })?;
+        let beside = |f: &str| path.parent().unwrap_or(Path::new(".")).join(f);
+        let measured = match (&s.servers.from_bench, &s.servers.from_capture) {
+            (Some(f), _) => Some((
+                "from-bench",
+                beside(f),
+                bench_quantiles(&beside(f), s.servers.bench_candidate.as_deref()),
+            )),
+            (None, Some(f)) => Some(("from-capture", beside(f), capture_quantiles(&beside(f)))),
+            (None, None) => None,
+        };
+        if let Some((key, file, points)) = measured {
+            s.servers.quantiles = points.map_err(|e| {
+                anyhow::anyhow!("{}: servers.{key}: {}: {e}", path.display(), file.display())
+            })?;
             s.validate()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
@@ -267,8 +277,11 @@ impl Scenario {
             Service::LogNormal if !(positive(s.sigma) && s.sigma < 5.0) => {
                 return fail("servers.sigma", format!("{}: from 0 to 5", s.sigma));
             }
-            Service::Empirical => check_quantiles(&s.quantiles, s.from_bench.is_some())
-                .or_else(|why| fail("servers.quantiles", why))?,
+            Service::Empirical => check_quantiles(
+                &s.quantiles,
+                s.from_bench.is_some() || s.from_capture.is_some(),
+            )
+            .or_else(|why| fail("servers.quantiles", why))?,
             _ => {}
         }
         if !(0.0..=1.0).contains(&s.slow_fraction) {
@@ -447,6 +460,56 @@ fn check_quantiles(points: &[[f64; 2]], from_bench: bool) -> Result<(), String> 
     Ok(())
 }
 
+/// The quantiles a measured distribution is taken at (dense in the tail).
+const MEASURED_QUANTILES: [f64; 18] = [
+    0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+    1.0,
+];
+
+/// The recorded times of a capture's answered statements, as (quantile, ms): those a replica
+/// ran, else all.
+fn capture_quantiles(file: &Path) -> anyhow::Result<Vec<[f64; 2]>> {
+    use crate::capture::format::{Capture, What};
+    let cap = Capture::open(file)?;
+    let replicas: Vec<&str> = cap
+        .header
+        .backends
+        .iter()
+        .filter(|b| b.role == "replica")
+        .map(|b| b.name.as_str())
+        .collect();
+    let answered = |on_replica: bool| -> Vec<f64> {
+        cap.events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Query { done, .. } | What::Execute { done, .. } => Some(done),
+                _ => None,
+            })
+            .filter(|d| d.error.is_none())
+            .filter(|d| {
+                d.backend
+                    .as_deref()
+                    .is_some_and(|b| !on_replica || replicas.contains(&b))
+            })
+            .map(|d| d.us as f64 / 1000.0)
+            .collect()
+    };
+    let mut times = answered(true);
+    if times.is_empty() {
+        times = answered(false);
+    }
+    if times.len() < 100 {
+        anyhow::bail!(
+            "{} answered statements: too few for a distribution (at least 100)",
+            times.len()
+        );
+    }
+    times.sort_unstable_by(f64::total_cmp);
+    let last = times.len() - 1;
+    let at = |q: f64| times[((q * last as f64).round() as usize).min(last)];
+    Ok(MEASURED_QUANTILES.iter().map(|&q| [q, at(q)]).collect())
+}
+
 /// The latency distribution of one run of a `sluice bench --json` report, as (quantile, ms).
 fn bench_quantiles(file: &Path, candidate: Option<&str>) -> anyhow::Result<Vec<[f64; 2]>> {
     let text = std::fs::read_to_string(file)?;
@@ -544,6 +607,27 @@ mod tests {
         assert!((c3.service().mean() - 0.125).abs() < 1e-12);
         let e = Scenario::load(&write("c.toml", "nobody")).expect_err("no such run");
         assert!(e.to_string().contains("servers.from-bench"), "{e}");
+        // From a capture: the times of the statements the replicas answered.
+        let mut lines = vec![
+            r#"{"format":"sluice-capture","version":1,"sluice":"t","started_unix_ms":0,"redacted":false,"backends":[{"name":"primary","role":"primary"},{"name":"replica1","role":"replica"}]}"#.to_string(),
+        ];
+        for i in 0..200u64 {
+            let backend = if i % 2 == 0 { "replica1" } else { "primary" };
+            let us = if i % 2 == 0 { 1000 + i * 10 } else { 99_000 };
+            lines.push(format!(
+                r#"{{"t":{i},"c":1,"e":"query","sql":"SELECT 1","us":{us},"backend":"{backend}","guard":{{"verdict":"allow"}}}}"#
+            ));
+        }
+        std::fs::write(dir.join("cap.jsonl"), lines.join("\n")).expect("write");
+        std::fs::write(
+            dir.join("d.toml"),
+            "[servers]\nservice = \"empirical\"\nfrom-capture = \"cap.jsonl\"\n",
+        )
+        .expect("write");
+        let s = Scenario::load(&dir.join("d.toml")).expect("loads");
+        let q = &s.servers.quantiles;
+        assert_eq!(q.first(), Some(&[0.0, 1.0]), "the replicas' fastest");
+        assert_eq!(q.last(), Some(&[1.0, 2.98]), "the primary's are left out");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
