@@ -41,8 +41,8 @@ enum Cmd {
     /// Compare routing strategies on a simulated fleet (a scenario file), on a virtual clock,
     /// through the same router components; print a table, write JSON and HTML reports.
     Simulate(cli::simulate::SimulateArgs),
-    /// Judge a capture's statements with a candidate policy set, offline: what it decides
-    /// differently (guard verdicts, routes), per digest.
+    /// Run a capture again against a gateway or server (open loop, a speed factor), or judge
+    /// its statements offline with a candidate policy set: what it decides differently.
     Replay(cli::replay::ReplayArgs),
 }
 

@@ -19,10 +19,7 @@ fn post(gw: &TestGateway, path: &str, body: Option<&str>) -> (u16, serde_json::V
 
 /// The client's QUIT is sent; the gateway records the session's end when it reads it.
 async fn sessions_ended(gw: &TestGateway) {
-    crate::harness::wait_until(10, "the gateway has ended the sessions", || {
-        gw.gateway.session_count() == 0
-    })
-    .await;
+    sessions_ended_but(gw, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,4 +363,111 @@ async fn offline_evaluation_lists_exactly_what_a_candidate_decides_differently()
         ),
         (Some("a replica"), Some("primary"))
     );
+}
+
+/// `sluice replay --target`: a capture of four connections writing numbered rows (text and
+/// prepared) replays every statement, and each connection's rows land in its own order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_sends_every_statement_and_keeps_each_connections_order() {
+    let policies = PolicyDir::new("replay-policies");
+    policies.plugin("guard", "guard.wasm");
+    policies.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "deny-ddl = false").as_bytes(),
+    );
+    let captures = PolicyDir::new("replay-captures");
+    let mut config = policies.config();
+    config.capture.dir = Some(captures.path.clone());
+    let gw = TestGateway::start(config);
+    let mut admin = gw.app().await;
+    admin
+        .query_drop(
+            "CREATE TABLE IF NOT EXISTS app.marker (id INT AUTO_INCREMENT PRIMARY KEY, conn INT, seq INT)",
+        )
+        .await
+        .expect("create");
+    admin
+        .query_drop("DELETE FROM app.marker WHERE id > 0")
+        .await
+        .expect("clear");
+    let (status, body) = post(
+        &gw,
+        "/api/capture/start",
+        Some(r#"{"name": "order.jsonl"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut writers = Vec::new();
+    for k in 0..4 {
+        let mut c = gw.app().await;
+        writers.push(tokio::spawn(async move {
+            for seq in 0..25 {
+                if seq % 2 == 0 {
+                    c.query_drop(format!(
+                        "INSERT INTO app.marker (conn, seq) VALUES ({k}, {seq})"
+                    ))
+                    .await
+                    .expect("insert");
+                } else {
+                    c.exec_drop("INSERT INTO app.marker (conn, seq) VALUES (?, ?)", (k, seq))
+                        .await
+                        .expect("insert");
+                }
+            }
+            c.disconnect().await.expect("quit");
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    sessions_ended_but(&gw, 1).await;
+    let (status, _) = post(&gw, "/api/capture/stop", None);
+    assert_eq!(status, 200);
+    admin
+        .query_drop("DELETE FROM app.marker WHERE id > 0")
+        .await
+        .expect("clear");
+
+    let json = captures.path.join("replay.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("replay")
+        .arg(captures.path.join("order.jsonl"))
+        .arg("--target")
+        .arg(gw.addr.to_string())
+        .args(["--speed", "2.0", "--fail-on-change", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    let recorded = report["recorded_statements"].as_u64().expect("count");
+    assert!(recorded >= 100, "{report}");
+    assert_eq!(report["statements"].as_u64(), Some(recorded), "{stdout}");
+    assert_eq!(report["unexpected_errors"].as_u64(), Some(0), "{stdout}");
+    let rows: Vec<(i32, i32)> = admin
+        .query("SELECT conn, seq FROM app.marker ORDER BY id")
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 100, "every insert replayed once");
+    for k in 0..4 {
+        let seqs: Vec<i32> = rows.iter().filter(|r| r.0 == k).map(|r| r.1).collect();
+        assert_eq!(
+            seqs,
+            (0..25).collect::<Vec<_>>(),
+            "connection {k} in its order"
+        );
+    }
+}
+
+/// Waits until only `left` sessions remain (their QUITs read and recorded).
+async fn sessions_ended_but(gw: &TestGateway, left: usize) {
+    crate::harness::wait_until(10, "the gateway has ended the sessions", || {
+        gw.gateway.session_count() == left
+    })
+    .await;
 }

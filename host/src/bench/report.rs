@@ -35,7 +35,7 @@ impl Percentiles {
         [self.p50, self.p90, self.p99, self.p999, self.max].map(human_us)
     }
 
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }

@@ -11,6 +11,7 @@
 
 pub mod format;
 pub mod offline;
+pub mod player;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! `sluice replay FILE --offline`: a capture's statements judged by a candidate policy set (the
-//! `--policies` directory, loaded as the gateway loads it), and what it decides differently.
-//! Replaying a capture against a fleet (`--target`) is not built yet.
+//! `sluice replay FILE --target ADDR`: a capture run again, open loop, against a gateway or a
+//! server (`sluice::capture::player`); `--offline --policies DIR`: its statements judged by a
+//! candidate policy set, loaded as the gateway loads it, and what it decides differently.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +14,20 @@ use sluice::phase::ConfigPolicy;
 pub struct ReplayArgs {
     /// The capture (`docs/capture.md`).
     file: PathBuf,
+    /// Run it against this server (`host:port`: a gateway with the candidate strategy, or MySQL).
+    #[arg(long)]
+    target: Option<String>,
+    /// The account every replayed connection logs in with (captures hold no passwords).
+    #[arg(long, default_value = "app")]
+    user: String,
+    #[arg(long, default_value = "app-secret")]
+    password: String,
+    /// 2.0: twice as fast as recorded.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Cut idle gaps in the capture longer than this (milliseconds) to it.
+    #[arg(long)]
+    skip_idle_ms: Option<u64>,
     /// Judge the statements without a fleet: what the candidate policies decide differently.
     #[arg(long)]
     offline: bool,
@@ -23,7 +37,8 @@ pub struct ReplayArgs {
     /// The configuration whose built-in policy and secret sources the candidate loads with.
     #[arg(long, default_value = "config/sluice.toml")]
     config: PathBuf,
-    /// Exit 1 when any decision differs (for a deployment pipeline).
+    /// Exit 1 when any decision differs (offline), or any statement failed that had not
+    /// (replaying), for a deployment pipeline.
     #[arg(long)]
     fail_on_change: bool,
     /// Write the report as JSON here.
@@ -33,11 +48,31 @@ pub struct ReplayArgs {
 
 /// What the run found: `Ok(true)` when it should exit 1.
 pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
+    let capture =
+        Capture::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     if !args.offline {
-        anyhow::bail!(
-            "replaying against a fleet (--target) is not available yet: use --offline with \
-             --policies DIR to see what a policy set decides differently"
-        );
+        let target = args.target.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "name a --target host:port to run the capture against, or --offline --policies DIR"
+            )
+        })?;
+        if !(args.speed > 0.0 && args.speed.is_finite()) {
+            anyhow::bail!("--speed {}: above 0", args.speed);
+        }
+        let opts = sluice::capture::player::PlayOptions {
+            target,
+            user: args.user.clone(),
+            password: args.password.clone(),
+            speed: args.speed,
+            skip_idle: args.skip_idle_ms.map(std::time::Duration::from_millis),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let report = runtime.block_on(sluice::capture::player::play(&capture, &opts))?;
+        print!("{}", report.table());
+        super::write_reports(args.json.as_deref(), &report, None, String::new)?;
+        return Ok(args.fail_on_change && report.unexpected_errors > 0);
     }
     let dir = args
         .policies
