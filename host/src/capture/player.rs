@@ -16,6 +16,9 @@ use serde::Serialize;
 use super::format::{Capture, Event, ParamValue, What};
 use crate::bench::report::Percentiles;
 
+/// Prepared statements a replayed connection keeps open at once.
+const STATEMENTS: usize = 16_384;
+
 /// How to replay.
 #[derive(Debug, Clone)]
 pub struct PlayOptions {
@@ -214,7 +217,9 @@ async fn connection(events: Vec<(Duration, Event)>, opts: &PlayOptions, start: I
                 .user(Some(opts.user.clone()))
                 .pass(Some(opts.password.clone()))
                 .db_name(schema.clone())
-                .stmt_cache_size(0);
+                // The driver closes statements its cache evicts: keep every one the capture
+                // holds open (it closes them itself).
+                .stmt_cache_size(STATEMENTS);
             match Conn::new(o).await {
                 Ok(c) => conn = Some(c),
                 Err(err) => {
