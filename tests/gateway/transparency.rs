@@ -478,3 +478,35 @@ async fn optimistic_transactions_move_to_the_primary_at_their_first_write() {
         "42"
     );
 }
+
+/// Drivers that prepare `BEGIN` and `COMMIT` (sysbench does) and execute them, from a session
+/// that has run nothing else yet: the transaction's write runs on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_begin_keeps_its_transaction_on_the_primary() {
+    let gw = TestGateway::start(crate::harness::monitored(builtin_split()));
+    replicas_known(&gw).await;
+    let mut setup = gw.app().await;
+    setup
+        .query_drop("CREATE TABLE IF NOT EXISTS app.prep_begin (id INT PRIMARY KEY, k INT)")
+        .await
+        .expect("create");
+    setup
+        .query_drop("REPLACE INTO app.prep_begin VALUES (1, 0)")
+        .await
+        .expect("row");
+    drop(setup);
+    let mut c = gw.app().await;
+    let begin = c.prep("BEGIN").await.expect("prepare BEGIN");
+    let update = c
+        .prep("UPDATE app.prep_begin SET k = k + 1 WHERE id = ?")
+        .await
+        .expect("prepare UPDATE");
+    let commit = c.prep("COMMIT").await.expect("prepare COMMIT");
+    for _ in 0..3 {
+        c.exec_drop(&begin, ()).await.expect("BEGIN");
+        c.exec_drop(&update, (1,))
+            .await
+            .expect("the write runs on the primary");
+        c.exec_drop(&commit, ()).await.expect("COMMIT");
+    }
+}

@@ -217,6 +217,9 @@ async fn connection(events: Vec<(Duration, Event)>, opts: &PlayOptions, start: I
                 .user(Some(opts.user.clone()))
                 .pass(Some(opts.password.clone()))
                 .db_name(schema.clone())
+                // To the target itself: the driver would otherwise move to the Unix socket a
+                // `SELECT @@socket` names, which through a gateway is a backend's.
+                .prefer_socket(false)
                 // The driver closes statements its cache evicts: keep every one the capture
                 // holds open (it closes them itself).
                 .stmt_cache_size(STATEMENTS);
