@@ -97,6 +97,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Why the capture stopped (empty while it runs).
+    fn reason(&self) -> String {
+        self.stop_reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_default()
+    }
+
     fn stop(&self, reason: &str) {
         if !self.stopped.swap(true, Ordering::Relaxed)
             && let Ok(mut r) = self.stop_reason.lock()
@@ -217,12 +226,7 @@ impl Recorder {
     }
 
     fn stop_reason(&self) -> String {
-        self.shared
-            .stop_reason
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .unwrap_or_default()
+        self.shared.reason()
     }
 
     pub fn status(&self) -> CaptureStatus {
@@ -289,12 +293,7 @@ fn write_events(
         if bytes >= max_bytes {
             // Cut here, whatever is still queued: the file keeps to its limit.
             shared.stop("size limit");
-            let reason = shared
-                .stop_reason
-                .lock()
-                .ok()
-                .and_then(|r| r.clone())
-                .unwrap_or_default();
+            let reason = shared.reason();
             let end = Event {
                 t: event.t,
                 c: 0,

@@ -154,16 +154,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The times in system of the requests that arrived in `[from, until)` and were answered.
-    pub fn arrived_between(&self, from: f64, until: f64) -> Vec<f64> {
-        self.arrived_at
-            .iter()
-            .zip(&self.time_in_system)
-            .filter(|(a, t)| **a >= from && **a < until && !t.is_nan())
-            .map(|(_, t)| *t)
-            .collect()
-    }
-
     /// The times in system of the answered requests after the first `warmup` arrivals.
     pub fn answered_after(&self, warmup: usize) -> Vec<f64> {
         self.time_in_system
