@@ -61,22 +61,35 @@ pub fn start_private_server(name: &str) -> Fleet {
 
 fn start_fleet(name: &str, replicas: u16) -> Fleet {
     let salt = name.bytes().map(u64::from).sum::<u64>();
-    let port = free_port_block(replicas + 1, salt);
     let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(repo_root().join("scripts/fleet"))
-        .arg("up")
-        .env("FLEET_DIR", &dir)
-        .env("FLEET_PORT", port.to_string())
-        .env("FLEET_REPLICAS", replicas.to_string())
-        .env("FLEET_OWNER_PID", std::process::id().to_string())
-        .output()
-        .expect("run scripts/fleet");
-    assert!(
-        out.status.success(),
-        "fleet up failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fleet = |verb: &str, port: u16| {
+        Command::new(repo_root().join("scripts/fleet"))
+            .arg(verb)
+            .env("FLEET_DIR", &dir)
+            .env("FLEET_PORT", port.to_string())
+            .env("FLEET_REPLICAS", replicas.to_string())
+            .env("FLEET_OWNER_PID", std::process::id().to_string())
+            .output()
+            .expect("run scripts/fleet")
+    };
+    // The ports were free when picked; another test may take one before the servers bind it.
+    // Then the block is given back and another one tried.
+    let mut attempt = 0;
+    let port = loop {
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = free_port_block(replicas + 1, salt + attempt * 7);
+        let out = fleet("up", port);
+        if out.status.success() {
+            break port;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            attempt < 2 && stderr.contains("Address already in use"),
+            "fleet up failed:\n{stderr}"
+        );
+        let _ = fleet("down", port);
+        attempt += 1;
+    };
     Fleet {
         port,
         replicas,
