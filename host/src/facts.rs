@@ -134,6 +134,9 @@ pub struct QueryFacts {
     /// statement: state of the backend connection that ran it.
     pub needs_previous_connection: bool,
     pub mentions_connection_id: bool,
+    /// Reads `@@socket`: the gateway answers it (NULL, as a server without a local socket), or
+    /// a driver on the backend's host would reconnect to the backend's socket past the gateway.
+    pub mentions_socket: bool,
     /// Calls `ROW_COUNT()`.
     pub mentions_row_count: bool,
     /// Calls `FOUND_ROWS()`.
@@ -658,6 +661,7 @@ pub fn analyze(sql: &str) -> QueryFacts {
                 ) {
                     f.needs_previous_connection = true;
                 }
+                f.mentions_socket |= matches!(lname.as_str(), "socket" | "global.socket");
                 if in_set && set_expect_name && paren_depth == 0 {
                     set_expect_name = false;
                     if let Some(global) = lname.strip_prefix("global.") {

@@ -155,6 +155,41 @@ async fn transactions_follow_mysql_rules_with_the_wasm_split() {
     transactions_follow_mysql_rules(&gw).await;
 }
 
+/// mysql_async by default (`prefer_socket`) asks a server on loopback for `@@socket` and moves
+/// to that Unix socket. Through the gateway there is none to move to: a backend's would take
+/// the session past the gateway (to a read-only replica, here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_prefers_the_servers_socket_stays_on_the_gateway() {
+    let gw = TestGateway::start(builtin_split());
+    let opts = mysql_async::OptsBuilder::from_opts(gw.opts("app", "app-secret", Some("app")))
+        .prefer_socket(true);
+    let mut c = Conn::new(opts)
+        .await
+        .expect("connect with the driver's defaults");
+    let socket: Option<Option<String>> = c.query_first("SELECT @@socket").await.expect("@@socket");
+    assert_eq!(
+        socket,
+        Some(None),
+        "the gateway has no local socket to offer"
+    );
+    c.query_drop("CREATE TABLE IF NOT EXISTS app.socket_probe (id INT PRIMARY KEY)")
+        .await
+        .expect("a write through the gateway, not on a replica's socket");
+    c.query_drop("REPLACE INTO app.socket_probe VALUES (1)")
+        .await
+        .expect("write");
+    let id: u32 = c
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("id")
+        .expect("row");
+    assert!(
+        gw.gateway.session(id).is_some(),
+        "CONNECTION_ID() is the gateway's session"
+    );
+    c.disconnect().await.expect("disconnect");
+}
+
 /// `tests/clients/transactions_check.py` with a driver (PyMySQL, mysql-connector-python).
 fn python_check(port: u16, driver: &str) {
     let out = Command::new("python3")

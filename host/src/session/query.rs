@@ -74,6 +74,10 @@ impl Session {
         if let Some(e) = &id_expr {
             sql_to_run = std::borrow::Cow::Owned(replace_call(&sql_to_run, b"connection_id", e));
         }
+        if facts.mentions_socket {
+            sql_to_run =
+                std::borrow::Cow::Owned(replace_sysvar(&sql_to_run, b"socket", SOCKET_ANSWER));
+        }
         self.note_pin_cause(facts);
         self.pins.extend(facts.pins.iter().copied());
         if !self.in_txn {
@@ -125,6 +129,9 @@ impl Session {
         let mut renames: Vec<(&str, &str)> = Vec::new();
         if let Some(e) = &id_expr {
             renames.push((e.as_str(), "CONNECTION_ID()"));
+        }
+        if facts.mentions_socket {
+            renames.push((SOCKET_ANSWER, "@@socket"));
         }
         if let Some(e) = &row_count_expr {
             renames.push((e.as_str(), "ROW_COUNT()"));
@@ -679,6 +686,35 @@ fn replace_call(sql: &[u8], name: &[u8], expr: &str) -> Vec<u8> {
     out
 }
 
+/// What `@@socket` reads as through the gateway: no socket (clients reach it over TCP only).
+const SOCKET_ANSWER: &str = "CAST(NULL AS CHAR)";
+
+/// Replaces each `@@name` / `@@global.name` (any case) with `expr`.
+fn replace_sysvar(sql: &[u8], name: &[u8], expr: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len());
+    let mut i = 0;
+    while i < sql.len() {
+        if sql[i..].starts_with(b"@@") {
+            let mut j = i + 2;
+            if sql.len() - j >= 7 && sql[j..j + 7].eq_ignore_ascii_case(b"global.") {
+                j += 7;
+            }
+            let end = j + name.len();
+            if sql.len() >= end
+                && sql[j..end].eq_ignore_ascii_case(name)
+                && !sql.get(end).copied().is_some_and(is_ident)
+            {
+                out.extend_from_slice(expr.as_bytes());
+                i = end;
+                continue;
+            }
+        }
+        out.push(sql[i]);
+        i += 1;
+    }
+    out
+}
+
 fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -714,6 +750,18 @@ mod tests {
                 "{pattern} / {name}"
             );
         }
+    }
+
+    #[test]
+    fn socket_reads_are_answered_by_the_gateway() {
+        assert_eq!(
+            replace_sysvar(b"SELECT @@max_allowed_packet,@@socket", b"socket", "X"),
+            b"SELECT @@max_allowed_packet,X"
+        );
+        assert_eq!(
+            replace_sysvar(b"select @@GLOBAL.Socket, @@socket_x", b"socket", "X"),
+            b"select X, @@socket_x"
+        );
     }
 
     #[test]
