@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -503,6 +503,41 @@ pub fn plugin_artifacts() -> &'static PathBuf {
     })
 }
 
+/// The Python policies (`plugins/python/*`), built once per test process with
+/// `scripts/build-python-policy` (which installs componentize-py if missing).
+pub fn python_artifacts() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = target_dir().join("python-policies");
+        let builds: Vec<_> = [
+            ("guard", "guard"),
+            ("credentials", "credentials"),
+            ("misbehave", "guard"),
+        ]
+        .into_iter()
+        .map(|(p, world)| {
+            let child = Command::new(repo_root().join("scripts/build-python-policy"))
+                .arg(repo_root().join("plugins/python").join(p))
+                .arg(world)
+                .arg(out.join(format!("py-{p}.wasm")))
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run scripts/build-python-policy");
+            (p, child)
+        })
+        .collect();
+        for (p, child) in builds {
+            let done = child.wait_with_output().expect("build");
+            assert!(
+                done.status.success(),
+                "building Python policy {p} failed:\n{}",
+                String::from_utf8_lossy(&done.stderr)
+            );
+        }
+        out
+    })
+}
+
 /// A policy directory of a test's own.
 pub struct PolicyDir {
     pub path: PathBuf,
@@ -515,6 +550,15 @@ impl PolicyDir {
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("policy dir");
         Self { path }
+    }
+
+    /// Copies a built Python plugin (`py-guard`, `py-credentials`, `py-misbehave`) in as `file`.
+    pub fn python_plugin(&self, artifact: &str, file: &str) {
+        let src = python_artifacts().join(format!("{artifact}.wasm"));
+        self.write(
+            file,
+            &std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())),
+        );
     }
 
     /// Copies a built plugin (`guard`, `rw-split`, `misbehave`, `wasi-import`) in as `file`.

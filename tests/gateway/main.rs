@@ -19,6 +19,7 @@ mod otlp;
 mod policies;
 mod pool;
 mod proxy_protocol;
+mod python;
 mod raw;
 mod reload;
 mod simulate;

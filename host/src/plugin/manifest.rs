@@ -8,6 +8,8 @@
 //! order = 10                # guards run in ascending order
 //! on-error = "deny"         # deny | allow | primary; default: deny (guard, redactor,
 //!                           # credentials), primary (router)
+//! wasi = false              # true for plugins whose toolchain needs WASI (Python): they get
+//!                           # an empty WASI context (see `sandbox`)
 //! [limits]
 //! deadline-ms = 50          # per call, wall clock: stops a runaway guest
 //! memory-mib = 16           # per instance (1-1024)
@@ -80,6 +82,8 @@ struct RawManifest {
     order: i32,
     on_error: Option<OnError>,
     #[serde(default)]
+    wasi: bool,
+    #[serde(default)]
     limits: Limits,
     #[serde(default)]
     settings: toml::Table,
@@ -94,6 +98,9 @@ pub struct Manifest {
     pub plugin: PathBuf,
     pub order: i32,
     pub on_error: OnError,
+    /// The plugin imports WASI (a toolchain such as componentize-py needs it): it is linked
+    /// against an empty WASI context instead of being refused.
+    pub wasi: bool,
     pub limits: Limits,
     /// The settings as JSON, for `configure`.
     pub settings_json: String,
@@ -147,6 +154,7 @@ impl Manifest {
             plugin: dir.join(raw.plugin),
             order: raw.order,
             on_error,
+            wasi: raw.wasi,
             limits: raw.limits,
             settings_json,
             file: file.to_path_buf(),

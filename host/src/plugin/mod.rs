@@ -7,6 +7,7 @@ pub mod loader;
 pub mod manifest;
 pub mod reuse;
 pub mod runtime;
+pub mod sandbox;
 pub mod secrets;
 pub mod set;
 pub mod watch;

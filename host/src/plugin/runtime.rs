@@ -63,6 +63,8 @@ pub struct PluginState {
     pub context: CallContext,
     /// The fleet a router instance was last given (`fleet-changed`).
     pub fleet_seen: Option<Vec<types::BackendStatus>>,
+    /// The empty WASI context of a `wasi = true` policy (made on first use).
+    pub(super) wasi: Option<Box<super::sandbox::EmptyWasi>>,
 }
 
 impl ResourceLimiter for PluginState {
@@ -93,6 +95,8 @@ impl ResourceLimiter for PluginState {
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginState>,
+    /// The same imports plus WASI, for `wasi = true` policies (an empty context).
+    wasi_linker: Linker<PluginState>,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -120,19 +124,11 @@ impl PluginEngine {
             .table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
-        let mut linker = Linker::new(&engine);
         // Only the host interface: any other import (WASI or anything else) fails
         // `instantiate_pre` with a message naming it.
-        host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        statement::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        session::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        fleet::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
+        let linker = policy_linker(&engine)?;
+        let mut wasi_linker = policy_linker(&engine)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker).map_err(|e| e.to_string())?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let stop = Arc::clone(&stop_ticker);
@@ -151,6 +147,7 @@ impl PluginEngine {
         Ok(Arc::new(Self {
             engine,
             linker,
+            wasi_linker,
             compiled: Mutex::new(HashMap::new()),
             stop_ticker,
         }))
@@ -176,6 +173,22 @@ impl PluginEngine {
             .insert(key, c.clone());
         Ok(c)
     }
+}
+
+/// A linker with the `sluice:policy` imports and nothing else.
+fn policy_linker(engine: &Engine) -> Result<Linker<PluginState>, String> {
+    let mut linker = Linker::new(engine);
+    host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    statement::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    session::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    fleet::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    Ok(linker)
 }
 
 impl Drop for PluginEngine {
@@ -325,10 +338,15 @@ impl Plugin {
         component: &Component,
         secrets: Arc<SecretSources>,
     ) -> Result<Self, String> {
-        let instance_pre = engine.linker.instantiate_pre(component).map_err(|e| {
+        let linker = if manifest.wasi {
+            &engine.wasi_linker
+        } else {
+            &engine.linker
+        };
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
             let e = format!("{e:#}");
-            if e.contains("wasi:") {
-                format!("imports an interface the sandbox does not offer (only sluice:policy/host, types, statement, session and fleet are available): {e}")
+            if e.contains("wasi:") && !manifest.wasi {
+                format!("imports an interface the sandbox does not offer (only sluice:policy/host, types, statement, session and fleet are available; a plugin built by a toolchain that needs WASI, such as componentize-py, runs with `wasi = true` in its manifest and gets an empty WASI context): {e}")
             } else if e.contains("sluice:policy/") && !e.contains(POLICY_VERSION) {
                 format!("was built against another version of the policy interface (this gateway offers sluice:policy@{POLICY_VERSION}): rebuild it against wit/policy.wit: {e}")
             } else {
@@ -376,6 +394,19 @@ impl Plugin {
 
     /// A new instance, configured with the manifest's settings.
     pub fn instantiate(&self) -> Result<Warm, CallError> {
+        self.in_sandbox(|| self.instantiate_here())
+    }
+
+    /// Runs a call into the guest where its imports can serve it (see `sandbox::off_runtime`).
+    fn in_sandbox<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if self.manifest.wasi {
+            super::sandbox::off_runtime(f)
+        } else {
+            f()
+        }
+    }
+
+    fn instantiate_here(&self) -> Result<Warm, CallError> {
         let state = PluginState {
             policy: Arc::clone(&self.name),
             secrets: Arc::clone(&self.secrets),
@@ -384,6 +415,7 @@ impl Plugin {
             memory_exceeded: false,
             context: CallContext::default(),
             fleet_seen: None,
+            wasi: None,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| s);
@@ -446,9 +478,9 @@ impl Plugin {
     }
 
     /// Runs `f` on a warm instance under the deadline. A failure discards the instance.
-    pub fn call<R>(
+    pub fn call<R: Send>(
         &self,
-        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallError> {
         let taken = self
             .pool
@@ -461,7 +493,7 @@ impl Plugin {
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        match f(&mut warm) {
+        match self.in_sandbox(|| f(&mut warm)) {
             Ok(r) => {
                 warm.calls += 1;
                 warm.store.data_mut().context.trim();
@@ -484,14 +516,14 @@ impl Plugin {
 
     /// A fresh instance for one call, dropped afterwards (credentials: secrets never stay in a
     /// long-lived guest).
-    pub fn call_fresh<R>(
+    pub fn call_fresh<R: Send>(
         &self,
-        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut warm = self.instantiate().inspect_err(|e| self.stats.failed(e))?;
         warm.store.set_epoch_deadline(self.deadline_ticks());
-        f(&mut warm).map_err(|e| {
+        self.in_sandbox(|| f(&mut warm)).map_err(|e| {
             let e = self.classify(&warm, &e);
             self.stats.failed(&e);
             e

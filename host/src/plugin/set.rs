@@ -94,10 +94,10 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// Runs `f` on a warm instance of `p` whose store holds this statement (what its
     /// `statement` and `session` handles read); `f` gets the facts and session passed by value.
-    fn on<R>(
+    fn on<R: Send>(
         self,
         p: &Plugin,
-        f: impl FnOnce(&mut Warm, types::QueryFacts, types::SessionInfo) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Warm, types::QueryFacts, types::SessionInfo) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallError> {
         let q = wit_facts(self.facts, self.sql);
         let s = wit_session(self.session);
