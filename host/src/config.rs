@@ -84,6 +84,11 @@ pub struct PoliciesConfig {
     pub watch: bool,
     /// Quiet time after a change before reloading (a burst of writes is one reload).
     pub debounce_ms: u64,
+    /// Where compiled policies are kept across restarts (a directory private to the gateway's
+    /// user, created 0700; one others can write is not used). Default
+    /// `$XDG_CACHE_HOME/sluice/compiled` or `~/.cache/sluice/compiled`; empty: compile every
+    /// start.
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl Default for PoliciesConfig {
@@ -93,8 +98,26 @@ impl Default for PoliciesConfig {
             enabled: true,
             watch: true,
             debounce_ms: 200,
+            compiled_cache: default_compiled_cache(),
         }
     }
+}
+
+impl PoliciesConfig {
+    /// The compiled-policy cache in use, if any.
+    pub fn compiled_cache(&self) -> Option<&Path> {
+        self.compiled_cache
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
+fn default_compiled_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sluice").join("compiled"))
 }
 
 /// Where policies' `host.secret(name)` may read. Nothing else is reachable.
@@ -658,6 +681,14 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.secrets.dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self
+            .policies
+            .compiled_cache
+            .as_mut()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             fix(p);
         }
         if let Some(p) = self.frontend.tls.cert.as_mut() {

@@ -146,7 +146,9 @@ pub fn check_policies(config: &Config) -> anyhow::Result<Option<Vec<String>>> {
     let Some(dir) = policy_dir(config) else {
         return Ok(None);
     };
-    let engine = plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?;
+    let engine =
+        plugin::runtime::PluginEngine::with_compiled_cache(config.policies.compiled_cache())
+            .map_err(|e| anyhow::anyhow!(e))?;
     let secrets = Arc::new(plugin::secrets::SecretSources::from_config(&config.secrets));
     let set = plugin::loader::load_dir(&engine, dir, ConfigPolicy::new(config.clone()), &secrets)
         .map_err(|e| anyhow::anyhow!("policies: {e}"))?;
@@ -197,7 +199,10 @@ pub async fn bind(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Re
     if let Some(dir) = policy_dir(&config) {
         let r = plugin::watch::Reloader {
             gw: Arc::clone(&gateway),
-            engine: plugin::runtime::PluginEngine::new().map_err(|e| anyhow::anyhow!(e))?,
+            engine: plugin::runtime::PluginEngine::with_compiled_cache(
+                config.policies.compiled_cache(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
             dir: dir.to_path_buf(),
             secrets: Arc::new(plugin::secrets::SecretSources::from_config(&config.secrets)),
         };

@@ -687,3 +687,82 @@ async fn server_ids(opts: &mysql_async::Opts, sql: &str, n: usize) -> Vec<u32> {
     ids.dedup();
     ids
 }
+
+/// Compiled policies kept on disk: written privately, loaded by the next engine instead of
+/// compiling, a damaged artifact recompiled, a directory others can access not used.
+#[test]
+fn compiled_policies_are_kept_on_disk_privately_and_reused() {
+    use sluice::plugin::runtime::PluginEngine;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
+
+    let dir = PolicyDir::new("precompiled");
+    dir.plugin("guard", "guard.wasm");
+    dir.write(
+        "guard.toml",
+        guard_manifest("guard", "guard.wasm", "deny", "").as_bytes(),
+    );
+    let cache = dir.path.join("cache/compiled");
+    let load = |engine: &Arc<PluginEngine>| {
+        let config = sluice::config::Config::from_toml(
+            "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
+        )
+        .expect("config");
+        sluice::plugin::loader::load_dir(
+            engine,
+            &dir.path,
+            sluice::phase::ConfigPolicy::new(config),
+            &Arc::new(sluice::plugin::secrets::SecretSources::default()),
+        )
+        .expect("loads")
+    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let artifacts = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect()
+    };
+
+    let first = PluginEngine::with_compiled_cache(Some(&cache)).expect("engine");
+    load(&first);
+    assert_eq!(first.compilations.load(Ordering::Relaxed), 1);
+    assert_eq!(mode(&cache), 0o700, "created private");
+    let written = artifacts();
+    assert_eq!(written.len(), 1);
+    assert_eq!(mode(&written[0]), 0o600);
+
+    let second = PluginEngine::with_compiled_cache(Some(&cache)).expect("engine");
+    load(&second);
+    assert_eq!(
+        second.compilations.load(Ordering::Relaxed),
+        0,
+        "loaded, not compiled"
+    );
+    assert_eq!(second.precompiled_hits(), Some(1));
+
+    // A damaged artifact is a miss: compiled again and replaced.
+    let mut bytes = std::fs::read(&written[0]).expect("artifact");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&written[0], &bytes).expect("damage");
+    let third = PluginEngine::with_compiled_cache(Some(&cache)).expect("engine");
+    load(&third);
+    assert_eq!(third.compilations.load(Ordering::Relaxed), 1);
+    let fourth = PluginEngine::with_compiled_cache(Some(&cache)).expect("engine");
+    load(&fourth);
+    assert_eq!(
+        fourth.precompiled_hits(),
+        Some(1),
+        "the rewritten artifact serves"
+    );
+
+    // Others may read or write the directory: native code from it is not trusted.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let open = PluginEngine::with_compiled_cache(Some(&cache)).expect("engine");
+    assert_eq!(open.precompiled_hits(), None, "not used");
+    load(&open);
+    assert_eq!(open.compilations.load(Ordering::Relaxed), 1);
+}

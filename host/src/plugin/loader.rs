@@ -99,13 +99,7 @@ pub fn load_plugin(
         .map_err(|r| err(&file, format!("plugin: {r}")))?;
     plugin.content_sha256 = {
         use sha2::Digest;
-        use std::fmt::Write;
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .fold(String::with_capacity(64), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
+        super::precompiled::hex(&sha2::Sha256::digest(&bytes))
     };
     smoke(&plugin).map_err(|r| err(&file, r))?;
     if plugin.manifest.kind != Kind::Credentials {

@@ -5,6 +5,7 @@
 pub mod context;
 pub mod loader;
 pub mod manifest;
+pub mod precompiled;
 pub mod reuse;
 pub mod runtime;
 pub mod sandbox;

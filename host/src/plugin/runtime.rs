@@ -98,11 +98,22 @@ pub struct PluginEngine {
     /// The same imports plus WASI, for `wasi = true` policies (an empty context).
     wasi_linker: Linker<PluginState>,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Compiled components on disk, across restarts (`policies.compiled-cache`).
+    precompiled: Option<super::precompiled::PrecompiledDir>,
+    /// Components compiled here (not found in memory or on disk).
+    pub compilations: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
 }
 
 impl PluginEngine {
+    /// An engine that compiles every component it has not seen in this process.
     pub fn new() -> Result<Arc<Self>, String> {
+        Self::with_compiled_cache(None)
+    }
+
+    /// An engine that also keeps compiled components in `dir` (see `precompiled`). A directory
+    /// that cannot be trusted or created is not used (a warning says why): the engine compiles.
+    pub fn with_compiled_cache(dir: Option<&std::path::Path>) -> Result<Arc<Self>, String> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -144,16 +155,31 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| format!("epoch ticker: {e}"))?;
+        let precompiled = dir.and_then(|d| {
+            super::precompiled::PrecompiledDir::open(d, &engine)
+                .inspect_err(|e| tracing::warn!("policies.compiled-cache not used: {e}"))
+                .ok()
+        });
         Ok(Arc::new(Self {
             engine,
             linker,
             wasi_linker,
             compiled: Mutex::new(HashMap::new()),
+            precompiled,
+            compilations: AtomicU64::new(0),
             stop_ticker,
         }))
     }
 
-    /// Compiles (or finds compiled) a component. Slow (tens of ms): call off the async runtime.
+    /// Compiled components loaded from the disk cache, when one is in use.
+    pub fn precompiled_hits(&self) -> Option<u64> {
+        self.precompiled
+            .as_ref()
+            .map(|p| p.hits.load(Ordering::Relaxed))
+    }
+
+    /// Compiles (or finds compiled, in memory or on disk) a component. Slow (tens of ms, seconds
+    /// for a Python policy): call off the async runtime.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
@@ -165,8 +191,21 @@ impl PluginEngine {
         {
             return Ok(c.clone());
         }
-        let c = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let on_disk = self
+            .precompiled
+            .as_ref()
+            .and_then(|p| p.load(&self.engine, &key));
+        let c = if let Some(c) = on_disk {
+            c
+        } else {
+            let c = Component::new(&self.engine, bytes)
+                .map_err(|e| format!("not a valid component: {e:#}"))?;
+            self.compilations.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = &self.precompiled {
+                p.store(&key, &c);
+            }
+            c
+        };
         self.compiled
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
