@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         &Arc::new(SecretSources {
             env_prefix: None,
             dir: Some(root.join("config/secrets")),
+            ..SecretSources::default()
         }),
     )
     .expect("policies/ loads");
@@ -120,6 +121,7 @@ fn bench(c: &mut Criterion) {
             &Arc::new(SecretSources {
                 env_prefix: None,
                 dir: Some(root.join("config/secrets")),
+                ..SecretSources::default()
             }),
         )
         .expect("candidate loads");

@@ -1,6 +1,7 @@
 //! The `sluice` command: `serve` runs the gateway, `check-config` validates a configuration and
 //! loads its policy directory the way `serve` would, `bench` compares routing strategies on the
-//! real fleet and `simulate` on a simulated one.
+//! real fleet and `simulate` on a simulated one, `replay` runs or judges a capture, `policy test`
+//! checks one policy against case files.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,11 @@ enum Cmd {
     /// Run a capture again against a gateway or server (open loop, a speed factor), or judge
     /// its statements offline with a candidate policy set: what it decides differently.
     Replay(cli::replay::ReplayArgs),
+    /// Work with one policy: `test` runs it against case files.
+    Policy {
+        #[command(subcommand)]
+        command: cli::policy::PolicyCmd,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +76,14 @@ fn main() -> std::process::ExitCode {
             Ok(true) => std::process::ExitCode::from(1),
             Err(e) => {
                 eprintln!("sluice replay: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Cmd::Policy { command } => match cli::policy::run(command) {
+            Ok(false) => std::process::ExitCode::SUCCESS,
+            Ok(true) => std::process::ExitCode::from(1),
+            Err(e) => {
+                eprintln!("sluice policy: {e:#}");
                 std::process::ExitCode::from(2)
             }
         },

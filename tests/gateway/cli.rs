@@ -210,3 +210,111 @@ fn serve_reloads_its_configuration_on_sighup() {
     assert!(logged_in, "the user added before SIGHUP cannot log in");
     assert!(exit.success(), "sluice exited with {exit:?}");
 }
+
+/// The case files the first-party policies ship (Rust and Python).
+fn shipped_case_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = ["plugins", "plugins/python"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo_root().join(d)).expect("plugins"))
+        .map(|e| e.expect("entry").path().join("cases.toml"))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn policy_test_passes_the_shipped_cases_and_fails_naming_a_changed_one() {
+    let built = Command::new(repo_root().join("scripts/build-policies"))
+        .output()
+        .expect("build the shipped policies");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let files = shipped_case_files();
+    assert!(
+        files.len() >= 6,
+        "every first-party policy has cases: {files:?}"
+    );
+    let out = sluice()
+        .args(["policy", "test"])
+        .args(&files)
+        .output()
+        .expect("run sluice policy test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    for kind in [
+        "(guard `guard`)",
+        "(router `rw-split`)",
+        "(redactor `mask`)",
+        "(credentials `secrets`)",
+        "(guard `py-guard`)",
+        "(credentials `py-credentials`)",
+    ] {
+        assert!(stdout.contains(kind), "{kind} tested: {stdout}");
+    }
+
+    // One case changed to expect something else: that case fails, by name, and the exit is 1.
+    let dir = std::env::temp_dir().join(format!("sluice-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let original =
+        std::fs::read_to_string(repo_root().join("plugins/guard/cases.toml")).expect("cases");
+    let changed = original
+        .replace(
+            "policy = \"../../policies/guard.toml\"",
+            &format!(
+                "policy = \"{}\"",
+                repo_root().join("policies/guard.toml").display()
+            ),
+        )
+        .replacen(
+            "name = \"the mysql schema is refused\"\nsql = \"SELECT user, authentication_string FROM mysql.user\"\nexpect = \"deny\"",
+            "name = \"the mysql schema is refused\"\nsql = \"SELECT user, authentication_string FROM mysql.user\"\nexpect = \"allow\"",
+            1,
+        );
+    assert_ne!(changed, original);
+    let file = dir.join("changed.toml");
+    std::fs::write(&file, changed).expect("write");
+    let out = sluice()
+        .args(["policy", "test"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.contains("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert!(
+        failed[0].contains("the mysql schema is refused"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("got      deny 1142"),
+        "the actual decision: {stdout}"
+    );
+
+    // A file it cannot use: exit 2, naming the file and the key.
+    std::fs::write(
+        &file,
+        "policy = \"x.toml\"\nexpekt = 1\n[[case]]\nname = \"a\"\nexpect = \"allow\"\n",
+    )
+    .expect("write");
+    let out = sluice()
+        .args(["policy", "test"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("changed.toml") && stderr.contains("expekt"),
+        "{stderr}"
+    );
+}

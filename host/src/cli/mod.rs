@@ -1,6 +1,7 @@
 //! The subcommands beyond `serve` and `check-config`, one file each.
 
 pub mod bench;
+pub mod policy;
 pub mod replay;
 pub mod simulate;
 

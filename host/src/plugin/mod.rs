@@ -2,6 +2,7 @@
 //! linked against `wit/policy.wit`, run on pooled warm instances under a deadline and a memory
 //! cap, and composed into a [`set::PolicySet`] that implements the phase trait.
 
+pub mod cases;
 pub mod context;
 pub mod loader;
 pub mod manifest;

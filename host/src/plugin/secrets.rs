@@ -2,6 +2,7 @@
 //! files in an allowed directory (the way Kubernetes mounts Secrets). Nothing else is reachable,
 //! and values are never logged.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where `host.secret` may look.
@@ -11,6 +12,8 @@ pub struct SecretSources {
     pub env_prefix: Option<String>,
     /// `secret("db-password")` reads `<dir>/db-password`.
     pub dir: Option<PathBuf>,
+    /// Values given by name (a case file's `[secrets]` for `sluice policy test`).
+    pub inline: BTreeMap<String, String>,
 }
 
 /// Secret files larger than this are refused.
@@ -22,6 +25,7 @@ impl SecretSources {
         Self {
             env_prefix: c.env_prefix.clone(),
             dir: c.dir.clone(),
+            inline: BTreeMap::new(),
         }
     }
 
@@ -35,6 +39,9 @@ impl SecretSources {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !plain {
             return None;
+        }
+        if let Some(v) = self.inline.get(name) {
+            return Some(v.clone());
         }
         if let Some(prefix) = &self.env_prefix {
             let var = format!(
@@ -67,6 +74,7 @@ mod tests {
         let s = SecretSources {
             env_prefix: None,
             dir: Some(dir.clone()),
+            ..SecretSources::default()
         };
         assert_eq!(s.get("users.json").as_deref(), Some("{\"a\": 1}"));
         assert_eq!(s.get("../etc/passwd"), None);

@@ -227,6 +227,27 @@ impl PolicySet {
         })
     }
 
+    /// Runs a credentials policy for one login, on a fresh instance: its grant, or the reason
+    /// it refused.
+    pub fn run_resolve(
+        p: &Plugin,
+        client: &ClientIdentity,
+    ) -> Result<Result<identity::Grant, String>, CallError> {
+        let hello = identity::ClientHello {
+            user: client.user.clone(),
+            client_addr: client.client_addr.clone(),
+            database: client.database.clone(),
+            tls: client.tls,
+            attributes: client.attributes.clone(),
+        };
+        p.call_fresh(|w| match &w.bound {
+            Bound::Credentials(b) => b
+                .sluice_policy_identity()
+                .call_resolve(&mut w.store, &hello),
+            _ => Err(mismatch()),
+        })
+    }
+
     /// Runs the redactor's plan for a result shape.
     pub fn run_plan(
         r: &Plugin,
@@ -260,20 +281,7 @@ impl Policy for PolicySet {
         let Some(p) = &self.credentials else {
             return self.builtin.resolve_credentials(client);
         };
-        let hello = identity::ClientHello {
-            user: client.user.clone(),
-            client_addr: client.client_addr.clone(),
-            database: client.database.clone(),
-            tls: client.tls,
-            attributes: client.attributes.clone(),
-        };
-        let result = p.call_fresh(|w| match &w.bound {
-            Bound::Credentials(b) => b
-                .sluice_policy_identity()
-                .call_resolve(&mut w.store, &hello),
-            _ => Err(mismatch()),
-        });
-        match result {
+        match Self::run_resolve(p, client) {
             Ok(Ok(g)) => Some(
                 Grant {
                     password: g.password,

@@ -49,10 +49,7 @@ pub fn load_router(
         "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let secrets = Arc::new(SecretSources {
-        env_prefix: None,
-        dir: None,
-    });
+    let secrets = Arc::new(SecretSources::default());
     let set = load_dir(engine, &dir.path, ConfigPolicy::new(config), &secrets)
         .map_err(|e| anyhow::anyhow!("{}: {e}", candidate.name()))?;
     Ok(LoadedRouter { set, _dir: dir })
