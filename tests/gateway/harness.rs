@@ -585,6 +585,26 @@ impl PolicyDir {
     }
 }
 
+impl PolicyDir {
+    /// Loads this directory as a gateway would (compile, link, configure, smoke-call), over a
+    /// built-in policy with one unreachable primary, without a fleet.
+    pub fn load(
+        &self,
+        engine: &Arc<sluice::plugin::runtime::PluginEngine>,
+    ) -> Result<sluice::plugin::set::PolicySet, sluice::plugin::loader::LoadError> {
+        let config = Config::from_toml(
+            "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
+        )
+        .expect("config");
+        sluice::plugin::loader::load_dir(
+            engine,
+            &self.path,
+            sluice::phase::ConfigPolicy::new(config),
+            &Arc::new(sluice::plugin::secrets::SecretSources::default()),
+        )
+    }
+}
+
 /// A config whose logins the `secrets` credentials policy resolves from `users_json`, mounted
 /// the way Kubernetes mounts a Secret (a directory with one file per key).
 pub fn secrets_config(name: &str, users_json: &[u8]) -> Config {

@@ -18,7 +18,7 @@ pub fn guard_manifest(name: &str, plugin: &str, on_error: &str, settings: &str) 
     )
 }
 
-fn server_err(e: &Error) -> (u16, String) {
+pub fn server_err(e: &Error) -> (u16, String) {
     match e {
         Error::Server(s) => (s.code, s.message.clone()),
         other => panic!("expected a server error, got {other:?}"),
@@ -279,17 +279,7 @@ fn a_loaded_policy_has_warm_instances_before_its_first_statement() {
         guard_manifest("guard", "guard.wasm", "deny", "").as_bytes(),
     );
     let engine = sluice::plugin::runtime::PluginEngine::new().expect("engine");
-    let config = sluice::config::Config::from_toml(
-        "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
-    )
-    .expect("config");
-    let set = sluice::plugin::loader::load_dir(
-        &engine,
-        &dir.path,
-        sluice::phase::ConfigPolicy::new(config),
-        &Arc::new(sluice::plugin::secrets::SecretSources::default()),
-    )
-    .expect("loads");
+    let set = dir.load(&engine).expect("loads");
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     assert_eq!(set.guards[0].warm_instances(), threads.min(32));
 }
@@ -703,19 +693,7 @@ fn compiled_policies_are_kept_on_disk_privately_and_reused() {
         guard_manifest("guard", "guard.wasm", "deny", "").as_bytes(),
     );
     let cache = dir.path.join("cache/compiled");
-    let load = |engine: &Arc<PluginEngine>| {
-        let config = sluice::config::Config::from_toml(
-            "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
-        )
-        .expect("config");
-        sluice::plugin::loader::load_dir(
-            engine,
-            &dir.path,
-            sluice::phase::ConfigPolicy::new(config),
-            &Arc::new(sluice::plugin::secrets::SecretSources::default()),
-        )
-        .expect("loads")
-    };
+    let load = |engine: &Arc<PluginEngine>| dir.load(engine).expect("loads");
     let mode =
         |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     let artifacts = || -> Vec<std::path::PathBuf> {

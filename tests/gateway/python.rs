@@ -1,20 +1,14 @@
 //! Policies written in Python (componentize-py, `plugins/python/`): they run with an empty
 //! WASI context and are otherwise held to the same sandbox as Rust ones.
 
+use mysql_async::Conn;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Error};
 
 use crate::harness::{PolicyDir, TestGateway, fleet, secrets_config};
+use crate::policies::server_err;
 
 fn py_manifest(name: &str, kind: &str, plugin: &str, wasi: bool, extra: &str) -> String {
     format!("name = \"{name}\"\nkind = \"{kind}\"\nplugin = \"{plugin}\"\nwasi = {wasi}\n{extra}")
-}
-
-fn server_err(e: &Error) -> (u16, String) {
-    match e {
-        Error::Server(s) => (s.code, s.message.clone()),
-        other => panic!("expected a server error, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,18 +154,7 @@ fn a_python_policy_without_wasi_in_its_manifest_is_refused_with_the_way_out() {
         py_manifest("py-guard", "guard", "py-guard.wasm", false, "").as_bytes(),
     );
     let engine = sluice::plugin::runtime::PluginEngine::new().expect("engine");
-    let config = sluice::config::Config::from_toml(
-        "[[backends]]\nname = \"primary\"\naddress = \"127.0.0.1:1\"\nrole = \"primary\"\n",
-    )
-    .expect("config");
-    let e = sluice::plugin::loader::load_dir(
-        &engine,
-        &dir.path,
-        sluice::phase::ConfigPolicy::new(config),
-        &std::sync::Arc::new(sluice::plugin::secrets::SecretSources::default()),
-    )
-    .err()
-    .expect("refused");
+    let e = dir.load(&engine).err().expect("refused");
     assert!(e.reason.contains("wasi = true"), "{}", e.reason);
 }
 
