@@ -437,6 +437,7 @@ impl Plugin {
     }
 
     /// Runs a call into the guest where its imports can serve it (see `sandbox::off_runtime`).
+    #[inline]
     fn in_sandbox<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         if self.manifest.wasi {
             super::sandbox::off_runtime(f)
@@ -532,7 +533,12 @@ impl Plugin {
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        match self.in_sandbox(|| f(&mut warm)) {
+        let result = if self.manifest.wasi {
+            super::sandbox::off_runtime(|| f(&mut warm))
+        } else {
+            f(&mut warm)
+        };
+        match result {
             Ok(r) => {
                 warm.calls += 1;
                 warm.store.data_mut().context.trim();
