@@ -195,9 +195,43 @@ async fn rw_split_follows_replica_health_and_lag() {
     assert_eq!(in_tx, 1, "writes and transactions on the primary");
     c.query_drop("COMMIT").await.expect("commit");
 
+    // A session whose reads stick to replica 1 (server 2). Sticky routes carry within the
+    // session: after the first, its reads are routed without calling the router...
+    let mut sticky = loop {
+        let mut s = gw.app().await;
+        let id: u32 = s
+            .query_first("SELECT @@server_id")
+            .await
+            .expect("q")
+            .expect("row");
+        if id == 2 {
+            break s;
+        }
+    };
+    let router = || {
+        gw.gateway
+            .plugins()
+            .into_iter()
+            .find(|p| p.name() == "rw-split")
+            .expect("router")
+    };
+    let reused = router().stats.reused.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        let id: Option<u32> = sticky.query_first("SELECT @@server_id").await.expect("q");
+        assert_eq!(id, Some(2));
+    }
+    assert!(
+        router().stats.reused.load(Ordering::Relaxed) >= reused + 5,
+        "the session's reads reuse its route"
+    );
+
     // Replica 1's SQL thread stops: its lag is unknown, reads move away from it.
     f.sql(1, "STOP SLAVE SQL_THREAD");
     wait_fleet(&|s| s[1].lag_ms.is_none());
+    // ... and a reused route does not outlive the fleet it was made for.
+    let id: Option<u32> = sticky.query_first("SELECT @@server_id").await.expect("q");
+    assert_eq!(id, Some(3), "the session's reads leave the lagging replica");
+    drop(sticky);
     assert_eq!(
         server_ids(&opts, "SELECT @@server_id", 6).await,
         vec![3],

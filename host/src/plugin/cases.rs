@@ -319,7 +319,7 @@ fn route_decision(p: &Plugin, call: Call<'_>, fleet: &[BackendStatus]) -> Decisi
             .map_or_else(|| "primary".to_string(), |b| b.name.to_string())
     };
     // As the gateway does: an index out of range or an unknown name is the primary.
-    match PolicySet::run_router(p, call, fleet) {
+    match PolicySet::run_router(p, call, fleet).map(|r| r.decision) {
         Ok(RouteDecision::Primary) => Decision::Route(primary(), Role::Primary),
         Ok(RouteDecision::Backend(i)) => fleet.get(i as usize).map_or_else(
             || Decision::Route(primary(), Role::Primary),

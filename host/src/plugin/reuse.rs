@@ -1,9 +1,13 @@
-//! Guard verdicts the host reuses. A guard that says its verdict carries to every statement of
-//! the same digest (`safety.reach` in the WIT) is not called again for them: the host answers
-//! from here, in tens of nanoseconds instead of a call into Wasm. The cache belongs to one loaded
-//! policy, so a reload (new code or settings) starts empty.
+//! Decisions the host reuses. A guard that says its verdict carries to every statement of the
+//! same digest (`safety.reach` in the WIT) is not called again for them, and a router that says
+//! its route carries within the session (`routing.route-reach`) is not called again for the
+//! session's statements of the same kind while the fleet and the session stay as they were: the
+//! host answers from here, in tens of nanoseconds instead of a call into Wasm. Both belong to one
+//! loaded policy, so a reload (new code or settings) starts empty.
 //!
-//! A hit compares the digest itself, not only its hash, and the user when the verdict read it.
+//! A verdict hit compares the digest itself, not only its hash, and the user when the verdict
+//! read it; a route hit compares the connection id, the statement's class, fingerprints of the
+//! session's facts and of the fleet's status, and the digest for a same-digest route.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -11,8 +15,10 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_wit::guard::exports::sluice::policy::safety;
+use sluice_wit::router::exports::sluice::policy::routing;
 
 use crate::facts::{self, QueryFacts};
+use crate::phase::{BackendStatus, RouteDecision, SessionInfo};
 
 /// Verdicts kept at most; past it the cache starts over (the shapes in use come back at once).
 const CAPACITY: usize = 4096;
@@ -122,6 +128,173 @@ impl VerdictCache {
     }
 }
 
+/// Route slots per router policy: sessions and statement classes beyond it share slots (a
+/// shared slot holds the latest; the others miss and ask the router).
+const ROUTE_SLOTS: usize = 4096;
+
+/// One loaded router's reusable routes, a slot per session and statement class (and digest,
+/// for same-digest routes).
+pub struct RouteMemo {
+    slots: Box<[std::sync::Mutex<Option<RouteEntry>>]>,
+    /// Some route carried session-wide / per digest: which slots a lookup probes.
+    any_session_wide: AtomicBool,
+    any_same_digest: AtomicBool,
+}
+
+struct RouteEntry {
+    connection_id: u32,
+    class: u64,
+    session: u64,
+    fleet: u64,
+    /// A same-digest route: the digest it was decided for.
+    digest: Option<Box<str>>,
+    decision: RouteDecision,
+}
+
+impl Default for RouteMemo {
+    fn default() -> Self {
+        Self {
+            slots: (0..ROUTE_SLOTS)
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+            any_session_wide: AtomicBool::new(false),
+            any_same_digest: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What a route is looked up or remembered for.
+#[derive(Clone, Copy)]
+pub struct RouteAsk<'a> {
+    pub facts: &'a QueryFacts,
+    pub session: &'a SessionInfo<'a>,
+    pub fleet: &'a [BackendStatus],
+}
+
+impl RouteAsk<'_> {
+    /// Hints and positions to see are never reused (a hint is not in the digest; caught-up
+    /// changes with every write).
+    fn reusable(&self) -> bool {
+        self.facts.hints.is_empty() && self.session.required_position.is_none()
+    }
+
+    /// The facts a session-wide route may follow from.
+    fn class(&self) -> u64 {
+        let f = self.facts;
+        (f.kind as u64)
+            | u64::from(f.read_only) << 8
+            | u64::from(f.locking_read) << 9
+            | u64::from(f.multi_statement) << 10
+    }
+
+    fn session_print(&self) -> u64 {
+        let s = self.session;
+        let mut h = KeyHasher::default();
+        h.write(s.user.as_bytes());
+        h.write_u64(0xff);
+        h.write(s.database.unwrap_or_default().as_bytes());
+        h.write_u64(
+            u64::from(s.database.is_some())
+                | u64::from(s.in_transaction) << 1
+                | u64::from(s.autocommit) << 2
+                | u64::from(s.tls) << 3,
+        );
+        h.finish()
+    }
+
+    fn fleet_print(&self) -> u64 {
+        let mut h = KeyHasher::default();
+        for b in self.fleet {
+            h.write(b.name.as_bytes());
+            h.write_u64(
+                u64::from(b.role == crate::config::Role::Primary)
+                    | u64::from(b.healthy) << 1
+                    | u64::from(b.lag_ms.is_some()) << 2
+                    | u64::from(b.lag_ms.unwrap_or(0)) << 3
+                    | u64::from(b.weight) << 35,
+            );
+        }
+        h.finish()
+    }
+
+    fn slot(&self, class: u64, digest: Option<u64>) -> usize {
+        let mut h = KeyHasher::default();
+        h.write_u64(u64::from(self.session.connection_id));
+        h.write_u64(class);
+        if let Some(d) = digest {
+            h.write_u64(d);
+        }
+        (h.finish() >> 20) as usize % ROUTE_SLOTS
+    }
+}
+
+impl RouteMemo {
+    /// The route reused for `ask`, if one carries to it.
+    pub fn get(&self, ask: RouteAsk<'_>) -> Option<RouteDecision> {
+        let (wide, by_digest) = (
+            self.any_session_wide.load(Ordering::Relaxed),
+            self.any_same_digest.load(Ordering::Relaxed),
+        );
+        if !(wide || by_digest) || !ask.reusable() {
+            return None;
+        }
+        let class = ask.class();
+        let (session, fleet) = (ask.session_print(), ask.fleet_print());
+        let probe = |digest: Option<u64>| {
+            let slot = self.slots[ask.slot(class, digest)]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot.as_ref()
+                .filter(|e| {
+                    e.connection_id == ask.session.connection_id
+                        && e.class == class
+                        && e.session == session
+                        && e.fleet == fleet
+                        && e.digest.as_deref().map(str::as_bytes)
+                            == digest.map(|_| ask.facts.digest.as_bytes())
+                })
+                .map(|e| e.decision.clone())
+        };
+        wide.then(|| probe(None)).flatten().or_else(|| {
+            by_digest
+                .then(|| probe(Some(ask.facts.digest_hash)))
+                .flatten()
+        })
+    }
+
+    /// Remembers `decision`, made for `ask`, as far as `reach` carries it.
+    pub fn remember(
+        &self,
+        ask: RouteAsk<'_>,
+        decision: &RouteDecision,
+        reach: Option<routing::RouteReach>,
+    ) {
+        let Some(reach) = reach else { return };
+        if !ask.reusable() {
+            return;
+        }
+        let class = ask.class();
+        let digest = reach.same_digest.then_some(ask.facts.digest_hash);
+        let entry = RouteEntry {
+            connection_id: ask.session.connection_id,
+            class,
+            session: ask.session_print(),
+            fleet: ask.fleet_print(),
+            digest: reach.same_digest.then(|| ask.facts.digest.as_str().into()),
+            decision: decision.clone(),
+        };
+        *self.slots[ask.slot(class, digest)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entry);
+        let flag = if reach.same_digest {
+            &self.any_same_digest
+        } else {
+            &self.any_session_wide
+        };
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Keys are already keyed hashes (random per process): mixing them is enough.
 #[derive(Default)]
 struct KeyHasher(u64);
@@ -132,9 +305,16 @@ impl Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
         }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(word) ^ (rest.len() as u64) << 59);
     }
 
     fn write_u64(&mut self, n: u64) {
@@ -186,6 +366,95 @@ mod tests {
         let mut forged = other.clone();
         forged.digest_hash = a.digest_hash;
         assert!(cache.get(at(&forged)).is_none());
+    }
+
+    fn fleet(lag: u32) -> Vec<BackendStatus> {
+        use crate::config::Role;
+        vec![
+            BackendStatus::idle("primary", Role::Primary, true, Some(0)),
+            BackendStatus::idle("replica1", Role::Replica, true, Some(lag)),
+        ]
+    }
+
+    #[test]
+    fn a_route_carries_in_its_session_while_the_fleet_and_session_stay() {
+        let memo = RouteMemo::default();
+        let read = analyze("SELECT * FROM t WHERE id = 1");
+        let other_read = analyze("SELECT name FROM u");
+        let write = analyze("UPDATE t SET a = 1 WHERE id = 1");
+        let hinted = analyze("SELECT /* sluice:route=primary */ 1");
+        let s7 = SessionInfo::plain(7, "app");
+        let f = fleet(10);
+        let ask = |facts, session, fleet| RouteAsk {
+            facts,
+            session,
+            fleet,
+        };
+        let wide = Some(routing::RouteReach { same_digest: false });
+        memo.remember(ask(&read, &s7, &f), &RouteDecision::Backend(1), wide);
+        assert_eq!(
+            memo.get(ask(&other_read, &s7, &f)),
+            Some(RouteDecision::Backend(1)),
+            "another read of the session"
+        );
+        assert_eq!(memo.get(ask(&write, &s7, &f)), None, "another class");
+        let s8 = SessionInfo::plain(8, "app");
+        assert_eq!(memo.get(ask(&read, &s8, &f)), None, "another session");
+        let lagged = fleet(11);
+        assert_eq!(
+            memo.get(ask(&read, &s7, &lagged)),
+            None,
+            "the fleet changed"
+        );
+        let in_txn = SessionInfo {
+            in_transaction: true,
+            ..s7.clone()
+        };
+        assert_eq!(
+            memo.get(ask(&read, &in_txn, &f)),
+            None,
+            "the session changed"
+        );
+        let in_db = SessionInfo {
+            database: Some("app"),
+            ..s7.clone()
+        };
+        assert_eq!(memo.get(ask(&read, &in_db, &f)), None, "another schema");
+        memo.remember(ask(&hinted, &s7, &f), &RouteDecision::Primary, wide);
+        assert_eq!(
+            memo.get(ask(&hinted, &s7, &f)),
+            None,
+            "hints are never reused"
+        );
+        // No reach: nothing kept.
+        memo.remember(ask(&write, &s8, &f), &RouteDecision::Primary, None);
+        assert_eq!(memo.get(ask(&write, &s8, &f)), None);
+    }
+
+    #[test]
+    fn a_same_digest_route_carries_to_that_digest_only() {
+        let memo = RouteMemo::default();
+        let a = analyze("SELECT * FROM ledger WHERE id = 1");
+        let same = analyze("SELECT * FROM ledger WHERE id = 2");
+        let other = analyze("SELECT * FROM t WHERE id = 1");
+        let s = SessionInfo::plain(3, "app");
+        let f = fleet(0);
+        let ask = |facts| RouteAsk {
+            facts,
+            session: &s,
+            fleet: &f,
+        };
+        let by_digest = Some(routing::RouteReach { same_digest: true });
+        memo.remember(ask(&a), &RouteDecision::Primary, by_digest);
+        assert_eq!(memo.get(ask(&same)), Some(RouteDecision::Primary));
+        assert_eq!(memo.get(ask(&other)), None);
+        let mut forged = other.clone();
+        forged.digest_hash = a.digest_hash;
+        assert_eq!(
+            memo.get(ask(&forged)),
+            None,
+            "a hash collision is not a hit"
+        );
     }
 
     #[test]

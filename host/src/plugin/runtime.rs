@@ -21,7 +21,7 @@ use wasmtime::{
 
 use super::context::CallContext;
 use super::manifest::{Kind, Manifest};
-use super::reuse::VerdictCache;
+use super::reuse::{RouteMemo, VerdictCache};
 use super::secrets::SecretSources;
 
 /// Instances that can exist at once across every loaded policy (warm pools of at most 128 per
@@ -34,7 +34,7 @@ const POOL_INSTANCES: u32 = 1000;
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
 /// The version of `wit/policy.wit` this host implements.
-pub const POLICY_VERSION: &str = "0.7.0";
+pub const POLICY_VERSION: &str = "0.8.0";
 
 /// The epoch ticks every millisecond; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);
@@ -268,7 +268,7 @@ const RECYCLE_AFTER: u32 = 100_000;
 #[derive(Debug, Default)]
 pub struct PluginStats {
     pub calls: AtomicU64,
-    /// Guard verdicts the host reused without a call (`reuse`).
+    /// Decisions the host reused without a call (`reuse`): guard verdicts, routes.
     pub reused: AtomicU64,
     pub traps: AtomicU64,
     pub deadline_hits: AtomicU64,
@@ -366,6 +366,8 @@ pub struct Plugin {
     name: Arc<str>,
     /// A guard's verdicts that carry to later statements of the same shape.
     pub reuse: VerdictCache,
+    /// A router's decisions that carry to later statements of the same session.
+    pub routes: RouteMemo,
 }
 
 impl Plugin {
@@ -420,6 +422,7 @@ impl Plugin {
             pool: Mutex::new(Vec::new()),
             name,
             reuse: VerdictCache::default(),
+            routes: RouteMemo::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use sluice_wit::{
 };
 
 use super::manifest::OnError;
-use super::reuse::Shape;
+use super::reuse::{RouteAsk, Shape};
 use super::runtime::{Bound, CallError, Plugin, Warm};
 use crate::config::{AuthPlugin, Config, Role};
 use crate::facts::{self, QueryFacts, StatementKind};
@@ -191,7 +191,7 @@ impl PolicySet {
         r: &Plugin,
         call: Call<'_>,
         fleet: &[BackendStatus],
-    ) -> Result<routing::RouteDecision, CallError> {
+    ) -> Result<routing::Routed, CallError> {
         call.on(r, |w, q, s| {
             let Bound::Router(b) = &w.bound else {
                 return Err(mismatch());
@@ -381,17 +381,32 @@ impl Policy for PolicySet {
         let Some(r) = &self.router else {
             return self.builtin.route(facts, session, fleet);
         };
+        let ask = RouteAsk {
+            facts,
+            session,
+            fleet,
+        };
+        if let Some(d) = r.routes.get(ask) {
+            r.stats.reused.fetch_add(1, Ordering::Relaxed);
+            return d;
+        }
         let call = Call {
             facts,
             sql: "",
             session,
         };
         match Self::run_router(r, call, fleet) {
-            Ok(routing::RouteDecision::Primary) => RouteDecision::Primary,
-            Ok(routing::RouteDecision::Backend(i)) => {
-                RouteDecision::Backend(usize::try_from(i).unwrap_or(usize::MAX))
+            Ok(routed) => {
+                let d = match routed.decision {
+                    routing::RouteDecision::Primary => RouteDecision::Primary,
+                    routing::RouteDecision::Backend(i) => {
+                        RouteDecision::Backend(usize::try_from(i).unwrap_or(usize::MAX))
+                    }
+                    routing::RouteDecision::Named(name) => RouteDecision::Named(name),
+                };
+                r.routes.remember(ask, &d, routed.reach);
+                d
             }
-            Ok(routing::RouteDecision::Named(name)) => RouteDecision::Named(name),
             Err(e) => {
                 tracing::warn!(policy = r.name(), error = %e, "router failed; using the primary");
                 RouteDecision::Primary

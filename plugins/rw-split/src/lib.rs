@@ -64,7 +64,7 @@ mod bindings {
 use bindings::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 pub use bindings::exports::sluice::policy::routing::BackendStatus;
 use bindings::exports::sluice::policy::routing::{
-    Guest as Routing, QueryFacts, RouteDecision, SessionInfo,
+    Guest as Routing, QueryFacts, RouteDecision, RouteReach, Routed as Route, SessionInfo,
 };
 pub use bindings::sluice::policy::types::{BackendLoad, Role};
 use bindings::sluice::policy::{session, statement};
@@ -503,7 +503,7 @@ impl Routing for Policy {
         STATE.with(|st| st.fleet = fleet);
     }
 
-    fn route(q: QueryFacts, s: SessionInfo) -> RouteDecision {
+    fn route(q: QueryFacts, s: SessionInfo) -> Route {
         // Only a statement with hints pays for a call into the host.
         let hint = if q.hint_count > 0 {
             statement::hint("route")
@@ -516,7 +516,7 @@ impl Routing for Policy {
             route_hint: hint.as_deref(),
             connection_id: s.connection_id,
         };
-        let chosen = STATE.with(|st| {
+        let (chosen, reach) = STATE.with(|st| {
             st.turn = st.turn.wrapping_add(1);
             let turn = st.turn;
             let rule = if read.route_hint.is_none() && !st.settings.rules.is_empty() {
@@ -551,18 +551,40 @@ impl Routing for Policy {
             } else {
                 pick
             };
-            match pick {
+            let reach = carries(&st.settings, &read, s.must_see_position);
+            let chosen = match pick {
                 Choice::Primary => Routed::Primary,
                 Choice::Replica(i) => Routed::Backend(i),
                 Choice::Named(n) => Routed::Named(String::from(n)),
-            }
+            };
+            (chosen, reach)
         });
-        match chosen {
+        let decision = match chosen {
             Routed::Primary => RouteDecision::Primary,
             Routed::Backend(i) => RouteDecision::Backend(u32::try_from(i).unwrap_or(u32::MAX)),
             Routed::Named(name) => RouteDecision::Named(name),
-        }
+        };
+        Route { decision, reach }
     }
+}
+
+/// How far a route carries in its session (the host then routes the session's statements of the
+/// same kind itself while the fleet's status and the session stay as they were). What does not
+/// read the fleet's load, the turn or a hint carries: every statement that is not a plain read
+/// outside a transaction (the primary), and with `sticky` every read (by connection id). Rules
+/// match by digest, so with rules a route carries to the same digest only.
+pub fn carries(
+    settings: &Settings,
+    read: &Read<'_>,
+    must_see_position: bool,
+) -> Option<RouteReach> {
+    if read.route_hint.is_some() || must_see_position {
+        return None;
+    }
+    let primary_by_rule = !read.plain_read || read.in_transaction;
+    (primary_by_rule || settings.strategy == Strategy::Sticky).then_some(RouteReach {
+        same_digest: !settings.rules.is_empty(),
+    })
 }
 
 /// A decision, owning what it names (out of the state's borrow).
@@ -622,6 +644,54 @@ mod tests {
             route_hint: None,
             connection_id: id,
         }
+    }
+
+    #[test]
+    fn routes_carry_in_the_session_only_when_they_read_no_load_turn_or_hint() {
+        let sticky = Settings::default();
+        let p2c = Settings {
+            strategy: Strategy::P2c,
+            ..Settings::default()
+        };
+        let with_rules = Settings {
+            rules: alloc::vec![Rule {
+                digest: None,
+                table: Some("app.ledger".into()),
+                user: None,
+                to: "primary".into(),
+            }],
+            ..Settings::default()
+        };
+        let write = Read {
+            plain_read: false,
+            ..read(1)
+        };
+        let hinted = Read {
+            route_hint: Some("replica"),
+            ..read(1)
+        };
+        // Some(same-digest) when it carries.
+        let reach = |s: &Settings, r: &Read<'_>, must_see: bool| {
+            carries(s, r, must_see).map(|r| r.same_digest)
+        };
+        assert_eq!(
+            reach(&sticky, &read(1), false),
+            Some(false),
+            "sticky: by connection id"
+        );
+        assert_eq!(reach(&p2c, &read(1), false), None, "p2c reads the load");
+        assert_eq!(
+            reach(&p2c, &write, false),
+            Some(false),
+            "a write: the primary"
+        );
+        assert_eq!(
+            reach(&with_rules, &read(1), false),
+            Some(true),
+            "rules match by digest"
+        );
+        assert_eq!(reach(&sticky, &read(1), true), None, "a position to see");
+        assert_eq!(reach(&sticky, &hinted, false), None, "a hint");
     }
 
     #[test]
