@@ -92,15 +92,16 @@ pub fn load_plugin(
     let file = manifest.file.clone();
     let bytes = std::fs::read(&manifest.plugin)
         .map_err(|e| err(&file, format!("plugin {}: {e}", manifest.plugin.display())))?;
+    let sha256: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes).into()
+    };
     let component = engine
-        .compile(&bytes)
+        .compile_hashed(&bytes, sha256)
         .map_err(|r| err(&file, format!("plugin {}: {r}", manifest.plugin.display())))?;
     let mut plugin = Plugin::link(engine, manifest, &component, Arc::clone(secrets))
         .map_err(|r| err(&file, format!("plugin: {r}")))?;
-    plugin.content_sha256 = {
-        use sha2::Digest;
-        super::precompiled::hex(&sha2::Sha256::digest(&bytes))
-    };
+    plugin.content_sha256 = super::precompiled::hex(&sha256);
     smoke(&plugin).map_err(|r| err(&file, r))?;
     if plugin.manifest.kind != Kind::Credentials {
         // Policy calls are synchronous on the runtime's threads, so at most that many run at

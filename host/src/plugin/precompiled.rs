@@ -10,7 +10,7 @@
 //! to a private temporary file renamed into place.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +27,8 @@ pub struct PrecompiledDir {
     dir: PathBuf,
     /// The engine's compatibility hash, in every artifact's name.
     engine_key: String,
-    /// Loaded from disk / compiled and written.
+    /// Components loaded from disk.
     pub hits: AtomicU64,
-    pub writes: AtomicU64,
 }
 
 impl PrecompiledDir {
@@ -62,7 +61,6 @@ impl PrecompiledDir {
             dir: dir.to_path_buf(),
             engine_key: format!("{:016x}", h.finish()),
             hits: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
         })
     }
 
@@ -74,13 +72,15 @@ impl PrecompiledDir {
     /// The component compiled from content with this hash, if a trusted artifact has it.
     pub fn load(&self, engine: &Engine, content: &[u8; 32]) -> Option<Component> {
         let path = self.path(content);
-        let file = std::fs::File::open(&path).ok()?;
+        let mut file = std::fs::File::open(&path).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() || meta.uid() != own_uid().ok()? || meta.mode() & 0o022 != 0 {
             tracing::warn!(file = %path.display(), "compiled policy not trusted (owner or mode); compiling instead");
             return None;
         }
-        let bytes = std::fs::read(&path).ok()?;
+        // From the handle whose owner and mode were checked, not the path again.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes).ok()?;
         let (sum, code) = bytes.split_at_checked(32)?;
         if sha2::Sha256::digest(code).as_slice() != sum {
             tracing::warn!(file = %path.display(), "compiled policy is damaged; compiling instead");
@@ -127,7 +127,6 @@ impl PrecompiledDir {
             let _ = std::fs::remove_file(&tmp);
             return Err(e.to_string());
         }
-        self.writes.fetch_add(1, Ordering::Relaxed);
         self.trim();
         Ok(())
     }
